@@ -1,0 +1,223 @@
+"""The App: registry of topics, agents and timers; builds the Topology."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .agent import Agent, AgentFn, Timer
+from .errors import ConfigError
+from .metrics import Metrics
+from .runtime.record_writer import RecordWriter
+from .runtime.topic_admin import ensure_topics
+from .settings import make_settings
+from .topic import ErrorPolicy, Topic
+from .topology import Topology
+from .transport import transport_for
+from .transport.base import Headers
+
+if TYPE_CHECKING:
+    from .runtime.worker import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+_LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _LEGAL_NAME.match(name):
+        raise ConfigError(
+            f"{kind} name {name!r} is not a legal Kafka name: use letters, digits, "
+            "'.', '_' and '-' (at most 200 characters)"
+        )
+
+
+class App:
+    """One streaming application; its id is the consumer group and the topic prefix."""
+
+    def __init__(
+        self,
+        app_id: str,
+        *,
+        broker: str | None = None,
+        data_dir: str | Path | None = None,
+        **settings: Any,
+    ) -> None:
+        _check_name("app id", app_id)
+        self.id = app_id
+        self.settings = make_settings(broker=broker, data_dir=data_dir, **settings)
+        self.topics: dict[str, Topic] = {}
+        self.agents: list[Agent] = []
+        self.timers: list[Timer] = []
+        self.metrics = Metrics()
+        self._worker: Worker | None = None
+
+    def __repr__(self) -> str:
+        return f"<App {self.id} broker={self.settings.broker}>"
+
+    def configure(self, **overrides: Any) -> None:
+        """Override settings after construction (the CLI's --broker, --data-dir, ...)."""
+        self.settings = make_settings(self.settings, **overrides)
+
+    # Declarations ------------------------------------------------------------
+
+    def topic(
+        self,
+        name: str,
+        *,
+        key_type: Any = str,
+        value_type: Any = Any,
+        partitions: int | None = None,
+        replication_factor: int = 1,
+        config: Mapping[str, str] | None = None,
+        on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+    ) -> Topic:
+        """Declare a topic. `partitions=None` adopts an existing topic's count."""
+        _check_name("topic", name)
+        if partitions is not None and partitions < 1:
+            raise ConfigError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
+        try:
+            policy = ErrorPolicy(on_error)
+        except ValueError:
+            raise ConfigError(
+                f"topic {name!r}: on_error must be one of "
+                f"{', '.join(p.value for p in ErrorPolicy)}, got {on_error!r}"
+            ) from None
+        topic = Topic(
+            name,
+            key_type=key_type,
+            value_type=value_type,
+            declared_partitions=partitions,
+            replication_factor=replication_factor,
+            config=dict(config or {}),
+            on_error=policy,
+        )
+        known = self.topics.get(name)
+        if known is not None:
+            same = (known.key_type, known.value_type, known.declared_partitions) == (
+                key_type,
+                value_type,
+                partitions,
+            )
+            if not same:
+                raise ConfigError(f"topic {name!r} is declared twice with different settings")
+            return known
+        self.topics[name] = topic
+        return topic
+
+    def agent(
+        self,
+        source: Topic | Sequence[Topic],
+        *,
+        sink: Topic | Sequence[Topic] | None = None,
+        name: str | None = None,
+        on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+    ) -> Callable[[AgentFn], Agent]:
+        """Run the decorated `async def f(stream)` once per task of its source topics."""
+        sources = (source,) if isinstance(source, Topic) else tuple(source)
+        sinks = () if sink is None else (sink,) if isinstance(sink, Topic) else tuple(sink)
+        for topic in (*sources, *sinks):
+            if self.topics.get(topic.name) is not topic:
+                raise ConfigError(
+                    f"topic {topic.name!r} was not declared with this app's app.topic()"
+                )
+
+        def register(fn: AgentFn) -> Agent:
+            agent = Agent(
+                name=name or fn.__name__,
+                fn=fn,
+                sources=sources,
+                sinks=sinks,
+                on_error=ErrorPolicy(on_error),
+            )
+            if any(a.name == agent.name for a in self.agents):
+                raise ConfigError(f"two agents are named {agent.name!r}; pass name=")
+            self.agents.append(agent)
+            return agent
+
+        return register
+
+    def timer(self, seconds: float, *, name: str | None = None) -> Callable[[F], F]:
+        """Run the decorated `async def f()` every `seconds` on every worker."""
+        if seconds <= 0:
+            raise ConfigError(f"timer interval must be > 0 seconds, got {seconds}")
+
+        def register(fn: F) -> F:
+            self.timers.append(Timer(name or fn.__name__, seconds, fn))
+            return fn
+
+        return register
+
+    # Derived -----------------------------------------------------------------
+
+    def topology(self) -> Topology:
+        return Topology.build(self.agents)
+
+    def dead_letter_topic_if_used(self) -> Topic | None:
+        """`{app_id}-dlq`, declared only when some topic or agent routes records there."""
+        used = any(t.on_error is ErrorPolicy.DEAD_LETTER for t in self.topics.values()) or any(
+            a.on_error is ErrorPolicy.DEAD_LETTER for a in self.agents
+        )
+        if not used:
+            return None
+        name = f"{self.id}-dlq"
+        return self.topics.get(name) or self.topic(name, key_type=bytes, value_type=bytes)
+
+    def all_topics(self) -> list[Topic]:
+        self.dead_letter_topic_if_used()
+        return list(self.topics.values())
+
+    # Running -----------------------------------------------------------------
+
+    async def send(
+        self,
+        topic: Topic | str,
+        *,
+        key: Any = None,
+        value: Any = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """Produce one record.
+
+        Inside a running worker the record joins the worker's batches and is
+        acknowledged before the input offset of the record in hand is committed;
+        elsewhere it is sent and acknowledged before this returns.
+        """
+        if isinstance(topic, str):
+            if topic not in self.topics:
+                raise ConfigError(f"unknown topic {topic!r}: declare it with app.topic()")
+            topic = self.topics[topic]
+        if self._worker is not None and self._worker.writer is not None:
+            self._worker.writer.write(topic, key, value, headers or (), timestamp_ms, partition)
+            return
+        transport = transport_for(self.settings.broker)
+        admin = transport.admin()
+        try:
+            await ensure_topics(admin, [topic])
+        finally:
+            await admin.close()
+        producer = transport.producer()
+        await producer.start()
+        try:
+            writer = RecordWriter(producer)
+            writer.write(topic, key, value, headers or (), timestamp_ms, partition)
+            await writer.flush()
+        finally:
+            await producer.stop()
+
+    def stop(self) -> None:
+        """Ask the running worker to stop gracefully (from an agent or timer, say)."""
+        if self._worker is not None:
+            self._worker.stop()
+
+    def _attach(self, worker: Worker) -> None:
+        if self._worker is not None:
+            raise ConfigError(f"app {self.id!r} already has a worker running in this process")
+        self._worker = worker
+
+    def _detach(self, worker: Worker) -> None:
+        if self._worker is worker:
+            self._worker = None

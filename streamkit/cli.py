@@ -1,0 +1,153 @@
+"""`streamkit worker` and `streamkit topology`: load an app by `module:attr` and run it.
+
+Errors a user can fix (a bad module path, a missing attribute, a bad setting, a
+record that failed under the `fail` policy) end in one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .app import App
+from .errors import AgentError, ConfigError, StreamkitError
+
+log = logging.getLogger("streamkit")
+
+
+def load_app(ref: str) -> App:
+    """`module:attr` where attr is an App or a callable returning one."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"expected MODULE:ATTRIBUTE (like clicks:app), got {ref!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"cannot import module {module_name!r}: no such module") from None
+        raise ConfigError(_import_failure(module_name, exc)) from exc
+    except StreamkitError:
+        raise
+    except Exception as exc:
+        raise ConfigError(_import_failure(module_name, exc)) from exc
+    try:
+        target: Any = getattr(module, attr)
+    except AttributeError:
+        apps = [name for name, value in vars(module).items() if isinstance(value, App)]
+        hint = f"; it has {', '.join(apps)}" if apps else ""
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
+    if callable(target) and not isinstance(target, App):
+        target = target()
+    if not isinstance(target, App):
+        raise ConfigError(f"{ref} is a {type(target).__name__}, not a streamkit App")
+    return target
+
+
+def _import_failure(module_name: str, exc: BaseException) -> str:
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f" at {frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
+    return f"importing {module_name!r} raised {type(exc).__name__}: {exc}{where}"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _banner(app: App) -> str:
+    topology = app.topology()
+    lines = [
+        f"streamkit {__version__}  app={app.id}  broker={app.settings.broker}  "
+        f"loop={app.settings.loop}",
+    ]
+    for agent in app.agents:
+        sources = ", ".join(t.name for t in agent.sources)
+        sinks = ", ".join(t.name for t in agent.sinks) or "-"
+        lines.append(f"  agent {agent.name}: {sources} -> {sinks}")
+    for timer in app.timers:
+        lines.append(f"  timer {timer.name}: every {timer.interval_s:g} s")
+    for sub in topology.subtopologies:
+        tasks = " ".join(str(t) for t in sub.task_ids())
+        lines.append(f"  sub-topology {sub.id} tasks: {tasks}")
+    return "\n".join(lines)
+
+
+class _Group(click.Group):
+    """Turns our errors into one line and exit code 1 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StreamkitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="streamkit")
+def main() -> None:
+    """streamkit: stream processing with Kafka Streams' architecture, in asyncio."""
+
+
+_app_argument = click.argument("app_ref", metavar="MODULE:APP")
+
+
+@main.command()
+@_app_argument
+@click.option("--broker", help="memory:// or kafka://host:port[,host:port] (overrides the app)")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="where state stores live")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default=None,
+)
+@click.option("--loop", type=click.Choice(["uvloop", "asyncio"]), default=None)
+@click.option(
+    "--stop-when-idle",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="stop gracefully once no record has arrived for this long",
+)
+def worker(
+    app_ref: str,
+    broker: str | None,
+    data_dir: str | None,
+    log_level: str | None,
+    loop: str | None,
+    stop_when_idle: float | None,
+) -> None:
+    """Run the app's agents on this process's share of the tasks."""
+    from .runtime.worker import run_worker
+
+    app = load_app(app_ref)
+    app.configure(broker=broker, data_dir=data_dir, log_level=log_level, loop=loop)
+    _configure_logging(app.settings.log_level)
+    click.echo(_banner(app), err=True)
+    try:
+        run_worker(app, stop_when_idle_s=stop_when_idle)
+    except AgentError as exc:
+        # The user's own traceback helps them fix their agent; ours would not.
+        log.error("%s", exc, exc_info=exc.__cause__)
+        raise
+    log.info("worker stopped cleanly")
+
+
+@main.command()
+@_app_argument
+def topology(app_ref: str) -> None:
+    """Print the app's sub-topologies, nodes and tasks."""
+    click.echo(load_app(app_ref).topology().describe())

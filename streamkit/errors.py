@@ -1,0 +1,43 @@
+"""Errors a user sees. Each carries a message that names the thing to fix."""
+
+from __future__ import annotations
+
+
+class StreamkitError(Exception):
+    """Base of every error streamkit raises on purpose."""
+
+
+class ConfigError(StreamkitError):
+    """A setting, broker URL or app reference is wrong; raised before anything runs."""
+
+
+class TopologyError(StreamkitError):
+    """The graph cannot run as declared (co-partitioning, partition counts, wiring)."""
+
+
+class TransportError(StreamkitError):
+    """The broker refused or failed an operation."""
+
+
+class SerdeError(StreamkitError):
+    """A key or value could not be turned into bytes or back."""
+
+
+class RecordError(StreamkitError):
+    """Processing one input record failed; names where the record lives."""
+
+    def __init__(self, reason: str, *, topic: str, partition: int, offset: int, stage: str) -> None:
+        self.reason = reason
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.stage = stage
+        super().__init__(f"{stage} failed on {topic}[{partition}]@{offset}: {reason}")
+
+
+class BadInputError(RecordError):
+    """A record's key or value failed to deserialize or validate, under the `fail` policy."""
+
+
+class AgentError(RecordError):
+    """A user's agent raised while processing a record, under the `fail` policy."""

@@ -1,0 +1,102 @@
+"""One agent instance inside one task: feeds it batches, writes its yields, applies its policy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from ..agent import Agent
+from ..events import Event
+from ..stream import Stream
+from ..transport.base import RawRecord
+from .failures import FailureRouter
+from .record_writer import RecordWriter
+
+log = logging.getLogger("streamkit.agent")
+
+
+class AgentReturned(RuntimeError):
+    """The agent's function ended while its stream still had records for it."""
+
+
+class AgentRunner:
+    def __init__(
+        self,
+        agent: Agent,
+        task_name: str,
+        writer: RecordWriter,
+        failures: FailureRouter,
+        raw_of: Callable[[Event], RawRecord],
+    ) -> None:
+        self.agent = agent
+        self._task_name = task_name
+        self._writer = writer
+        self._failures = failures
+        self._raw_of = raw_of
+        self._stream: Stream | None = None
+        self._job: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start a fresh instance of the agent, parked until the first batch."""
+        self._stream = Stream()
+        self._job = asyncio.create_task(
+            self._drive(self._stream), name=f"agent {self.agent.name} in task {self._task_name}"
+        )
+
+    async def _drive(self, stream: Stream) -> None:
+        agent = self.agent
+        if not agent.yields:
+            await agent.fn(stream)
+            return
+        write = self._writer.write
+        sinks = agent.sinks
+        async for out in agent.fn(stream):
+            event = stream.current_event
+            if type(out) is tuple and len(out) == 2:
+                key, value = out
+            else:
+                # `yield value` keeps the input key, as Kafka Streams' mapValues does.
+                key, value = (event.key if event is not None else None), out
+            if event is None:
+                headers, timestamp = (), None
+            else:
+                headers, timestamp = event.headers, event.timestamp
+            for sink in sinks:
+                write(sink, key, value, headers, timestamp)
+
+    async def process(self, batch: Sequence[Event]) -> None:
+        """Return once the agent has asked past the batch's last event."""
+        remaining = batch
+        while remaining:
+            assert self._stream is not None and self._job is not None
+            consumed = self._stream.offer(remaining)
+            await asyncio.wait((consumed, self._job), return_when=asyncio.FIRST_COMPLETED)
+            if consumed.done():
+                return
+            index = self._stream.position(remaining) or 0
+            failed = remaining[index]
+            exc = self._job.exception() or AgentReturned(
+                "the agent function returned while its stream was still open"
+            )
+            # Raises AgentError under the `fail` policy; otherwise the record is dealt with.
+            self._failures.agent_failed(
+                self.agent.name, self._raw_of(failed), exc, self.agent.on_error
+            )
+            log.debug("agent %s raised", self.agent.name, exc_info=exc)
+            self.start()
+            remaining = remaining[index + 1 :]
+
+    async def close(self) -> None:
+        """End the stream so the agent's loop finishes, then wait for it."""
+        if self._job is None or self._stream is None or self._job.done():
+            return
+        self._stream.offer(None)
+        try:
+            await self._job
+        except Exception:
+            log.exception("agent %s raised while its stream was closing", self.agent.name)
+
+    def cancel(self) -> None:
+        if self._job is not None:
+            self._job.cancel()

@@ -1,0 +1,80 @@
+"""The rebalance coordinator: maps assigned partitions to tasks, starts and stops them.
+
+Partition p of every source topic of a sub-topology belongs to task `<sub>_p`, so
+an assignment is turned into tasks by grouping; a revocation closes the tasks it
+touches, each finishing its batch in hand and committing before it lets go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+
+from ..topology import TaskId, Topology
+from ..transport.base import TopicPartition
+from .task import Task, TaskServices
+
+log = logging.getLogger("streamkit.coordinator")
+
+
+class Coordinator:
+    def __init__(
+        self,
+        topology: Topology,
+        services: TaskServices,
+        on_task_failed: Callable[[BaseException], None],
+    ) -> None:
+        self._topology = topology
+        self._services = services
+        self._on_task_failed = on_task_failed
+        self.tasks: dict[TaskId, Task] = {}
+        self._jobs: dict[TaskId, asyncio.Task[None]] = {}
+        self._by_partition: dict[TopicPartition, Task] = {}
+
+    def task_for(self, tp: TopicPartition) -> Task | None:
+        return self._by_partition.get(tp)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
+        for tp in assigned:
+            by_task[self._topology.task_id_for(tp)].add(tp)
+        for task_id, partitions in sorted(by_task.items()):
+            if task_id in self.tasks:
+                continue
+            task = Task(task_id, self._topology.subtopology(task_id), partitions, self._services)
+            self.tasks[task_id] = task
+            for tp in partitions:
+                self._by_partition[tp] = task
+            job = asyncio.create_task(task.run(), name=f"task {task_id}")
+            job.add_done_callback(self._task_ended)
+            self._jobs[task_id] = job
+        log.info("owns tasks: %s", " ".join(str(t) for t in sorted(self.tasks)) or "none")
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._close({t.id for tp in revoked if (t := self._by_partition.get(tp))})
+
+    async def close_all(self) -> None:
+        await self._close(set(self.tasks))
+
+    async def _close(self, task_ids: set[TaskId]) -> None:
+        for task_id in task_ids:
+            self.tasks[task_id].request_stop()
+        await asyncio.gather(*(self._jobs[t] for t in task_ids), return_exceptions=True)
+        for task_id in task_ids:
+            task = self.tasks.pop(task_id)
+            del self._jobs[task_id]
+            for tp in task.partitions:
+                self._by_partition.pop(tp, None)
+
+    def cancel_all(self) -> None:
+        for job in self._jobs.values():
+            job.cancel()
+
+    def has_queued_records(self) -> bool:
+        return any(t.has_queued() for t in self.tasks.values())
+
+    def _task_ended(self, job: asyncio.Task[None]) -> None:
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            self._on_task_failed(exc)

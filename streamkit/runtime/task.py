@@ -1,0 +1,227 @@
+"""A task: the coroutine that owns a (sub-topology, partition)'s queues and agents.
+
+It takes fetched chunks from its partition queues (lowest timestamp first when it
+has several), decodes them, runs them through its agents, and commits: outputs
+flushed and acknowledged first, input offsets second (DESIGN.md invariant 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from operator import attrgetter
+
+from ..errors import BadInputError, RecordError
+from ..events import Event
+from ..metrics import Metrics
+from ..settings import Settings
+from ..topology import SubTopology, TaskId
+from ..transport.base import Consumer, RawRecord, TopicPartition
+from .agent_runner import AgentRunner
+from .failures import FailureRouter
+from .partition_queue import PartitionQueue
+from .record_writer import RecordWriter
+
+log = logging.getLogger("streamkit.task")
+
+_timestamp = attrgetter("timestamp")
+_offset = attrgetter("offset")
+
+
+class TaskState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class TaskServices:
+    """What a task borrows from its worker; the task owns nothing of these."""
+
+    consumer: Consumer
+    writer: RecordWriter
+    failures: FailureRouter
+    metrics: Metrics
+    settings: Settings
+
+
+class Task:
+    def __init__(
+        self,
+        task_id: TaskId,
+        subtopology: SubTopology,
+        partitions: set[TopicPartition],
+        services: TaskServices,
+    ) -> None:
+        self.id = task_id
+        self.partitions = frozenset(partitions)
+        self.state = TaskState.CREATED
+        self._services = services
+        capacity = services.settings.partition_buffer_records
+        self._queues = {tp: PartitionQueue(tp, capacity) for tp in sorted(partitions)}
+        self._topics = {t.name: t for t in subtopology.sources}
+        self._runners = [
+            AgentRunner(a, str(task_id), services.writer, services.failures, self._raw_of)
+            for a in subtopology.agents
+        ]
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._positions: dict[TopicPartition, int] = {}
+        self._uncommitted = False
+        self._in_hand: dict[TopicPartition, Sequence[RawRecord]] = {}
+        self._next_commit = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.state}>"
+
+    # Called by the worker's fetch loop -----------------------------------------
+
+    def enqueue(self, tp: TopicPartition, records: Sequence[RawRecord]) -> bool:
+        """Queue fetched records; True when the partition should be paused."""
+        full = self._queues[tp].put(records)
+        self._wakeup.set()
+        return full
+
+    def has_queued(self) -> bool:
+        return any(self._queues.values())
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, commit and close."""
+        self._stopping = True
+        self._wakeup.set()
+
+    # The task's own coroutine --------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._services.settings.commit_interval_s
+        self._next_commit = loop.time() + interval
+        for runner in self._runners:
+            runner.start()
+        self.state = TaskState.RUNNING
+        try:
+            while not self._stopping:
+                self._wakeup.clear()
+                chunks = self._take_chunks()
+                if chunks:
+                    await self._process(chunks)
+                elif self._uncommitted:
+                    await self._wait(self._next_commit - loop.time())
+                else:
+                    await self._wait(None)
+                if self._uncommitted and loop.time() >= self._next_commit:
+                    await self.commit()
+                    self._next_commit = loop.time() + interval
+            for runner in self._runners:
+                await runner.close()
+            await self.commit()
+        except RecordError:
+            await self.commit()  # everything before the failed record
+            raise
+        finally:
+            for runner in self._runners:
+                runner.cancel()
+            self.state = TaskState.CLOSED
+
+    async def _wait(self, seconds: float | None) -> None:
+        if seconds is not None and seconds <= 0:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            pass
+
+    def _take_chunks(self) -> list[tuple[TopicPartition, Sequence[RawRecord]]]:
+        chunks = []
+        for q in self._queues.values():
+            if q:
+                chunks.append((q.tp, q.take()))
+                if q.drained_enough_to_resume():
+                    self._services.consumer.resume(q.tp)
+        return chunks
+
+    async def _process(self, chunks: list[tuple[TopicPartition, Sequence[RawRecord]]]) -> None:
+        self._in_hand = dict(chunks)
+        if len(chunks) == 1:
+            records: Sequence[RawRecord] = chunks[0][1]
+        else:
+            # Several partitions: lowest timestamp first (DESIGN.md invariant 2).
+            records = list(heapq.merge(*(c for _, c in chunks), key=_timestamp))
+        events, bad = self._decode(records)
+        try:
+            for runner in self._runners:
+                await runner.process(events)
+        except RecordError as exc:
+            self._advance_before(records, exc)
+            raise
+        if bad is not None:
+            self._advance_before(records, bad)
+            raise bad
+        metrics = self._services.metrics.records_processed
+        for tp, chunk in chunks:
+            self._positions[tp] = chunk[-1].offset + 1
+            metrics.labels(tp.topic).inc(len(chunk))
+        self._uncommitted = True
+
+    def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Event], BadInputError | None]:
+        """Deserialize a batch; bad records go to their topic's policy."""
+        events: list[Event] = []
+        append = events.append
+        topics = self._topics
+        for record in records:
+            topic = topics[record.topic]
+            stage = "key deserialization"
+            try:
+                key = topic.key_serde.deserialize(record.key)
+                stage = "value deserialization"
+                value = topic.value_serde.deserialize(record.value)
+            except Exception as exc:
+                try:
+                    self._services.failures.bad_input(record, exc, stage, topic.on_error)
+                except BadInputError as bad:
+                    return events, bad
+                continue
+            append(
+                Event(
+                    key,
+                    value,
+                    record.headers,
+                    record.timestamp,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+            )
+        return events, None
+
+    def _advance_before(self, records: Sequence[RawRecord], failed: RecordError) -> None:
+        """Mark processed every record that came before the failed one."""
+        for record in records:
+            if (record.topic, record.partition, record.offset) == (
+                failed.topic,
+                failed.partition,
+                failed.offset,
+            ):
+                break
+            self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            self._uncommitted = True
+
+    def _raw_of(self, event: Event) -> RawRecord:
+        chunk = self._in_hand[TopicPartition(event.topic, event.partition)]
+        return chunk[bisect_left(chunk, event.offset, key=_offset)]
+
+    async def commit(self) -> None:
+        """Outputs acknowledged first, then the input offsets (at-least-once)."""
+        if not self._uncommitted:
+            return
+        offsets = dict(self._positions)
+        self._uncommitted = False
+        await self._services.writer.flush()
+        await self._services.consumer.commit(offsets)
+        log.debug("task %s committed %s", self.id, offsets)

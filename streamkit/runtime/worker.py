@@ -1,0 +1,163 @@
+"""The worker: one process's transport clients, coordinator, tasks and timers.
+
+Its fetch loop is the top of a record's path: transport -> coordinator (which task
+owns the partition) -> the task's bounded queue. Everything below runs in the
+task's coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..errors import StreamkitError
+from ..topology import Topology
+from ..transport import transport_for
+from ..transport.base import Consumer, Producer
+from .coordinator import Coordinator
+from .failures import FailureRouter
+from .record_writer import RecordWriter
+from .task import TaskServices
+from .topic_admin import ensure_topics
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger("streamkit.worker")
+
+
+class Worker:
+    """Runs an app until `stop()`, a signal, or a failure under the `fail` policy."""
+
+    def __init__(self, app: App, *, stop_when_idle_s: float | None = None) -> None:
+        self.app = app
+        self.settings = app.settings
+        self._stop_when_idle_s = stop_when_idle_s
+        self._stopping = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._timers: list[asyncio.Task[None]] = []
+        self.writer: RecordWriter | None = None
+        self.coordinator: Coordinator | None = None
+        self.topology: Topology | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Start, fetch until stopped, shut down; raise the failure that stopped it, if any."""
+        app = self.app
+        transport = transport_for(self.settings.broker)
+        admin = transport.admin()
+        try:
+            await ensure_topics(admin, app.all_topics())
+        finally:
+            await admin.close()
+        self.topology = topology = app.topology()
+        producer = transport.producer()
+        consumer = transport.consumer(app.id)
+        await producer.start()
+        self.writer = writer = RecordWriter(producer)
+        services = TaskServices(
+            consumer=consumer,
+            writer=writer,
+            failures=FailureRouter(app.dead_letter_topic_if_used(), writer, app.metrics),
+            metrics=app.metrics,
+            settings=self.settings,
+        )
+        self.coordinator = Coordinator(topology, services, self._fail)
+        app._attach(self)
+        try:
+            await consumer.start(topology.source_topics(), self.coordinator)
+            self._timers = [
+                asyncio.create_task(self._run_timer(t.name, t.interval_s, t.fn), name=t.name)
+                for t in app.timers
+            ]
+            await self._fetch_until_stopped(consumer)
+        finally:
+            await self._shut_down(consumer, producer)
+            app._detach(self)
+        if self._failure is not None:
+            raise self._failure
+
+    async def _fetch_until_stopped(self, consumer: Consumer) -> None:
+        assert self.coordinator is not None
+        loop = asyncio.get_running_loop()
+        coordinator = self.coordinator
+        max_records = self.settings.max_poll_records
+        last_record_at = loop.time()
+        while not self._stopping.is_set():
+            fetched = await consumer.getmany(timeout_s=0.2, max_records=max_records)
+            for tp, records in fetched.items():
+                task = coordinator.task_for(tp)
+                if task is not None and task.enqueue(tp, records):
+                    consumer.pause(tp)
+            if fetched:
+                last_record_at = loop.time()
+            elif (
+                self._stop_when_idle_s is not None
+                and loop.time() - last_record_at >= self._stop_when_idle_s
+                and not coordinator.has_queued_records()
+            ):
+                log.info("no new records for %.1f s: stopping", self._stop_when_idle_s)
+                self._stopping.set()
+
+    async def _shut_down(self, consumer: Consumer, producer: Producer) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        try:
+            async with asyncio.timeout(self.settings.shutdown_timeout_s):
+                if self.coordinator is not None:
+                    await self.coordinator.close_all()
+                await producer.flush()
+        except TimeoutError:
+            log.error(
+                "shutdown took longer than %.0f s; records not yet committed will be "
+                "processed again on restart",
+                self.settings.shutdown_timeout_s,
+            )
+            if self.coordinator is not None:
+                self.coordinator.cancel_all()
+        except StreamkitError as exc:
+            self._fail(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _run_timer(
+        self, name: str, interval_s: float, fn: Callable[[], Awaitable[object]]
+    ) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await fn()
+            except Exception:
+                log.exception("timer %s raised; it runs again in %.1f s", name, interval_s)
+
+
+def run_worker(app: App, *, stop_when_idle_s: float | None = None) -> None:
+    """Run a worker in this process until SIGINT/SIGTERM; raise what stopped it otherwise."""
+    import signal
+
+    async def main() -> None:
+        worker = Worker(app, stop_when_idle_s=stop_when_idle_s)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    if app.settings.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

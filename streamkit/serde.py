@@ -1,0 +1,148 @@
+"""Serdes: bytes <-> Python values for keys and values.
+
+A null (None) key or value stays None in both directions: Kafka uses a null value
+as a tombstone and a null key for "no key", so no serde may invent one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+import pydantic_core
+from pydantic import BaseModel, TypeAdapter
+
+from .errors import SerdeError
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+@runtime_checkable
+class Serde(Protocol[T]):
+    """Turns values of one type into bytes and back; raise on bad input."""
+
+    def serialize(self, value: T | None) -> bytes | None: ...
+
+    def deserialize(self, data: bytes | None) -> T | None: ...
+
+
+class BytesSerde:
+    def serialize(self, value: bytes | None) -> bytes | None:
+        if value is None or isinstance(value, bytes):
+            return value
+        if isinstance(value, bytearray | memoryview):
+            return bytes(value)
+        raise SerdeError(f"expected bytes, got {type(value).__name__}")
+
+    def deserialize(self, data: bytes | None) -> bytes | None:
+        return data
+
+
+class StrSerde:
+    """UTF-8 text, byte-compatible with Kafka's StringSerializer."""
+
+    def serialize(self, value: str | None) -> bytes | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise SerdeError(f"expected str, got {type(value).__name__}")
+        return value.encode()
+
+    def deserialize(self, data: bytes | None) -> str | None:
+        return None if data is None else data.decode()
+
+
+class IntSerde:
+    """Decimal text (also valid JSON), so any tool can read it and ints are unbounded."""
+
+    def serialize(self, value: int | None) -> bytes | None:
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SerdeError(f"expected int, got {type(value).__name__}")
+        return str(value).encode()
+
+    def deserialize(self, data: bytes | None) -> int | None:
+        return None if data is None else int(data)
+
+
+class FloatSerde:
+    """Shortest round-tripping decimal text (also valid JSON)."""
+
+    def serialize(self, value: float | None) -> bytes | None:
+        if value is None:
+            return None
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise SerdeError(f"expected float, got {type(value).__name__}")
+        return repr(float(value)).encode()
+
+    def deserialize(self, data: bytes | None) -> float | None:
+        return None if data is None else float(data)
+
+
+class JsonSerde:
+    """Plain JSON of any JSON-able value (dicts, lists, numbers, strings, models)."""
+
+    def serialize(self, value: Any) -> bytes | None:
+        if value is None:
+            return None
+        return pydantic_core.to_json(value)
+
+    def deserialize(self, data: bytes | None) -> Any:
+        return None if data is None else pydantic_core.from_json(data)
+
+
+class ModelSerde(Generic[M]):
+    """A pydantic model as JSON; validation errors are bad input, not crashes."""
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+
+    def serialize(self, value: M | None) -> bytes | None:
+        if value is None:
+            return None
+        if not isinstance(value, self.model):
+            raise SerdeError(f"expected {self.model.__name__}, got {type(value).__name__}")
+        return value.model_dump_json().encode()
+
+    def deserialize(self, data: bytes | None) -> M | None:
+        return None if data is None else self.model.model_validate_json(data)
+
+
+class TypeAdapterSerde(Generic[T]):
+    """JSON for any other type pydantic understands (dataclasses, list[int], unions)."""
+
+    def __init__(self, tp: Any) -> None:
+        self.adapter: TypeAdapter[T] = TypeAdapter(tp)
+
+    def serialize(self, value: T | None) -> bytes | None:
+        if value is None:
+            return None
+        return self.adapter.dump_json(value)
+
+    def deserialize(self, data: bytes | None) -> T | None:
+        return None if data is None else self.adapter.validate_json(data)
+
+
+_BY_TYPE: dict[Any, Serde[Any]] = {
+    bytes: BytesSerde(),
+    str: StrSerde(),
+    int: IntSerde(),
+    float: FloatSerde(),
+    Any: JsonSerde(),
+    None: JsonSerde(),
+    dict: JsonSerde(),
+    list: JsonSerde(),
+    object: JsonSerde(),
+}
+
+
+def serde_for(tp: Any) -> Serde[Any]:
+    """The serde for a declared key or value type, or the serde itself if one is given."""
+    if isinstance(tp, Serde) and not isinstance(tp, type):
+        return tp
+    if tp in _BY_TYPE:
+        return _BY_TYPE[tp]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return ModelSerde(tp)
+    return TypeAdapterSerde(tp)

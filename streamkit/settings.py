@@ -1,0 +1,61 @@
+"""App settings: code arguments, then `STREAMKIT_*` environment variables, then defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+BROKER_SCHEMES = ("memory", "kafka")
+
+
+class Settings(BaseSettings):
+    """Every knob of an app; each one can be set as `STREAMKIT_<NAME>` too."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMKIT_", extra="forbid")
+
+    broker: str = "memory://"
+    data_dir: Path = Path(".streamkit")
+    # How often a task commits: outputs flushed and acknowledged, then input offsets.
+    commit_interval_s: float = 1.0
+    # Records one fetch hands over at most; the unit of batching on the hot path.
+    max_poll_records: int = 2000
+    # Bound of each partition's queue; a full queue pauses the partition (back-pressure).
+    partition_buffer_records: int = 10_000
+    # How long SIGTERM may take: finish the batch in hand, commit, close.
+    shutdown_timeout_s: float = 15.0
+    loop: Literal["uvloop", "asyncio"] = "uvloop"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("broker")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme, sep, _ = url.partition("://")
+        if not sep or scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                f"unknown broker {url!r}: use memory:// or kafka://host:port[,host:port]"
+            )
+        return url
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+def make_settings(base: Settings | None = None, **overrides: Any) -> Settings:
+    """Build settings, turning pydantic's report into one readable ConfigError."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if base is None:
+            return Settings(**given)
+        return Settings(**{**base.model_dump(), **given})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

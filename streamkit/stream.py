@@ -1,0 +1,120 @@
+"""The stream an agent iterates: its task's records, handed over one batch at a time.
+
+The task offers a whole batch and is told when the agent asks for the record after
+the last one: that is when every output of the batch has been handed to the sinks,
+so the batch's offsets may be committed. Between hand-offs the agent iterates a
+plain list, so a record costs no event-loop round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from .events import Event
+
+_Offer = tuple[Sequence[Event] | None, asyncio.Future[None]]
+
+
+class Stream:
+    """One agent instance's view of its task's source partitions."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._batch: Sequence[Event] = ()
+        self._pos = 0
+        self._incoming: asyncio.Future[_Offer] = self._loop.create_future()
+        # Resolved when the agent asks past the batch it holds.
+        self._held: asyncio.Future[None] | None = None
+        self._closed = False
+        self.current_event: Event | None = None
+
+    def __aiter__(self) -> _Values:
+        return _Values(self)
+
+    def items(self) -> _Items:
+        """Iterate `(key, value)` pairs."""
+        return _Items(self)
+
+    def events(self) -> _Events:
+        """Iterate whole events: key, value, headers, timestamp, topic, partition, offset."""
+        return _Events(self)
+
+    # The task's side --------------------------------------------------------
+
+    def offer(self, batch: Sequence[Event] | None) -> asyncio.Future[None]:
+        """Hand over a batch (None ends the stream); the future resolves once it is consumed."""
+        consumed: asyncio.Future[None] = self._loop.create_future()
+        self._incoming.set_result((batch, consumed))
+        return consumed
+
+    def position(self, batch: Sequence[Event]) -> int | None:
+        """Index in `batch` of the event the agent holds, or None if it holds none of it."""
+        if self._batch is batch and self._pos > 0:
+            return self._pos - 1
+        return None
+
+    # The agent's side -------------------------------------------------------
+
+    async def _refill(self) -> None:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._held is not None and not self._held.done():
+            self._held.set_result(None)
+        batch, self._held = await self._incoming
+        self._incoming = self._loop.create_future()
+        if batch is None:
+            self._held.set_result(None)
+            self._closed = True
+            raise StopAsyncIteration
+        self._batch = batch
+        self._pos = 0
+
+    async def _next_event(self) -> Event:
+        while self._pos >= len(self._batch):
+            await self._refill()
+        event = self._batch[self._pos]
+        self._pos += 1
+        self.current_event = event
+        return event
+
+
+class _Values:
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Values:
+        return self
+
+    async def __anext__(self) -> Any:
+        return (await self._stream._next_event()).value
+
+
+class _Items:
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Items:
+        return self
+
+    async def __anext__(self) -> tuple[Any, Any]:
+        event = await self._stream._next_event()
+        return event.key, event.value
+
+
+class _Events:
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._stream._next_event()

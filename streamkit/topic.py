@@ -1,0 +1,56 @@
+"""A topic as the app declares it: name, partitions, serdes and its bad-input policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .partitioner import partition_for
+from .serde import Serde, serde_for
+from .transport.base import TopicSpec
+
+
+class ErrorPolicy(StrEnum):
+    """What happens to a record that cannot be processed."""
+
+    FAIL = "fail"  # stop the worker with the reason; the record stays uncommitted
+    SKIP = "skip"  # log it, count it, go on
+    DEAD_LETTER = "dead_letter"  # raw bytes to `{app_id}-dlq` with the error in headers
+
+
+@dataclass(eq=False)
+class Topic:
+    name: str
+    key_type: Any = str
+    value_type: Any = Any
+    # None: adopt the broker's count if the topic exists, else the app's default.
+    declared_partitions: int | None = None
+    default_partitions: int = 1
+    replication_factor: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+    on_error: ErrorPolicy = ErrorPolicy.FAIL
+    key_serde: Serde[Any] = field(init=False)
+    value_serde: Serde[Any] = field(init=False)
+    partitions: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.on_error = ErrorPolicy(self.on_error)
+        self.partitions = self.declared_partitions or self.default_partitions
+        self.key_serde = serde_for(self.key_type)
+        self.value_serde = serde_for(self.value_type)
+        self._next_unkeyed = 0
+
+    def partition_of(self, key_bytes: bytes | None) -> int:
+        """Kafka's default: murmur2 for keys, round-robin for null keys."""
+        if key_bytes is not None:
+            return partition_for(key_bytes, self.partitions)
+        self._next_unkeyed = (self._next_unkeyed + 1) % self.partitions
+        return self._next_unkeyed
+
+    def spec(self) -> TopicSpec:
+        return TopicSpec(self.name, self.partitions, self.replication_factor, dict(self.config))
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name} partitions={self.partitions}>"

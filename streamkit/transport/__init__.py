@@ -1,0 +1,43 @@
+"""Brokers behind one seam: pick the transport from the broker URL's scheme."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import (
+    Admin,
+    Consumer,
+    Producer,
+    RawRecord,
+    RebalanceListener,
+    TopicPartition,
+    TopicSpec,
+    Transport,
+)
+from .memory import MemoryBroker, MemoryTransport
+
+
+def transport_for(url: str) -> Transport:
+    scheme = url.partition("://")[0]
+    if scheme == "memory":
+        return MemoryTransport(url)
+    if scheme == "kafka":
+        # Imported here so memory-only use never loads aiokafka.
+        from .kafka import KafkaTransport
+
+        return KafkaTransport(url)
+    raise ConfigError(f"unknown broker {url!r}: use memory:// or kafka://host:port")
+
+
+__all__ = [
+    "Admin",
+    "Consumer",
+    "MemoryBroker",
+    "MemoryTransport",
+    "Producer",
+    "RawRecord",
+    "RebalanceListener",
+    "TopicPartition",
+    "TopicSpec",
+    "Transport",
+    "transport_for",
+]

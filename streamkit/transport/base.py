@@ -1,0 +1,139 @@
+"""The transport seam: what the runtime needs from a broker, and nothing more.
+
+`memory://` and `kafka://` implement these; the runtime never imports a client
+library. Record and partition types match aiokafka's field names so the Kafka
+transport can hand its records through without copying them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+class RawRecord(Protocol):
+    """A consumed record before deserialization (aiokafka's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers: ...
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic as the app declares it; the admin creates it or checks it matches."""
+
+    name: str
+    partitions: int
+    replication_factor: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+class RebalanceListener(Protocol):
+    """Told of partition moves; revoke runs before assign, as in Kafka."""
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None: ...
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None: ...
+
+
+class Consumer(abc.ABC):
+    """One group member. Offsets are committed by the framework, never automatically."""
+
+    @abc.abstractmethod
+    async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def getmany(
+        self, timeout_s: float, max_records: int
+    ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
+        """Records fetched since the last call, per partition, in offset order."""
+
+    @abc.abstractmethod
+    def pause(self, tp: TopicPartition) -> None: ...
+
+    @abc.abstractmethod
+    def resume(self, tp: TopicPartition) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit the next offset to read for each partition."""
+
+    @abc.abstractmethod
+    async def committed(self, tp: TopicPartition) -> int | None: ...
+
+
+class Producer(abc.ABC):
+    """Buffers records and sends them in batches; `flush` is the acknowledgement point."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def send(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp_ms: int,
+    ) -> None:
+        """Queue one record; never blocks. Errors surface from `flush`."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Return once every record queued so far is acknowledged; raise if any failed."""
+
+
+class Admin(abc.ABC):
+    @abc.abstractmethod
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """Partition counts of the topics that exist; missing topics are left out."""
+
+    @abc.abstractmethod
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None: ...
+
+    async def close(self) -> None:
+        return None
+
+
+class Transport(abc.ABC):
+    """Makes the clients of one broker; one per worker."""
+
+    url: str
+
+    @abc.abstractmethod
+    def consumer(self, group_id: str) -> Consumer: ...
+
+    @abc.abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abc.abstractmethod
+    def admin(self) -> Admin: ...

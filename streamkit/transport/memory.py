@@ -1,0 +1,301 @@
+"""`memory://`: an in-process broker for single-process use, examples and unit tests.
+
+It keeps Kafka's contract where streamkit relies on it: partitioned append-only
+logs with offsets from 0, timestamps and headers, committed offsets per group,
+a new group starting from the earliest offset, pause/resume, and produce errors
+for unknown topics or partitions. It allows one member per group, so it cannot
+scale out: that is what `kafka://` is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import TransportError
+from .base import (
+    Admin,
+    Consumer,
+    Headers,
+    Producer,
+    RawRecord,
+    RebalanceListener,
+    TopicPartition,
+    TopicSpec,
+    Transport,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+class MemoryBroker:
+    """A named in-process broker; `memory://name` picks one, `memory://` the default."""
+
+    _brokers: ClassVar[dict[str, MemoryBroker]] = {}
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._logs: dict[str, list[list[MemoryRecord]]] = {}
+        self._configs: dict[str, dict[str, str]] = {}
+        self._committed: dict[str, dict[TopicPartition, int]] = {}
+        self._members: dict[str, MemoryConsumer] = {}
+        self._wakeups: set[asyncio.Event] = set()
+
+    @classmethod
+    def named(cls, name: str = "") -> MemoryBroker:
+        if name not in cls._brokers:
+            cls._brokers[name] = cls(name)
+        return cls._brokers[name]
+
+    @classmethod
+    def for_url(cls, url: str) -> MemoryBroker:
+        return cls.named(url.partition("://")[2].strip("/"))
+
+    @classmethod
+    def reset(cls, name: str | None = None) -> None:
+        """Forget one broker's (or every broker's) topics and offsets."""
+        if name is None:
+            cls._brokers.clear()
+        else:
+            cls._brokers.pop(name, None)
+
+    # topics -------------------------------------------------------------------
+
+    def create_topic(
+        self, name: str, partitions: int, config: Mapping[str, str] | None = None
+    ) -> None:
+        if name in self._logs:
+            raise TransportError(f"topic {name!r} already exists")
+        if partitions < 1:
+            raise TransportError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
+        self._logs[name] = [[] for _ in range(partitions)]
+        self._configs[name] = dict(config or {})
+
+    def partition_count(self, topic: str) -> int | None:
+        log = self._logs.get(topic)
+        return None if log is None else len(log)
+
+    def topics(self) -> list[str]:
+        return sorted(self._logs)
+
+    def append(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers = (),
+        timestamp_ms: int = 0,
+    ) -> int:
+        """Append one record and return its offset."""
+        partitions = self._logs.get(topic)
+        if partitions is None:
+            raise TransportError(f"unknown topic {topic!r}")
+        if not 0 <= partition < len(partitions):
+            raise TransportError(
+                f"topic {topic!r} has {len(partitions)} partitions, no partition {partition}"
+            )
+        log = partitions[partition]
+        offset = len(log)
+        log.append(MemoryRecord(topic, partition, offset, timestamp_ms, key, value, tuple(headers)))
+        for wakeup in self._wakeups:
+            wakeup.set()
+        return offset
+
+    def records(self, topic: str, partition: int | None = None) -> list[MemoryRecord]:
+        """Every record of a topic (all partitions, partition by partition) or one partition."""
+        partitions = self._logs.get(topic)
+        if partitions is None:
+            raise TransportError(f"unknown topic {topic!r}")
+        if partition is not None:
+            return list(partitions[partition])
+        return [record for log in partitions for record in log]
+
+    def end_offset(self, tp: TopicPartition) -> int:
+        return len(self._logs[tp.topic][tp.partition])
+
+    # groups -------------------------------------------------------------------
+
+    def committed(self, group_id: str, tp: TopicPartition) -> int | None:
+        return self._committed.get(group_id, {}).get(tp)
+
+    def commit(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            end = self.end_offset(tp)
+            if not 0 <= offset <= end:
+                raise TransportError(
+                    f"commit of offset {offset} for {tp.topic}[{tp.partition}] "
+                    f"outside the log (end offset {end})"
+                )
+        self._committed.setdefault(group_id, {}).update(offsets)
+
+    def join(self, group_id: str, member: MemoryConsumer) -> None:
+        if group_id in self._members:
+            raise TransportError(
+                f"group {group_id!r} already has a member on memory://{self.name}: the "
+                "memory broker runs one worker per app; use kafka:// to run several"
+            )
+        self._members[group_id] = member
+        self._wakeups.add(member.wakeup)
+
+    def leave(self, group_id: str, member: MemoryConsumer) -> None:
+        if self._members.get(group_id) is member:
+            del self._members[group_id]
+        self._wakeups.discard(member.wakeup)
+
+
+class MemoryConsumer(Consumer):
+    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+        self._broker = broker
+        self._group_id = group_id
+        self.wakeup = asyncio.Event()
+        self._topics: list[str] = []
+        self._listener: RebalanceListener | None = None
+        self._positions: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._assigned = False
+
+    async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        self._broker.join(self._group_id, self)
+        self._topics = list(topics)
+        self._listener = listener
+
+    async def stop(self) -> None:
+        self._broker.leave(self._group_id, self)
+
+    async def _assign(self) -> None:
+        # The only member owns every partition; a new group starts at the earliest offset.
+        assigned: set[TopicPartition] = set()
+        for topic in self._topics:
+            count = self._broker.partition_count(topic)
+            if count is None:
+                raise TransportError(f"subscribed topic {topic!r} does not exist")
+            for p in range(count):
+                tp = TopicPartition(topic, p)
+                committed = self._broker.committed(self._group_id, tp)
+                self._positions[tp] = 0 if committed is None else committed
+                assigned.add(tp)
+        self._assigned = True
+        assert self._listener is not None
+        await self._listener.on_partitions_assigned(assigned)
+
+    def _collect(self, max_records: int) -> dict[TopicPartition, Sequence[RawRecord]]:
+        out: dict[TopicPartition, Sequence[RawRecord]] = {}
+        budget = max_records
+        for tp, position in self._positions.items():
+            if budget <= 0:
+                break
+            if tp in self._paused:
+                continue
+            log = self._broker._logs[tp.topic][tp.partition]
+            if position < len(log):
+                chunk = log[position : position + budget]
+                out[tp] = chunk
+                self._positions[tp] = position + len(chunk)
+                budget -= len(chunk)
+        if budget <= 0 and out:
+            # Rotate so a busy first partition cannot starve the others.
+            first = next(iter(self._positions))
+            self._positions[first] = self._positions.pop(first)
+        return out
+
+    async def getmany(
+        self, timeout_s: float, max_records: int
+    ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
+        if not self._assigned:
+            await self._assign()
+        self.wakeup.clear()
+        out = self._collect(max_records)
+        if out:
+            return out
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.wakeup.wait()
+        except TimeoutError:
+            return {}
+        return self._collect(max_records)
+
+    def pause(self, tp: TopicPartition) -> None:
+        self._paused.add(tp)
+
+    def resume(self, tp: TopicPartition) -> None:
+        self._paused.discard(tp)
+        self.wakeup.set()
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._broker.commit(self._group_id, offsets)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self._broker.committed(self._group_id, tp)
+
+
+class MemoryProducer(Producer):
+    """Appends at once, so every record is acknowledged by the time `flush` runs."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+        self._error: TransportError | None = None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def send(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp_ms: int,
+    ) -> None:
+        try:
+            self._broker.append(topic, partition, key, value, headers, timestamp_ms)
+        except TransportError as exc:
+            self._error = self._error or exc
+
+    async def flush(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+class MemoryAdmin(Admin):
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        counts = {t: self._broker.partition_count(t) for t in topics}
+        return {t: n for t, n in counts.items() if n is not None}
+
+    async def create_topics(self, specs: Sequence[TopicSpec]) -> None:
+        for spec in specs:
+            self._broker.create_topic(spec.name, spec.partitions, spec.config)
+
+
+class MemoryTransport(Transport):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.broker = MemoryBroker.for_url(url)
+
+    def consumer(self, group_id: str) -> Consumer:
+        return MemoryConsumer(self.broker, group_id)
+
+    def producer(self) -> Producer:
+        return MemoryProducer(self.broker)
+
+    def admin(self) -> Admin:
+        return MemoryAdmin(self.broker)
