@@ -9,7 +9,7 @@ from typing import Any
 
 from .partitioner import partition_for
 from .serde import Serde, serde_for
-from .transport.base import TopicSpec
+from .transport.base import RawRecord, TopicSpec
 
 
 class ErrorPolicy(StrEnum):
@@ -48,6 +48,10 @@ class Topic:
             return partition_for(key_bytes, self.partitions)
         self._next_unkeyed = (self._next_unkeyed + 1) % self.partitions
         return self._next_unkeyed
+
+    def decode(self, record: RawRecord) -> tuple[Any, Any]:
+        """A consumed record's key and value, e.g. to read an output topic in a test."""
+        return self.key_serde.deserialize(record.key), self.value_serde.deserialize(record.value)
 
     def spec(self) -> TopicSpec:
         return TopicSpec(self.name, self.partitions, self.replication_factor, dict(self.config))

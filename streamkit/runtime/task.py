@@ -90,6 +90,10 @@ class Task:
     def has_queued(self) -> bool:
         return any(self._queues.values())
 
+    def buffered_records(self) -> int:
+        """Records fetched but not yet taken: bounded by the partition queues' capacity."""
+        return sum(q.size for q in self._queues.values())
+
     def request_stop(self) -> None:
         """Finish the batch in hand, commit and close."""
         self._stopping = True

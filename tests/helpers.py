@@ -1,0 +1,51 @@
+"""Test helpers: run a worker in-process and wait on conditions with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from streamkit import App, MemoryBroker, Topic
+from streamkit.runtime.worker import Worker
+
+
+async def wait_for(
+    condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def running(app: App, **options: Any) -> AsyncIterator[Worker]:
+    """Run a worker for the block; stop it gracefully after and surface its failure."""
+    worker = Worker(app, **options)
+    job = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(job, 20)
+
+
+def read(app: App, topic: Topic) -> list[tuple[Any, Any]]:
+    """Every (key, value) of a topic on the app's memory broker, partition by partition."""
+    broker = MemoryBroker.for_url(app.settings.broker)
+    if broker.partition_count(topic.name) is None:
+        return []  # the worker has not created it yet
+    return [topic.decode(r) for r in broker.records(topic.name)]
+
+
+def committed(app: App, topic: Topic) -> dict[int, int | None]:
+    from streamkit.transport import TopicPartition
+
+    broker = MemoryBroker.for_url(app.settings.broker)
+    return {
+        p: broker.committed(app.id, TopicPartition(topic.name, p)) for p in range(topic.partitions)
+    }

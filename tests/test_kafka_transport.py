@@ -1,0 +1,366 @@
+"""The kafka:// transport against a real broker process (Tansu unless
+STREAMKIT_TEST_BROKER points elsewhere): the same contract the memory transport
+keeps, checked without mocks.
+
+Each new consumer group costs a join that Tansu holds for half the session
+timeout, so the tests use a 6 s session timeout and as few groups as they can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytest
+from kafka_fixtures import kafka_url, topic_name  # noqa: F401
+
+from streamkit.devbroker import free_port
+from streamkit.errors import ConfigError, TransportError
+from streamkit.transport import TopicPartition, TopicSpec, transport_for
+from streamkit.transport.base import RawRecord
+from streamkit.transport.kafka import KafkaConsumer, KafkaTransport, parse_kafka_url
+
+OPTIONS: dict[str, Any] = {"session_timeout_ms": 6000}
+DEADLINE_S = 20.0
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.assigned: set[TopicPartition] = set()
+        self.events: list[tuple[str, set[TopicPartition]]] = []
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.events.append(("revoked", revoked))
+        self.assigned -= revoked
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.events.append(("assigned", assigned))
+        self.assigned |= assigned
+
+
+async def collect(
+    consumer: KafkaConsumer,
+    until: Callable[[Mapping[TopicPartition, Sequence[RawRecord]]], bool],
+    *,
+    max_records: int = 5000,
+    on_batch: Callable[[Mapping[TopicPartition, Sequence[RawRecord]]], None] | None = None,
+    deadline_s: float = DEADLINE_S,
+) -> dict[TopicPartition, list[RawRecord]]:
+    """getmany until `until(everything so far)` holds; fail at the deadline."""
+    got: dict[TopicPartition, list[RawRecord]] = defaultdict(list)
+    deadline = time.monotonic() + deadline_s
+    while not until(got):
+        assert time.monotonic() < deadline, (
+            f"condition not met within {deadline_s} s; got "
+            f"{ {tp: len(r) for tp, r in got.items()} }"
+        )
+        fetched = await consumer.getmany(0.5, max_records)
+        for tp, records in fetched.items():
+            assert isinstance(tp, TopicPartition)
+            got[tp].extend(records)
+        if on_batch is not None:
+            on_batch(fetched)
+    return dict(got)
+
+
+def counts(got: Mapping[TopicPartition, Sequence[RawRecord]]) -> dict[int, int]:
+    return {tp.partition: len(records) for tp, records in got.items()}
+
+
+def kafka(url: str, **options: Any) -> KafkaTransport:
+    return KafkaTransport(url, **{**OPTIONS, **options})
+
+
+# no broker needed ---------------------------------------------------------------------
+
+
+def test_url_and_options_are_checked_up_front() -> None:
+    assert parse_kafka_url("kafka://a:1,b:2") == ["a:1", "b:2"]
+    assert parse_kafka_url("kafka://localhost") == ["localhost:9092"]
+    assert isinstance(transport_for("kafka://localhost:9092"), KafkaTransport)
+    with pytest.raises(ConfigError, match="names no host"):
+        KafkaTransport("kafka://")
+    with pytest.raises(ConfigError, match="not host:port"):
+        KafkaTransport("kafka://host:notaport")
+    with pytest.raises(ConfigError, match="unknown kafka client option"):
+        KafkaTransport("kafka://h:1", sesion_timeout_ms=6000)
+    with pytest.raises(ConfigError, match="SASL_SSL or SASL_PLAINTEXT"):
+        KafkaTransport("kafka://h:1", username="u", password="p")
+    with pytest.raises(ConfigError, match="sasl_mechanism"):
+        KafkaTransport(
+            "kafka://h:1", security_protocol="SASL_SSL", sasl_mechanism="GSSAPI",
+            username="u", password="p",
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="heartbeat_interval_ms"):
+        KafkaTransport("kafka://h:1", session_timeout_ms=3000, heartbeat_interval_ms=3000)
+    scram = KafkaTransport(
+        "kafka://h:1", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+        username="u", password="p",
+    )  # fmt: skip
+    common = scram.options.common()
+    assert common["sasl_plain_username"] == "u"
+    assert common["ssl_context"] is not None
+
+
+async def test_unreachable_broker_fails_fast_naming_the_url() -> None:
+    url = f"kafka://127.0.0.1:{free_port()}"
+    transport = kafka(url, request_timeout_ms=3000)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match=url.replace(".", r"\.")) as producer_error:
+        await transport.producer().start()
+    assert "producer" in str(producer_error.value)
+    with pytest.raises(TransportError, match="consumer of group 'g'"):
+        await transport.consumer("g").start(["t"], Listener())
+    admin = transport.admin()
+    with pytest.raises(TransportError, match="admin client"):
+        await admin.partition_counts(["t"])
+    await admin.close()
+    assert time.monotonic() - started < 10
+
+
+# admin ------------------------------------------------------------------------------
+
+
+async def test_admin_creates_topics_and_reports_partition_counts(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    admin = kafka(kafka_url).admin()
+    one, four, missing = topic_name("one"), topic_name("four"), topic_name("missing")
+    try:
+        assert await admin.partition_counts([one, four, missing]) == {}
+        await admin.create_topics(
+            [
+                TopicSpec(one, 1),
+                TopicSpec(four, 4, config={"cleanup.policy": "compact"}),
+            ]
+        )
+        assert await admin.partition_counts([one, four, missing]) == {one: 1, four: 4}
+        # Creating what exists is fine: several workers start at once.
+        await admin.create_topics([TopicSpec(four, 4)])
+        # Asking about a topic must not create it (Tansu auto-creates on metadata).
+        assert await admin.partition_counts([missing]) == {}
+        assert await admin.partition_counts([]) == {}
+    finally:
+        await admin.close()
+
+
+# producer and consumer ----------------------------------------------------------------
+
+
+async def test_every_record_arrives_in_offset_order_with_its_fields(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    # Small batches so that each partition fills several and the full-batch path runs.
+    transport = kafka(kafka_url, max_batch_size=16_384, linger_ms=2)
+    topic = topic_name("records")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 4)])
+    await admin.close()
+
+    per_partition = 1500
+    sent: dict[int, list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]], int]]] = {
+        p: [] for p in range(4)
+    }
+    producer = transport.producer()
+    await producer.start()
+    base_ts = int(time.time() * 1000) - 1_000_000
+    for i in range(per_partition * 4):
+        p = i % 4
+        key = None if i % 97 == 0 else f"key-{i}".encode()
+        value = None if i % 89 == 0 else f"value-{i}-".encode() * 5
+        headers = [("n", str(i).encode()), ("kind", b"test")] if i % 3 else []
+        timestamp = base_ts + i
+        producer.send(topic, p, key, value, tuple(headers) if i % 2 else headers, timestamp)
+        sent[p].append((key, value, headers, timestamp))
+        if i == 3000:
+            await producer.flush()  # a flush in the middle: later records still in order
+    await producer.flush()
+
+    consumer = transport.consumer(topic_name("group"))
+    listener = Listener()
+    await consumer.start([topic], listener)
+    try:
+        got = await collect(
+            consumer, lambda g: sum(map(len, g.values())) >= 4 * per_partition
+        )
+        assert listener.assigned == {TopicPartition(topic, p) for p in range(4)}
+        assert all(type(tp) is TopicPartition for tp in listener.assigned)
+        assert counts(got) == {p: per_partition for p in range(4)}
+        for tp, records in got.items():
+            assert [r.offset for r in records] == list(range(per_partition))
+            for record, (key, value, headers, timestamp) in zip(
+                records, sent[tp.partition], strict=True
+            ):
+                assert (record.topic, record.partition) == tp
+                assert record.key == key
+                assert record.value == value
+                assert list(record.headers) == headers
+                assert record.timestamp == timestamp
+
+        # Without a flush, the linger timer sends what waits in open batches.
+        for p in range(4):
+            producer.send(topic, p, b"late", b"lingered", (), base_ts)
+        late = await collect(consumer, lambda g: sum(map(len, g.values())) >= 4)
+        assert counts(late) == {p: 1 for p in range(4)}
+        assert {r.offset for records in late.values() for r in records} == {per_partition}
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_a_new_member_resumes_from_committed_offsets(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    transport = kafka(kafka_url)
+    topic, group = topic_name("commits"), topic_name("group")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 2)])
+    await admin.close()
+    producer = transport.producer()
+    await producer.start()
+    for i in range(200):
+        producer.send(topic, i % 2, None, str(i).encode(), (), 1000 + i)
+    await producer.flush()
+
+    first = transport.consumer(group)
+    await first.start([topic], Listener())
+    try:
+        await collect(first, lambda g: sum(map(len, g.values())) >= 200)
+        tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+        assert await first.committed(tp0) is None
+        await first.commit({tp0: 40, tp1: 75})
+        assert await first.committed(tp0) == 40
+        assert await first.committed(tp1) == 75
+    finally:
+        await first.stop()
+
+    second = transport.consumer(group)
+    await second.start([topic], Listener())
+    try:
+        got = await collect(second, lambda g: sum(map(len, g.values())) >= 60 + 25)
+        assert [r.offset for r in got[tp0]] == list(range(40, 100))
+        assert [r.offset for r in got[tp1]] == list(range(75, 100))
+        assert await second.committed(tp1) == 75
+    finally:
+        await second.stop()
+        await producer.stop()
+
+
+async def test_pause_holds_back_a_partition_and_resume_continues_without_gaps(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    transport = kafka(kafka_url)
+    topic = topic_name("pause")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 2)])
+    await admin.close()
+    producer = transport.producer()
+    await producer.start()
+    n = 3000
+    for i in range(2 * n):
+        producer.send(topic, i % 2, None, b"x" * 50, (), 1000)
+    await producer.flush()
+
+    consumer = transport.consumer(topic_name("group"))
+    await consumer.start([topic], Listener())
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    try:
+        # Pause partition 0 as soon as some of its records came in, as a full task queue does.
+        before = await collect(consumer, lambda g: len(g.get(tp0, ())) > 0, max_records=50)
+        consumer.pause(tp0)
+        seen0 = len(before[tp0])
+        assert seen0 < n
+
+        def no_paused_records(fetched: Mapping[TopicPartition, Sequence[RawRecord]]) -> None:
+            assert tp0 not in fetched, "records of a paused partition were returned"
+
+        paused = await collect(
+            consumer,
+            lambda g: len(before.get(tp1, ())) + len(g.get(tp1, ())) >= n,
+            on_batch=no_paused_records,
+        )
+        # Records keep coming for partition 1 while partition 0 stays paused.
+        producer.send(topic, 1, None, b"more", (), 1000)
+        await producer.flush()
+        await collect(consumer, lambda g: len(g.get(tp1, ())) >= 1, on_batch=no_paused_records)
+        assert tp0 not in paused
+
+        consumer.resume(tp0)
+        after = await collect(consumer, lambda g: seen0 + len(g.get(tp0, ())) >= n)
+        offsets = [r.offset for r in before[tp0]] + [r.offset for r in after[tp0]]
+        assert offsets == list(range(n))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_a_failing_rebalance_listener_surfaces_from_getmany(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    class Failing(Listener):
+        async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+            raise RuntimeError("restore failed")
+
+    transport = kafka(kafka_url)
+    topic = topic_name("listener")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 1)])
+    await admin.close()
+    consumer = transport.consumer(topic_name("group"))
+    await consumer.start([topic], Failing())
+    try:
+        with pytest.raises(RuntimeError, match="restore failed"):
+            await collect(consumer, lambda g: False)
+    finally:
+        await consumer.stop()
+
+
+async def test_flush_names_the_partition_that_failed(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    transport = kafka(kafka_url, request_timeout_ms=5000)
+    topic = topic_name("bad")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 4)])
+    await admin.close()
+    producer = transport.producer()
+    await producer.start()
+    try:
+        producer.send(topic, 1, None, b"fine", (), 1000)
+        producer.send(topic, 9, None, b"nowhere", (), 1000)
+        started = time.monotonic()
+        with pytest.raises(TransportError, match=rf"{topic}\[9\].*no partition 9") as error:
+            await producer.flush()
+        assert kafka_url in str(error.value)
+        assert time.monotonic() - started < 5
+        # The producer stays usable, and the error is reported once.
+        producer.send(topic, 2, None, b"after", (), 1000)
+        await producer.flush()
+        counts_ = await asyncio.wait_for(_end_offsets(transport, topic), DEADLINE_S)
+        assert counts_[1] >= 1 and counts_[2] >= 1
+    finally:
+        await producer.stop()
+
+
+async def _end_offsets(transport: KafkaTransport, topic: str) -> dict[int, int]:
+    # Without a group: the raw consumer can read the high watermarks directly.
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as KafkaTopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=transport.servers)
+    await consumer.start()
+    try:
+        tps = [KafkaTopicPartition(topic, p) for p in range(4)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
