@@ -13,7 +13,9 @@ from streamkit.runtime.worker import Worker
 
 
 async def wait_for(
-    condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    condition: Callable[[], bool],
+    timeout: float = 10.0,  # noqa: ASYNC109 (a deadline to poll against, not a cancel scope)
+    what: str = "condition",
 ) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 import streamkit as sk
 from streamkit.partitioner import partition_for
+from streamkit.runtime.worker import Worker
 
 
 class Click(BaseModel):
@@ -74,9 +75,14 @@ def _ends(app: sk.App, topic: sk.Topic) -> dict[int, int | None]:
 
 async def test_partition_order_and_event_fields(memory_url: str) -> None:
     seen: list[sk.Event] = []
-    app, clicks, views = click_app(memory_url, seen)
-    await app.send(clicks, key="ada", value=Click(user="ada", page="/"), headers=[("h", b"1")],
-                   timestamp_ms=10**12)
+    app, clicks, _views = click_app(memory_url, seen)
+    await app.send(
+        clicks,
+        key="ada",
+        value=Click(user="ada", page="/"),
+        headers=[("h", b"1")],
+        timestamp_ms=10**12,
+    )
     await send_clicks(app, clicks, 300)
     async with running(app):
         await wait_for(lambda: len(seen) == 301)
@@ -91,8 +97,11 @@ async def test_partition_order_and_event_fields(memory_url: str) -> None:
     assert first.key == "ada" and first.value == Click(user="ada", page="/")
     assert list(first.headers) == [("h", b"1")]
     # Outputs carry the input's timestamp and headers, as in Kafka Streams.
-    out = [r for r in sk.MemoryBroker.for_url(memory_url).records("views-per-user")
-           if r.timestamp == 10**12]
+    out = [
+        r
+        for r in sk.MemoryBroker.for_url(memory_url).records("views-per-user")
+        if r.timestamp == 10**12
+    ]
     assert len(out) == 1 and list(out[0].headers) == [("h", b"1")]
 
 
@@ -160,7 +169,7 @@ async def test_graceful_stop_commits_and_restart_processes_each_record_once(
     memory_url: str,
 ) -> None:
     seen: list[sk.Event] = []
-    app, clicks, views = click_app(memory_url, seen)
+    app, clicks, _views = click_app(memory_url, seen)
     await send_clicks(app, clicks, 200)
     async with running(app):
         await wait_for(lambda: len(seen) == 200)
@@ -192,8 +201,7 @@ async def test_agent_failure_stops_the_worker_and_names_the_record(memory_url: s
     for i in range(20):
         await app.send(numbers, key="k", value=i)
     with pytest.raises(sk.AgentError) as failure:
-        async with running(app):
-            await asyncio.sleep(10)  # the failure ends the block long before this
+        await asyncio.wait_for(Worker(app).run(), 10)
     message = str(failure.value)
     assert "agent picky" in message and "numbers[0]@7" in message
     assert "ValueError: seven is not allowed" in message
@@ -214,14 +222,11 @@ async def test_agent_that_returns_early_is_an_error(memory_url: str) -> None:
     for i in range(3):
         await app.send(numbers, key="k", value=i)
     with pytest.raises(sk.AgentError, match="returned while its stream was still open"):
-        async with running(app):
-            await asyncio.sleep(10)
+        await asyncio.wait_for(Worker(app).run(), 10)
 
 
 async def test_full_queue_pauses_the_partition(memory_url: str) -> None:
-    app = sk.App(
-        "slow", broker=memory_url, partition_buffer_records=100, max_poll_records=40
-    )
+    app = sk.App("slow", broker=memory_url, partition_buffer_records=100, max_poll_records=40)
     numbers = app.topic("numbers", value_type=int, partitions=1)
     release = asyncio.Event()
     seen: list[int] = []
@@ -260,6 +265,5 @@ async def test_app_stop_from_an_agent(memory_url: str) -> None:
 
     for i in range(10):
         await app.send(numbers, key="k", value=i)
-    worker = sk.runtime.worker.Worker(app)
-    await asyncio.wait_for(worker.run(), 10)
+    await asyncio.wait_for(Worker(app).run(), 10)
     assert committed(app, numbers)[0] is not None

@@ -1,0 +1,28 @@
+# `make run` and `make test` are the whole set-up on a fresh clone: each creates
+# the virtual environment it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/streamkit worker examples.click_count:app --stop-when-idle 2
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check streamkit tests examples benchmarks
+	$(BIN)/ruff format --check streamkit tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .streamkit
