@@ -1,0 +1,89 @@
+"""The task assignor: whole tasks, balanced, sticky (moves are counted)."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamkit.runtime.assignor import balance_tasks, decode_tasks, encode_tasks
+from streamkit.topology import TaskId
+
+TASKS = [TaskId(s, p) for s in range(2) for p in range(6)]  # 12 tasks
+
+
+def moves(before: dict[str, set[TaskId]], after: dict[str, set[TaskId]]) -> int:
+    return sum(len(after[m] - before.get(m, set())) for m in after)
+
+
+def check_complete_and_balanced(plan: dict[str, set[TaskId]], tasks: list[TaskId]) -> None:
+    owned = [t for ts in plan.values() for t in ts]
+    assert sorted(owned) == sorted(tasks)  # each task exactly once
+    counts = [len(ts) for ts in plan.values()]
+    assert max(counts) - min(counts) <= 1
+
+
+def test_first_assignment_spreads_evenly() -> None:
+    plan = balance_tasks(TASKS, {"a": set(), "b": set(), "c": set()})
+    check_complete_and_balanced(plan, TASKS)
+    assert [len(plan[m]) for m in "abc"] == [4, 4, 4]
+
+
+def test_same_members_move_nothing() -> None:
+    first = balance_tasks(TASKS, {"a": set(), "b": set()})
+    again = balance_tasks(TASKS, {"x": first["a"], "y": first["b"]})  # new member ids
+    assert again == {"x": first["a"], "y": first["b"]}
+
+
+def test_a_joining_member_takes_only_what_it_needs() -> None:
+    two = balance_tasks(TASKS, {"a": set(), "b": set()})
+    three = balance_tasks(TASKS, {"a": two["a"], "b": two["b"], "c": set()})
+    check_complete_and_balanced(three, TASKS)
+    assert moves(two, three) == 4 == len(three["c"])
+    assert three["a"] <= two["a"] and three["b"] <= two["b"]
+
+
+def test_a_leaving_member_moves_only_its_tasks() -> None:
+    three = balance_tasks(TASKS, {"a": set(), "b": set(), "c": set()})
+    two = balance_tasks(TASKS, {"a": three["a"], "b": three["b"]})
+    check_complete_and_balanced(two, TASKS)
+    assert moves(three, two) == len(three["c"]) == 4
+
+
+def test_more_members_than_tasks_leaves_some_idle() -> None:
+    tasks = TASKS[:2]
+    plan = balance_tasks(tasks, {m: set() for m in "abcd"})
+    check_complete_and_balanced(plan, tasks)
+    assert sorted(len(ts) for ts in plan.values()) == [0, 0, 1, 1]
+
+
+def test_conflicting_claims_are_resolved() -> None:
+    # Two members claim the same tasks (a zombie and its replacement, say).
+    plan = balance_tasks(TASKS, {"a": set(TASKS), "b": set(TASKS)})
+    check_complete_and_balanced(plan, TASKS)
+
+
+@given(
+    n_tasks=st.integers(0, 30),
+    members=st.integers(1, 7),
+    owners=st.lists(st.integers(-1, 6), min_size=30, max_size=30),
+)
+def test_any_history_gives_a_complete_balanced_sticky_plan(
+    n_tasks: int, members: int, owners: list[int]
+) -> None:
+    tasks = [TaskId(0, p) for p in range(n_tasks)]
+    # A conflict-free history: task p was owned by member owners[p] (or nobody, or a
+    # member that has since left).
+    previous: dict[str, set[TaskId]] = {f"m{i}": set() for i in range(members)}
+    for task, owner in zip(tasks, owners, strict=False):
+        if f"m{owner}" in previous:
+            previous[f"m{owner}"].add(task)
+    plan = balance_tasks(tasks, previous)
+    check_complete_and_balanced(plan, tasks)
+    base = n_tasks // members
+    for member, held in previous.items():
+        assert len(plan[member] & held) >= min(len(held), base)
+
+
+def test_metadata_round_trip() -> None:
+    tasks = {TaskId(0, 1), TaskId(3, 12)}
+    assert decode_tasks(encode_tasks(tasks)) == tasks
+    assert decode_tasks(b"") == set()
+    assert decode_tasks(b"garbage") == set()
