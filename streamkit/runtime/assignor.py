@@ -105,7 +105,9 @@ class TaskAssignor(AbstractPartitionAssignor):
         self.last_moves = sum(len(plan[m] - previous[m]) for m in plan)
         log.info(
             "assigned %d tasks to %d members, %d moved",
-            len(self._topology.task_ids()), len(members), self.last_moves,
+            len(self._topology.task_ids()),
+            len(members),
+            self.last_moves,
         )
         assignments = {}
         for member, tasks in plan.items():

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..topology import TaskId, Topology
 from ..transport.base import TopicPartition
-from .task import Task, TaskServices
+from .task import Task, TaskServices, TaskState
 
 log = logging.getLogger("streamkit.coordinator")
 
@@ -40,8 +40,12 @@ class Coordinator:
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
             by_task[self._topology.task_id_for(tp)].add(tp)
+        await self._close(
+            {t.id for t in self.tasks.values() if t.state is TaskState.SUSPENDED} - by_task.keys()
+        )
         for task_id, partitions in sorted(by_task.items()):
             if task_id in self.tasks:
+                self.tasks[task_id].resume()
                 continue
             task = Task(task_id, self._topology.subtopology(task_id), partitions, self._services)
             self.tasks[task_id] = task
@@ -52,8 +56,14 @@ class Coordinator:
             self._jobs[task_id] = job
         log.info("owns tasks: %s", " ".join(str(t) for t in sorted(self.tasks)) or "none")
 
+    def owned_tasks(self) -> list[TaskId]:
+        """Tasks this worker holds, running or suspended: what it tells the assignor."""
+        return sorted(self.tasks)
+
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._close({t.id for tp in revoked if (t := self._by_partition.get(tp))})
+        """Suspend, not close: with eager rebalancing most tasks come straight back."""
+        touched = {t for tp in revoked if (t := self._by_partition.get(tp)) is not None}
+        await asyncio.gather(*(t.suspend() for t in touched))
 
     async def close_all(self) -> None:
         await self._close(set(self.tasks))

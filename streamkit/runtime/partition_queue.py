@@ -43,5 +43,8 @@ class PartitionQueue:
             return True
         return False
 
-    def head_timestamp(self) -> int:
-        return self._chunks[0][0].timestamp
+    def clear(self) -> None:
+        """Forget fetched records; after a rebalance the consumer fetches from the commit."""
+        self._chunks.clear()
+        self.size = 0
+        self.paused = False

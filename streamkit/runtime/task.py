@@ -36,6 +36,7 @@ _offset = attrgetter("offset")
 class TaskState(StrEnum):
     CREATED = "created"
     RUNNING = "running"
+    SUSPENDED = "suspended"  # revoked in a rebalance; resumed if it comes back
     CLOSED = "closed"
 
 
@@ -70,7 +71,8 @@ class Task:
             for a in subtopology.agents
         ]
         self._wakeup = asyncio.Event()
-        self._stopping = False
+        self._closing = False
+        self._suspend_done: asyncio.Future[None] | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._uncommitted = False
         self._in_hand: dict[TopicPartition, Sequence[RawRecord]] = {}
@@ -96,8 +98,26 @@ class Task:
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit and close."""
-        self._stopping = True
+        self._closing = True
         self._wakeup.set()
+
+    async def suspend(self) -> None:
+        """Finish the batch in hand, commit, and drop what is queued (a rebalance began).
+
+        The agents stay alive: if the task comes back to this worker it resumes
+        where it was; if not, the coordinator closes it.
+        """
+        if self.state is not TaskState.RUNNING:
+            return
+        self._suspend_done = asyncio.get_running_loop().create_future()
+        self._wakeup.set()
+        await self._suspend_done
+
+    def resume(self) -> None:
+        """Process again, from the committed offsets the consumer now fetches from."""
+        if self.state is TaskState.SUSPENDED:
+            self.state = TaskState.RUNNING
+            self._wakeup.set()
 
     # The task's own coroutine --------------------------------------------------
 
@@ -109,8 +129,13 @@ class Task:
             runner.start()
         self.state = TaskState.RUNNING
         try:
-            while not self._stopping:
+            while not self._closing:
                 self._wakeup.clear()
+                if self._suspend_done is not None:
+                    await self._enter_suspension()
+                if self.state is TaskState.SUSPENDED:
+                    await self._wait(None)
+                    continue
                 chunks = self._take_chunks()
                 if chunks:
                     await self._process(chunks)
@@ -131,6 +156,17 @@ class Task:
             for runner in self._runners:
                 runner.cancel()
             self.state = TaskState.CLOSED
+            if self._suspend_done is not None and not self._suspend_done.done():
+                self._suspend_done.set_result(None)
+
+    async def _enter_suspension(self) -> None:
+        assert self._suspend_done is not None
+        await self.commit()
+        for queue in self._queues.values():
+            queue.clear()
+        self.state = TaskState.SUSPENDED
+        self._suspend_done.set_result(None)
+        self._suspend_done = None
 
     async def _wait(self, seconds: float | None) -> None:
         if seconds is not None and seconds <= 0:
