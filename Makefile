@@ -12,7 +12,8 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/streamkit worker examples.click_count:app --stop-when-idle 2
+	# memory:// lives in the process: give each run fresh state files too.
+	STREAMKIT_DATA_DIR=$$(mktemp -d) $(BIN)/streamkit worker examples.click_count:app --stop-when-idle 2
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

@@ -1,8 +1,9 @@
 """Count page views per user: the example `make run` starts.
 
 A timer plays a short burst of clicks into the `clicks` topic, an agent counts
-them per user and yields the running count to `views-per-user`, and a second
-agent prints what arrives there. Run it with
+them per user in a table (a SQLite store per task, backed by a changelog topic)
+and yields the running count to `views-per-user`, and a second agent prints what
+arrives there. Run it with
 
     streamkit worker examples.click_count:app --stop-when-idle 2
 """
@@ -22,6 +23,7 @@ class Click(BaseModel):
 app = sk.App("clicks", broker="memory://")
 clicks = app.topic("clicks", key_type=str, value_type=Click, partitions=4)
 views = app.topic("views-per-user", key_type=str, value_type=int, partitions=4)
+counts = app.table("view-counts", default=int)
 
 USERS = ["ada", "grace", "linus", "margaret", "ken"]
 PAGES = ["/", "/docs", "/pricing", "/blog"]
@@ -42,9 +44,8 @@ async def make_clicks() -> None:
 
 @app.agent(clicks, sink=views)
 async def count_views(stream):
-    counts: dict[str, int] = {}  # one agent instance per task: this is the task's state
     async for user, _click in stream.items():
-        counts[user] = counts.get(user, 0) + 1
+        counts[user] += 1
         yield user, counts[user]
 
 

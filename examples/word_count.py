@@ -14,6 +14,7 @@ app = sk.App("word-count", broker="memory://")
 sentences = app.topic("sentences", key_type=str, value_type=str, partitions=2)
 words = app.topic("words", key_type=str, value_type=int, partitions=4)
 counts_out = app.topic("word-counts", key_type=str, value_type=int, partitions=4)
+totals = app.table("word-totals", default=int)
 
 TEXT = [
     "the quick brown fox jumps over the lazy dog",
@@ -40,9 +41,8 @@ async def split(stream):
 
 @app.agent(words, sink=counts_out)
 async def count(stream):
-    totals: dict[str, int] = {}
     async for word, n in stream.items():
-        totals[word] = totals.get(word, 0) + n
+        totals[word] += n
         yield word, totals[word]
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 from .errors import ConfigError
+from .state.table import Table
 from .topic import ErrorPolicy, Topic
 
 AgentFn = Callable[..., Any]
@@ -20,6 +22,8 @@ class Agent:
     sources: tuple[Topic, ...]
     sinks: tuple[Topic, ...]
     on_error: ErrorPolicy
+    # The tables whose shards this agent's tasks hold; see `tables_used_by`.
+    tables: tuple[Table, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -47,6 +51,32 @@ class Agent:
         sources = ", ".join(t.name for t in self.sources)
         sinks = ", ".join(t.name for t in self.sinks)
         return f"<Agent {self.name}: {sources} -> {sinks or '(no sink)'}>"
+
+
+def tables_used_by(fn: Callable[..., Any]) -> list[Table]:
+    """Tables the function's code names, as globals or closure variables.
+
+    This binds `counts` in `async def f(stream): ... counts[k] += 1` to the agent
+    without ceremony; tables reached in other ways are passed as `tables=[...]`.
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return []
+    names: set[str] = set()
+    pending: list[CodeType] = [code]
+    while pending:
+        current = pending.pop()
+        names.update(current.co_names)
+        pending.extend(c for c in current.co_consts if isinstance(c, CodeType))
+    found = [v for n in sorted(names) if isinstance(v := fn.__globals__.get(n), Table)]
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, Table):
+            found.append(value)
+    return list(dict.fromkeys(found))
 
 
 @dataclass(eq=False)

@@ -7,12 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .agent import Agent, AgentFn, Timer
+from .agent import Agent, AgentFn, Timer, tables_used_by
 from .errors import ConfigError
 from .metrics import Metrics
 from .runtime.record_writer import RecordWriter
 from .runtime.topic_admin import ensure_topics
 from .settings import make_settings
+from .state.table import Table
 from .topic import ErrorPolicy, Topic
 from .topology import Topology
 from .transport import transport_for
@@ -49,6 +50,7 @@ class App:
         self.settings = make_settings(broker=broker, data_dir=data_dir, **settings)
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
+        self.tables: dict[str, Table] = {}
         self.timers: list[Timer] = []
         self.metrics = Metrics()
         self._worker: Worker | None = None
@@ -106,6 +108,33 @@ class App:
         self.topics[name] = topic
         return topic
 
+    def table(
+        self,
+        name: str,
+        *,
+        key_type: Any = str,
+        value_type: Any = Any,
+        default: Callable[[], Any] | None = None,
+        partitions: int | None = None,
+    ) -> Table:
+        """A table: a SQLite store per task, backed by `{app_id}-{name}-changelog`.
+
+        Agents that use it are bound to it (and so share a sub-topology); its
+        changelog has one partition per task of that sub-topology.
+        """
+        _check_name("table", name)
+        if name in self.tables:
+            raise ConfigError(f"table {name!r} is declared twice")
+        changelog = Topic(
+            f"{self.id}-{name}-changelog",
+            key_type=key_type,
+            value_type=value_type,
+            declared_partitions=partitions,
+            config={"cleanup.policy": "compact"},
+        )
+        self.tables[name] = table = Table(name, changelog, default)
+        return table
+
     def agent(
         self,
         source: Topic | Sequence[Topic],
@@ -113,6 +142,7 @@ class App:
         sink: Topic | Sequence[Topic] | None = None,
         name: str | None = None,
         on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+        tables: Sequence[Table] = (),
     ) -> Callable[[AgentFn], Agent]:
         """Run the decorated `async def f(stream)` once per task of its source topics."""
         sources = (source,) if isinstance(source, Topic) else tuple(source)
@@ -123,6 +153,12 @@ class App:
                     f"topic {topic.name!r} was not declared with this app's app.topic()"
                 )
 
+        for table in tables:
+            if self.tables.get(table.name) is not table:
+                raise ConfigError(
+                    f"table {table.name!r} was not declared with this app's app.table()"
+                )
+
         def register(fn: AgentFn) -> Agent:
             agent = Agent(
                 name=name or fn.__name__,
@@ -130,6 +166,11 @@ class App:
                 sources=sources,
                 sinks=sinks,
                 on_error=ErrorPolicy(on_error),
+                tables=tuple(
+                    t
+                    for t in dict.fromkeys([*tables, *tables_used_by(fn)])
+                    if self.tables.get(t.name) is t
+                ),
             )
             if any(a.name == agent.name for a in self.agents):
                 raise ConfigError(f"two agents are named {agent.name!r}; pass name=")

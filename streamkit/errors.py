@@ -19,6 +19,10 @@ class TransportError(StreamkitError):
     """The broker refused or failed an operation."""
 
 
+class StateError(StreamkitError):
+    """A table was used where it cannot be (outside its task, a key of another partition)."""
+
+
 class SerdeError(StreamkitError):
     """A key or value could not be turned into bytes or back."""
 

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     max_poll_records: int = 2000
     # Bound of each partition's queue; a full queue pauses the partition (back-pressure).
     partition_buffer_records: int = 10_000
+    # Changed table keys a task holds before it commits early (write-behind cache bound).
+    store_cache_max_keys: int = 50_000
     # How long SIGTERM may take: finish the batch in hand, commit, close.
     shutdown_timeout_s: float = 15.0
     loop: Literal["uvloop", "asyncio"] = "uvloop"

@@ -1,6 +1,7 @@
 """The Topology: agents compiled into source, processor and sink nodes.
 
-Agents that share a source topic form one sub-topology (a connected component);
+Agents that share a source topic or a table form one sub-topology (a connected
+component);
 a sub-topology has one task per partition of its widest source topic, and task p
 reads partition p of every source topic (DESIGN.md: Task). Topics that link a
 sink of one sub-topology to a source of another do not join them: records cross
@@ -15,6 +16,7 @@ from typing import NamedTuple
 
 from .agent import Agent
 from .errors import TopologyError
+from .state.table import Table
 from .topic import Topic
 from .transport.base import TopicPartition
 
@@ -32,6 +34,10 @@ class SubTopology:
     id: int
     sources: tuple[Topic, ...]
     agents: tuple[Agent, ...]
+
+    @property
+    def tables(self) -> tuple[Table, ...]:
+        return tuple(dict.fromkeys(t for a in self.agents for t in a.tables))
 
     @property
     def task_count(self) -> int:
@@ -52,6 +58,12 @@ class Topology:
     def __init__(self, subtopologies: Sequence[SubTopology]) -> None:
         self.subtopologies = tuple(subtopologies)
         self._by_topic = {t.name: s for s in self.subtopologies for t in s.sources}
+        for sub in self.subtopologies:
+            for table in sub.tables:
+                _size_changelog(table, sub)
+
+    def changelog_topics(self) -> list[Topic]:
+        return [t.changelog for s in self.subtopologies for t in s.tables]
 
     @classmethod
     def build(cls, agents: Iterable[Agent]) -> Topology:
@@ -60,7 +72,12 @@ class Topology:
         groups: list[tuple[dict[str, Topic], list[Agent]]] = []
         for agent in declared:
             names = {t.name for t in agent.sources}
-            touching = [g for g in groups if names & g[0].keys()]
+            tables = {t.name for t in agent.tables}
+            touching = [
+                g
+                for g in groups
+                if names & g[0].keys() or tables & {t.name for a in g[1] for t in a.tables}
+            ]
             merged_topics: dict[str, Topic] = {t.name: t for t in agent.sources}
             merged_agents: list[Agent] = []
             for g in touching:
@@ -110,7 +127,8 @@ class Topology:
                 )
                 lines.append(f"      --> {', '.join(readers)}")
             for agent in sub.agents:
-                lines.append(f"    Processor: {agent.name} (agent)")
+                stores = ", ".join(t.name for t in agent.tables)
+                lines.append(f"    Processor: {agent.name} (agent, stores: [{stores}])")
                 sinks = [f"sink-{t.name}" for t in agent.sinks]
                 lines.append(f"      --> {', '.join(sinks) or 'none'}")
                 parents = [
@@ -123,3 +141,16 @@ class Topology:
                     lines.append(f"      <-- {agent.name}")
             lines.append("")
         return "\n".join(lines)
+
+
+def _size_changelog(table: Table, sub: SubTopology) -> None:
+    """A changelog has one partition per task of the sub-topology that owns the table."""
+    changelog = table.changelog
+    if changelog.declared_partitions is None:
+        changelog.partitions = sub.task_count
+    elif changelog.declared_partitions != sub.task_count:
+        raise TopologyError(
+            f"table {table.name!r} is declared with {changelog.declared_partitions} "
+            f"partitions but sub-topology {sub.id} (topics "
+            f"{', '.join(t.name for t in sub.sources)}) has {sub.task_count} tasks"
+        )

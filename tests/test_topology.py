@@ -68,7 +68,7 @@ def test_describe_lists_nodes_and_tasks() -> None:
     text = app.topology().describe()
     assert "Sub-topology: 0 (tasks: 0_0, 0_1, 0_2, 0_3)" in text
     assert "Source: source-a (topic: a, partitions: 4)" in text
-    assert "Processor: joiner (agent)" in text
+    assert "Processor: joiner (agent, stores: [])" in text
     assert "Sink: sink-out (topic: out)" in text
     assert "Sub-topology: 2 (tasks: 0_0)" not in text
     assert "Sub-topology: 2 (tasks: 2_0)" in text

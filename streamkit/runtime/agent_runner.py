@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..agent import Agent
 from ..events import Event
+from ..state.table import current_stores
+from ..state.task_store import TaskStore
 from ..stream import Stream
 from ..transport.base import RawRecord
 from .failures import FailureRouter
@@ -28,8 +31,10 @@ class AgentRunner:
         writer: RecordWriter,
         failures: FailureRouter,
         raw_of: Callable[[Event], RawRecord],
+        stores: Mapping[str, TaskStore],
     ) -> None:
         self.agent = agent
+        self._stores = {t.name: stores[t.name] for t in agent.tables}
         self._task_name = task_name
         self._writer = writer
         self._failures = failures
@@ -40,8 +45,13 @@ class AgentRunner:
     def start(self) -> None:
         """Start a fresh instance of the agent, parked until the first batch."""
         self._stream = Stream()
+        # Table accesses inside the agent reach this task's shards.
+        context = contextvars.copy_context()
+        context.run(current_stores.set, self._stores)
         self._job = asyncio.create_task(
-            self._drive(self._stream), name=f"agent {self.agent.name} in task {self._task_name}"
+            self._drive(self._stream),
+            name=f"agent {self.agent.name} in task {self._task_name}",
+            context=context,
         )
 
     async def _drive(self, stream: Stream) -> None:

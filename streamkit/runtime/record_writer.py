@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SerdeError, StreamkitError
 from ..topic import Topic
-from ..transport.base import Headers, Producer
+from ..transport.base import Headers, Producer, TopicPartition
 
 
 class RecordWriter:
@@ -55,8 +56,12 @@ class RecordWriter:
         value: bytes | None,
         headers: Headers,
         timestamp_ms: int,
+        partition: int | None = None,
     ) -> None:
-        self.producer.send(topic.name, topic.partition_of(key), key, value, headers, timestamp_ms)
+        if partition is None:
+            partition = topic.partition_of(key)
+        self.producer.send(topic.name, partition, key, value, headers, timestamp_ms)
 
-    async def flush(self) -> None:
-        await self.producer.flush()
+    async def flush(self) -> Mapping[TopicPartition, int]:
+        """Wait until every output so far is acknowledged; offsets reached per partition."""
+        return await self.producer.flush()

@@ -15,13 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from operator import attrgetter
+from pathlib import Path
 
 from ..errors import BadInputError, RecordError
 from ..events import Event
 from ..metrics import Metrics
 from ..settings import Settings
+from ..state.restore import restore
+from ..state.sqlite_store import SqliteStore
+from ..state.task_store import TaskStore
 from ..topology import SubTopology, TaskId
-from ..transport.base import Consumer, RawRecord, TopicPartition
+from ..transport.base import Consumer, RawRecord, TopicPartition, Transport
 from .agent_runner import AgentRunner
 from .failures import FailureRouter
 from .partition_queue import PartitionQueue
@@ -35,6 +39,7 @@ _offset = attrgetter("offset")
 
 class TaskState(StrEnum):
     CREATED = "created"
+    RESTORING = "restoring"  # replaying changelogs into its stores; no input yet
     RUNNING = "running"
     SUSPENDED = "suspended"  # revoked in a rebalance; resumed if it comes back
     CLOSED = "closed"
@@ -44,11 +49,13 @@ class TaskState(StrEnum):
 class TaskServices:
     """What a task borrows from its worker; the task owns nothing of these."""
 
+    transport: Transport
     consumer: Consumer
     writer: RecordWriter
     failures: FailureRouter
     metrics: Metrics
     settings: Settings
+    state_dir: Path  # data_dir / app_id
 
 
 class Task:
@@ -66,8 +73,19 @@ class Task:
         capacity = services.settings.partition_buffer_records
         self._queues = {tp: PartitionQueue(tp, capacity) for tp in sorted(partitions)}
         self._topics = {t.name: t for t in subtopology.sources}
+        self._stores = {
+            t.name: TaskStore(
+                t,
+                task_id.partition,
+                str(task_id),
+                SqliteStore(services.state_dir / str(task_id) / f"{t.name}.sqlite"),
+            )
+            for t in subtopology.tables
+        }
         self._runners = [
-            AgentRunner(a, str(task_id), services.writer, services.failures, self._raw_of)
+            AgentRunner(
+                a, str(task_id), services.writer, services.failures, self._raw_of, self._stores
+            )
             for a in subtopology.agents
         ]
         self._wakeup = asyncio.Event()
@@ -77,6 +95,7 @@ class Task:
         self._uncommitted = False
         self._in_hand: dict[TopicPartition, Sequence[RawRecord]] = {}
         self._next_commit = 0.0
+        self.restored_records = 0
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.state}>"
@@ -124,11 +143,12 @@ class Task:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self._services.settings.commit_interval_s
-        self._next_commit = loop.time() + interval
-        for runner in self._runners:
-            runner.start()
-        self.state = TaskState.RUNNING
         try:
+            await self._restore()
+            self._next_commit = loop.time() + interval
+            for runner in self._runners:
+                runner.start()
+            self.state = TaskState.RUNNING
             while not self._closing:
                 self._wakeup.clear()
                 if self._suspend_done is not None:
@@ -139,6 +159,8 @@ class Task:
                 chunks = self._take_chunks()
                 if chunks:
                     await self._process(chunks)
+                    if self._cache_full():
+                        await self.commit()
                 elif self._uncommitted:
                     await self._wait(self._next_commit - loop.time())
                 else:
@@ -155,9 +177,44 @@ class Task:
         finally:
             for runner in self._runners:
                 runner.cancel()
+            for store in self._stores.values():
+                store.sqlite.close()
             self.state = TaskState.CLOSED
             if self._suspend_done is not None and not self._suspend_done.done():
                 self._suspend_done.set_result(None)
+
+    async def _restore(self) -> None:
+        """Bring every store up to its changelog's end before the first record."""
+        if not self._stores:
+            return
+        self.state = TaskState.RESTORING
+        reader = self._services.transport.reader()
+        await reader.start()
+        try:
+            for store in self._stores.values():
+                store.sqlite.open()
+                began = asyncio.get_running_loop().time()
+                applied = await restore(
+                    store,
+                    reader,
+                    max_records=self._services.settings.max_poll_records * 5,
+                    cancelled=lambda: self._closing,
+                )
+                self.restored_records += applied
+                if applied:
+                    log.info(
+                        "task %s restored %d records of %s in %.2f s",
+                        self.id,
+                        applied,
+                        store.table.name,
+                        asyncio.get_running_loop().time() - began,
+                    )
+        finally:
+            await reader.stop()
+
+    def _cache_full(self) -> bool:
+        limit = self._services.settings.store_cache_max_keys
+        return any(s.dirty_count() >= limit for s in self._stores.values())
 
     async def _enter_suspension(self) -> None:
         assert self._suspend_done is not None
@@ -257,11 +314,21 @@ class Task:
         return chunk[bisect_left(chunk, event.offset, key=_offset)]
 
     async def commit(self) -> None:
-        """Outputs acknowledged first, then the input offsets (at-least-once)."""
-        if not self._uncommitted:
+        """Store changes to the changelog and outputs acknowledged, then input offsets.
+
+        SQLite gets the acknowledged changes together with the changelog offset they
+        reach, so a restore resumes exactly there (DESIGN.md invariants 3 and 4).
+        """
+        stores_dirty = any(s.dirty_count() for s in self._stores.values())
+        if not self._uncommitted and not stores_dirty:
             return
-        offsets = dict(self._positions)
-        self._uncommitted = False
-        await self._services.writer.flush()
-        await self._services.consumer.commit(offsets)
-        log.debug("task %s committed %s", self.id, offsets)
+        writer = self._services.writer
+        pending = [(s, s.send_changes(writer)) for s in self._stores.values()]
+        acked = await writer.flush()
+        for store, changes in pending:
+            store.persist(changes, acked.get(store.changelog_tp))
+        if self._uncommitted:
+            offsets = dict(self._positions)
+            self._uncommitted = False
+            await self._services.consumer.commit(offsets)
+            log.debug("task %s committed %s", self.id, offsets)

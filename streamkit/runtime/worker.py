@@ -58,19 +58,23 @@ class Worker:
         admin = transport.admin()
         try:
             await ensure_topics(admin, app.all_topics())
+            # Changelogs are sized by the tasks, known once source counts are settled.
+            self.topology = topology = app.topology()
+            await ensure_topics(admin, topology.changelog_topics())
         finally:
             await admin.close()
-        self.topology = topology = app.topology()
         producer = transport.producer()
         consumer = transport.consumer(app.id)
         await producer.start()
         self.writer = writer = RecordWriter(producer)
         services = TaskServices(
+            transport=transport,
             consumer=consumer,
             writer=writer,
             failures=FailureRouter(app.dead_letter_topic_if_used(), writer, app.metrics),
             metrics=app.metrics,
             settings=self.settings,
+            state_dir=self.settings.data_dir / app.id,
         )
         self.coordinator = Coordinator(topology, services, self._fail)
         app._attach(self)

@@ -6,6 +6,7 @@ from ..errors import ConfigError
 from .base import (
     Admin,
     Consumer,
+    PartitionReader,
     Producer,
     RawRecord,
     RebalanceListener,
@@ -33,6 +34,7 @@ __all__ = [
     "Consumer",
     "MemoryBroker",
     "MemoryTransport",
+    "PartitionReader",
     "Producer",
     "RawRecord",
     "RebalanceListener",

@@ -108,8 +108,44 @@ class Producer(abc.ABC):
         """Queue one record; never blocks. Errors surface from `flush`."""
 
     @abc.abstractmethod
-    async def flush(self) -> None:
-        """Return once every record queued so far is acknowledged; raise if any failed."""
+    async def flush(self) -> Mapping[TopicPartition, int]:
+        """Return once every record queued so far is acknowledged; raise if any failed.
+
+        The result maps each partition this producer has written to the offset after
+        its last acknowledged record (cumulative, not just since the last flush):
+        what a store checkpoints as the changelog position it reflects.
+        """
+
+
+class PartitionReader(abc.ABC):
+    """Reads chosen partitions from chosen offsets outside any group.
+
+    Restores, standby replicas and global tables read changelogs with it.
+    """
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def assign(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Read exactly these partitions, each from the given offset."""
+
+    @abc.abstractmethod
+    async def getmany(
+        self, timeout_s: float, max_records: int
+    ) -> Mapping[TopicPartition, Sequence[RawRecord]]: ...
+
+    @abc.abstractmethod
+    def position(self, tp: TopicPartition) -> int:
+        """The next offset to read; moves past gaps (compaction, transaction markers)."""
+
+    @abc.abstractmethod
+    async def offsets(self, tp: TopicPartition) -> tuple[int, int]:
+        """(first offset, end offset). Some brokers under-report the end: treat
+        `position >= end` as caught up and apply whole fetched batches."""
 
 
 class Admin(abc.ABC):
@@ -137,3 +173,6 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def admin(self) -> Admin: ...
+
+    @abc.abstractmethod
+    def reader(self) -> PartitionReader: ...

@@ -19,6 +19,7 @@ from .base import (
     Admin,
     Consumer,
     Headers,
+    PartitionReader,
     Producer,
     RawRecord,
     RebalanceListener,
@@ -122,6 +123,9 @@ class MemoryBroker:
             return list(partitions[partition])
         return [record for log in partitions for record in log]
 
+    def read(self, tp: TopicPartition, position: int, limit: int) -> list[MemoryRecord]:
+        return self._logs[tp.topic][tp.partition][position : position + limit]
+
     def end_offset(self, tp: TopicPartition) -> int:
         return len(self._logs[tp.topic][tp.partition])
 
@@ -198,9 +202,8 @@ class MemoryConsumer(Consumer):
                 break
             if tp in self._paused:
                 continue
-            log = self._broker._logs[tp.topic][tp.partition]
-            if position < len(log):
-                chunk = log[position : position + budget]
+            chunk = self._broker.read(tp, position, budget)
+            if chunk:
                 out[tp] = chunk
                 self._positions[tp] = position + len(chunk)
                 budget -= len(chunk)
@@ -246,6 +249,7 @@ class MemoryProducer(Producer):
     def __init__(self, broker: MemoryBroker) -> None:
         self._broker = broker
         self._error: TransportError | None = None
+        self._acked: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         return None
@@ -263,14 +267,51 @@ class MemoryProducer(Producer):
         timestamp_ms: int,
     ) -> None:
         try:
-            self._broker.append(topic, partition, key, value, headers, timestamp_ms)
+            offset = self._broker.append(topic, partition, key, value, headers, timestamp_ms)
         except TransportError as exc:
             self._error = self._error or exc
+        else:
+            self._acked[TopicPartition(topic, partition)] = offset + 1
 
-    async def flush(self) -> None:
+    async def flush(self) -> Mapping[TopicPartition, int]:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        return self._acked
+
+
+class MemoryReader(PartitionReader):
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+        self._positions: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def assign(self, positions: Mapping[TopicPartition, int]) -> None:
+        self._positions = dict(positions)
+
+    async def getmany(
+        self, timeout_s: float, max_records: int
+    ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
+        out: dict[TopicPartition, Sequence[RawRecord]] = {}
+        for tp, position in self._positions.items():
+            chunk = self._broker.read(tp, position, max_records)
+            if chunk:
+                out[tp] = chunk
+                self._positions[tp] = position + len(chunk)
+        if not out:
+            await asyncio.sleep(min(timeout_s, 0.01))
+        return out
+
+    def position(self, tp: TopicPartition) -> int:
+        return self._positions[tp]
+
+    async def offsets(self, tp: TopicPartition) -> tuple[int, int]:
+        return 0, self._broker.end_offset(tp)
 
 
 class MemoryAdmin(Admin):
@@ -299,3 +340,6 @@ class MemoryTransport(Transport):
 
     def admin(self) -> Admin:
         return MemoryAdmin(self.broker)
+
+    def reader(self) -> PartitionReader:
+        return MemoryReader(self.broker)

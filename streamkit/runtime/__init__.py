@@ -1,0 +1,1 @@
+"""The worker and what runs inside it: coordinator, tasks, agent runners."""

@@ -1,0 +1,1 @@
+"""State: tables, their per-task SQLite stores, changelogs and restore."""

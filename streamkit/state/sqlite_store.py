@@ -1,0 +1,133 @@
+"""One SQLite database per (task, store): the bytes-level key-value store.
+
+Writes arrive once per commit as a batch, in one transaction together with the
+changelog offset they reflect, so the file and its checkpoint never disagree.
+It uses the synchronous sqlite3 module on purpose: a table read inside an agent
+(`counts[user]`) is a plain expression, and one awaited statement per operation
+ran at 10k/s here, against 540k/s for batched `executemany` (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+log = logging.getLogger("streamkit.state")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> bool:
+        """Open (or create) the file; False when it was unreadable and had to be replaced."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connect()
+            return True
+        except sqlite3.DatabaseError as exc:
+            log.warning("state file %s is unreadable (%s): rebuilding it", self.path, exc)
+            self.close()
+            self._remove_files()
+            self._connect()
+            return False
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        # A damaged page may only show up when read: check before trusting the file.
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("quick_check failed")
+
+    def _remove_files(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store is not open"
+        return self._db
+
+    def checkpoint(self) -> int | None:
+        """The next changelog offset this file does not reflect yet; None for a new file."""
+        row = self.db.execute("SELECT value FROM meta WHERE name='changelog_offset'").fetchone()
+        return None if row is None else int(row[0])
+
+    def get(self, key: bytes) -> bytes | None:
+        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def range(
+        self, low: bytes | None = None, high: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Keys in [low, high), in byte order."""
+        sql, args = "SELECT key, value FROM kv", []
+        clauses = []
+        if low is not None:
+            clauses.append("key >= ?")
+            args.append(low)
+        if high is not None:
+            clauses.append("key < ?")
+            args.append(high)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        for key, value in self.db.execute(sql + " ORDER BY key", args):
+            yield bytes(key), bytes(value)
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM kv").fetchone()[0])
+
+    def write(self, items: Iterable[tuple[bytes, bytes | None]], checkpoint: int | None) -> None:
+        """Apply upserts (and deletions, value None) and move the checkpoint, atomically."""
+        upserts: list[tuple[bytes, bytes]] = []
+        deletes: list[tuple[bytes]] = []
+        for key, value in items:
+            if value is None:
+                deletes.append((key,))
+            else:
+                upserts.append((key, value))
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            if upserts:
+                db.executemany(
+                    "INSERT INTO kv(key, value) VALUES(?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    upserts,
+                )
+            if deletes:
+                db.executemany("DELETE FROM kv WHERE key=?", deletes)
+            if checkpoint is not None:
+                db.execute(
+                    "INSERT INTO meta(name, value) VALUES('changelog_offset', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                    (checkpoint,),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def wipe(self) -> None:
+        """Forget everything, checkpoint included (before a full replay)."""
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("DELETE FROM kv")
+        db.execute("DELETE FROM meta")
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

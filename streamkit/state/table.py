@@ -1,0 +1,101 @@
+"""`app.table(...)`: a dict-like view that reaches the current task's store.
+
+A table is sharded like its changelog: partition p of the table lives in task
+`<sub>_p`, inside the SQLite file of that task. Agents read and write it as a
+dict; which shard they touch is given by the task running them (a context
+variable set when the agent's coroutine is created).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StateError
+from ..topic import Topic
+
+if TYPE_CHECKING:
+    from .task_store import TaskStore
+
+# The stores of the task whose agent is running; set per agent coroutine.
+current_stores: ContextVar[Mapping[str, TaskStore]] = ContextVar("streamkit_current_stores")
+
+_MISSING: Any = object()
+
+
+class Table:
+    """Keys and values as declared; missing keys read as `default()` when a default is set."""
+
+    def __init__(
+        self,
+        name: str,
+        changelog: Topic,
+        default: Callable[[], Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.changelog = changelog
+        self.default = default
+
+    def __repr__(self) -> str:
+        return f"<Table {self.name}>"
+
+    def _store(self) -> TaskStore:
+        stores = current_stores.get(None)
+        if stores is None:
+            raise StateError(
+                f"table {self.name!r} was used outside an agent; tables are sharded by "
+                "task, so read and write them inside the agents that own them"
+            )
+        store = stores.get(self.name)
+        if store is None:
+            raise StateError(
+                f"table {self.name!r} is not bound to this agent: pass tables=[{self.name}] "
+                "to @app.agent (streamkit binds tables it sees the agent's code use)"
+            )
+        return store
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self._store().get(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        if self.default is not None:
+            return self.default()
+        raise KeyError(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._store().set(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        store = self._store()
+        if store.get(key, _MISSING) is _MISSING:
+            raise KeyError(key)
+        store.delete(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return self._store().get(key, _MISSING) is not _MISSING
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self._store().get(key, _MISSING)
+        return default if value is _MISSING else value
+
+    def set(self, key: Any, value: Any) -> None:
+        self._store().set(key, value)
+
+    def delete(self, key: Any) -> None:
+        """Remove a key if present (a tombstone in the changelog)."""
+        self._store().delete(key)
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """This task's keys and values, in the byte order of the serialized keys."""
+        return self._store().range(None, None)
+
+    def keys(self) -> Iterator[Any]:
+        return (k for k, _ in self.items())
+
+    def values(self) -> Iterator[Any]:
+        return (v for _, v in self.items())
+
+    def range(self, start: Any = None, end: Any = None) -> Iterator[tuple[Any, Any]]:
+        """Keys in [start, end) by the byte order of their serialized form."""
+        return self._store().range(start, end)

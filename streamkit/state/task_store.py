@@ -1,0 +1,125 @@
+"""One table's shard inside one task: a write-behind cache over its SQLite file.
+
+Updates between commits stay in a dict, so a key updated a thousand times in a
+commit interval costs one changelog record and one SQLite row (DESIGN.md
+invariant 7). At commit the task sends the changed keys to the changelog, waits
+for the broker's acknowledgement, then writes them to SQLite in one transaction
+with the changelog offset they reach.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..errors import StateError
+from ..partitioner import partition_for
+from ..runtime.record_writer import RecordWriter
+from ..transport.base import RawRecord, TopicPartition
+from .sqlite_store import SqliteStore
+from .table import Table
+
+_DELETED: Any = object()
+Changes = list[tuple[bytes, bytes | None]]
+
+
+class TaskStore:
+    def __init__(self, table: Table, partition: int, task_name: str, sqlite: SqliteStore) -> None:
+        self.table = table
+        self.partition = partition
+        self._task_name = task_name
+        self.sqlite = sqlite
+        self.changelog_tp = TopicPartition(table.changelog.name, partition)
+        self._key_serde = table.changelog.key_serde
+        self._value_serde = table.changelog.value_serde
+        self._partitions = table.changelog.partitions
+        self._dirty: dict[Any, Any] = {}
+
+    # Reads and writes from agents ------------------------------------------
+
+    def get(self, key: Any, missing: Any) -> Any:
+        value = self._dirty.get(key, missing)
+        if value is _DELETED:
+            return missing
+        if value is not missing:
+            return value
+        raw = self.sqlite.get(self._key_bytes(key))
+        return missing if raw is None else self._value_serde.deserialize(raw)
+
+    def set(self, key: Any, value: Any) -> None:
+        if value is None:
+            raise StateError(
+                f"table {self.table.name!r}: None is a deletion in a changelog; use del"
+            )
+        self._check_partition(key)
+        self._dirty[key] = value
+
+    def delete(self, key: Any) -> None:
+        self._check_partition(key)
+        self._dirty[key] = _DELETED
+
+    def range(self, start: Any, end: Any) -> Iterator[tuple[Any, Any]]:
+        low = None if start is None else self._key_bytes(start)
+        high = None if end is None else self._key_bytes(end)
+        merged: dict[bytes, Any] = {
+            k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high)
+        }
+        for key, value in self._dirty.items():
+            kb = self._key_bytes(key)
+            if (low is None or kb >= low) and (high is None or kb < high):
+                merged[kb] = value
+        for kb in sorted(merged):
+            value = merged[kb]
+            if value is not _DELETED:
+                yield self._key_serde.deserialize(kb), value
+
+    def _key_bytes(self, key: Any) -> bytes:
+        kb = self._key_serde.serialize(key)
+        if kb is None:
+            raise StateError(f"table {self.table.name!r}: keys cannot be None")
+        return kb
+
+    def _check_partition(self, key: Any) -> None:
+        owner = partition_for(self._key_bytes(key), self._partitions)
+        if owner != self.partition:
+            raise StateError(
+                f"table {self.table.name!r}: key {key!r} belongs to partition {owner}, but "
+                f"task {self._task_name} holds partition {self.partition}. Re-key the stream "
+                "first (yield it to a topic keyed by this key, or group_by) so that the "
+                "record reaches the task that owns the key"
+            )
+
+    # Commit, from the task ---------------------------------------------------
+
+    def dirty_count(self) -> int:
+        return len(self._dirty)
+
+    def send_changes(self, writer: RecordWriter) -> Changes:
+        """Serialize the changed keys and send them to the changelog; keep them readable."""
+        if not self._dirty:
+            return []
+        serialize = self._value_serde.serialize
+        changes: Changes = [
+            (self._key_bytes(k), None if v is _DELETED else serialize(v))
+            for k, v in self._dirty.items()
+        ]
+        now = int(time.time() * 1000)
+        topic = self.table.changelog
+        for kb, vb in changes:
+            writer.write_raw(topic, kb, vb, (), now, self.partition)
+        return changes
+
+    def persist(self, changes: Changes, changelog_end: int | None) -> None:
+        """Write acknowledged changes to SQLite with the changelog offset they reach."""
+        if not changes:
+            return
+        self.sqlite.write(changes, changelog_end)
+        self._dirty.clear()
+
+    # Restore -----------------------------------------------------------------
+
+    def apply_changelog(self, records: Sequence[RawRecord], next_offset: int) -> None:
+        """Replay a fetched batch: only the last value of each key matters."""
+        latest = {r.key: r.value for r in records if r.key is not None}
+        self.sqlite.write(latest.items(), next_offset)

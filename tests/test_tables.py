@@ -1,0 +1,258 @@
+"""Tables on the memory broker: SQLite shards, changelogs, restore, partition checks."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import read, running, wait_for
+from pydantic import BaseModel
+
+import streamkit as sk
+from streamkit.runtime.worker import Worker
+
+
+class Click(BaseModel):
+    user: str
+    page: str
+
+
+USERS = [f"user{i}" for i in range(13)]
+
+
+def design_app(url: str, data_dir: Path, **settings: Any) -> tuple[sk.App, sk.Topic, sk.Topic]:
+    """The example of DESIGN.md, verbatim but for the broker and data dir."""
+    app = sk.App("clicks", broker=url, data_dir=data_dir, **settings)
+    clicks = app.topic("clicks", key_type=str, value_type=Click, partitions=4)
+    views = app.topic("views-per-user", key_type=str, value_type=int)
+    counts = app.table("view-counts", default=int)
+
+    @app.agent(clicks, sink=views)
+    async def count_views(stream: sk.Stream) -> Any:
+        async for user, _click in stream.items():
+            counts[user] += 1
+            yield user, counts[user]
+
+    return app, clicks, views
+
+
+async def send(app: sk.App, topic: sk.Topic, n: int, start: int = 0) -> Counter[str]:
+    sent: Counter[str] = Counter()
+    for i in range(start, start + n):
+        user = USERS[i % len(USERS)]
+        await app.send(topic, key=user, value=Click(user=user, page="/"))
+        sent[user] += 1
+    return sent
+
+
+def stored_counts(data_dir: Path, app_id: str, table: str) -> dict[str, int]:
+    """What the SQLite shards hold, read as a user inspecting the files would."""
+    out: dict[str, int] = {}
+    for path in (data_dir / app_id).glob(f"*/{table}.sqlite"):
+        with sqlite3.connect(path) as db:
+            for key, value in db.execute("SELECT key, value FROM kv"):
+                out[key.decode()] = int(value)
+    return out
+
+
+def latest_outputs(app: sk.App, topic: sk.Topic) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for user, count in read(app, topic):
+        out[user] = max(out.get(user, 0), count)
+    return out
+
+
+def changelog(url: str, app: sk.App, table: str) -> list[sk.transport.memory.MemoryRecord]:
+    return sk.MemoryBroker.for_url(url).records(f"{app.id}-{table}-changelog")
+
+
+async def test_design_example_counts_views(memory_url: str, tmp_path: Path) -> None:
+    app, clicks, views = design_app(memory_url, tmp_path)
+    sent = await send(app, clicks, 400)
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == 400)
+    assert latest_outputs(app, views) == dict(sent)
+    assert stored_counts(tmp_path, "clicks", "view-counts") == dict(sent)
+    # One changelog partition per task, each key on its own task's partition.
+    broker = sk.MemoryBroker.for_url(memory_url)
+    assert broker.partition_count("clicks-view-counts-changelog") == 4
+    for record in changelog(memory_url, app, "view-counts"):
+        assert record.partition == sk.partitioner.partition_for(record.key, 4)
+    described = app.topology().describe()
+    assert "Processor: count_views (agent, stores: [view-counts])" in described
+
+
+async def test_write_behind_sends_one_changelog_record_per_key_per_commit(
+    memory_url: str, tmp_path: Path
+) -> None:
+    app, clicks, views = design_app(memory_url, tmp_path, commit_interval_s=3600)
+    await send(app, clicks, 1300)  # 100 updates of each of 13 keys
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == 1300)
+    # Nothing was committed before the graceful stop: one commit, one record per key.
+    records = changelog(memory_url, app, "view-counts")
+    assert sorted(r.key.decode() for r in records) == sorted(USERS)
+    assert {int(r.value) for r in records} == {100}
+
+
+async def test_restart_resumes_from_the_local_checkpoint(memory_url: str, tmp_path: Path) -> None:
+    app, clicks, views = design_app(memory_url, tmp_path)
+    sent = await send(app, clicks, 260)
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == 260)
+
+    app2, clicks2, views2 = design_app(memory_url, tmp_path)
+    sent += await send(app2, clicks2, 130, start=260)
+    async with running(app2) as worker:
+        await wait_for(lambda: len(read(app2, views2)) == 390)
+        restored = sum(t.restored_records for t in worker.coordinator.tasks.values())  # type: ignore[union-attr]
+    assert restored == 0  # the SQLite files were current
+    assert latest_outputs(app2, views2) == dict(sent)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "garbage"])
+async def test_lost_or_corrupt_state_is_rebuilt_from_the_changelog(
+    memory_url: str, tmp_path: Path, damage: str
+) -> None:
+    app, clicks, views = design_app(memory_url, tmp_path)
+    sent = await send(app, clicks, 260)
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == 260)
+    for path in (tmp_path / "clicks").glob("*/view-counts.sqlite*"):
+        if damage == "deleted":
+            path.unlink()
+        else:
+            path.write_bytes(b"this is not a database" * 100)
+
+    app2, clicks2, views2 = design_app(memory_url, tmp_path)
+    sent += await send(app2, clicks2, 130, start=260)
+    async with running(app2) as worker:
+        await wait_for(lambda: len(read(app2, views2)) == 390)
+        restored = sum(t.restored_records for t in worker.coordinator.tasks.values())  # type: ignore[union-attr]
+    assert restored == len(changelog(memory_url, app, "view-counts")) - 13  # all but the new
+    assert latest_outputs(app2, views2) == dict(sent)
+    assert stored_counts(tmp_path, "clicks", "view-counts") == dict(sent)
+
+
+async def test_state_beyond_the_changelog_is_discarded(tmp_path: Path) -> None:
+    # The SQLite files say "offset 20 of the changelog", but this broker's changelog
+    # is new and empty (a recreated topic): the files must not be trusted.
+    sk.MemoryBroker.reset("old")
+    sk.MemoryBroker.reset("new")
+    app, clicks, views = design_app("memory://old", tmp_path)
+    await send(app, clicks, 260)
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == 260)
+
+    app2, clicks2, views2 = design_app("memory://new", tmp_path)
+    sent = await send(app2, clicks2, 26)
+    async with running(app2):
+        await wait_for(lambda: len(read(app2, views2)) == 26)
+    assert latest_outputs(app2, views2) == dict(sent)  # counted from zero, not from 20
+    for name in ("old", "new"):
+        sk.MemoryBroker.reset(name)
+
+
+async def test_a_key_of_another_partition_is_refused(memory_url: str, tmp_path: Path) -> None:
+    app = sk.App("wrong", broker=memory_url, data_dir=tmp_path)
+    pages = app.topic("pages", key_type=str, value_type=str, partitions=4)
+    per_page = app.table("per-page", default=int)
+
+    @app.agent(pages)
+    async def count_pages(stream: sk.Stream) -> None:
+        async for page in stream:  # keyed by user, but the table is keyed by page
+            per_page[page] += 1
+
+    for i in range(40):
+        await app.send(pages, key=f"user{i}", value=f"/page{i % 7}")
+    with pytest.raises(sk.AgentError, match="Re-key the stream first") as failure:
+        await Worker(app).run()
+    assert "table 'per-page'" in str(failure.value)
+
+
+async def test_table_api(memory_url: str, tmp_path: Path) -> None:
+    app = sk.App("api", broker=memory_url, data_dir=tmp_path, commit_interval_s=0.01)
+    ops = app.topic("ops", key_type=str, value_type=Any, partitions=1)
+    table = app.table("kv", value_type=int)
+    answers: list[Any] = []
+
+    @app.agent(ops)
+    async def apply(stream: sk.Stream) -> None:
+        async for key, op in stream.items():
+            if op == "set":
+                table[key] = len(key)
+            elif op == "del":
+                del table[key]
+            elif op == "check":
+                answers.append(
+                    (
+                        key in table,
+                        table.get(key),
+                        table.get("zz", -1),
+                        list(table.items()),
+                        list(table.range("b", "d")),
+                    )
+                )
+
+    for key in ["a", "b", "c", "d"]:
+        await app.send(ops, key=key, value="set")
+    await app.send(ops, key="a", value="check")
+    await app.send(ops, key="c", value="del")
+    await app.send(ops, key="c", value="check")
+    async with running(app):
+        await wait_for(lambda: len(answers) == 2)
+    assert answers[0] == (
+        True,
+        1,
+        -1,
+        [("a", 1), ("b", 1), ("c", 1), ("d", 1)],
+        [("b", 1), ("c", 1)],
+    )
+    assert answers[1] == (False, None, -1, [("a", 1), ("b", 1), ("d", 1)], [("b", 1)])
+    # The deletion reached the changelog as a tombstone.
+    records = changelog(memory_url, app, "kv")
+    assert [r.value for r in records if r.key == b"c"][-1] is None
+
+
+def test_table_outside_an_agent_is_an_error(tmp_path: Path) -> None:
+    app = sk.App("outside", data_dir=tmp_path)
+    table = app.table("t", default=int)
+    with pytest.raises(sk.errors.StateError, match="used outside an agent"):
+        table["x"] += 1
+
+
+def test_tables_join_agents_into_one_subtopology_and_size_the_changelog() -> None:
+    app = sk.App("bind")
+    a = app.topic("a", partitions=3)
+    b = app.topic("b", partitions=3)
+    shared = app.table("shared")
+
+    @app.agent(a)
+    async def one(stream: sk.Stream) -> None:
+        async for k, v in stream.items():
+            shared[k] = v
+
+    @app.agent(b)
+    async def two(stream: sk.Stream) -> None:
+        async for k in stream:
+            shared.get(k)
+
+    topology = app.topology()
+    assert len(topology.subtopologies) == 1
+    assert [t.name for t in topology.subtopologies[0].tables] == ["shared"]
+    assert shared.changelog.partitions == 3
+
+    mismatched = sk.App("bind2")
+    c = mismatched.topic("c", partitions=4)
+    sized = mismatched.table("sized", partitions=2)
+
+    @mismatched.agent(c, tables=[sized])
+    async def three(stream: sk.Stream) -> None:
+        async for _ in stream:
+            pass
+
+    with pytest.raises(sk.TopologyError, match="declared with 2 partitions but sub-topology 0"):
+        mismatched.topology()
