@@ -87,3 +87,29 @@ def test_metadata_round_trip() -> None:
     assert decode_tasks(encode_tasks(tasks)) == tasks
     assert decode_tasks(b"") == set()
     assert decode_tasks(b"garbage") == set()
+
+
+def test_planner_hands_out_whole_tasks_as_partitions() -> None:
+    import streamkit as sk
+    from streamkit.runtime.assignor import TaskPlanner
+    from streamkit.transport import TopicPartition
+
+    app = sk.App("plan")
+    a = app.topic("a", partitions=4)
+    b = app.topic("b", partitions=4)
+
+    @app.agent([a, b])
+    async def both(stream):  # type: ignore[no-untyped-def]
+        async for _ in stream:
+            pass
+
+    planner = TaskPlanner(app.topology(), lambda: [])
+    plan = planner.assign({"m1": b"", "m2": planner.member_metadata()})
+    partitions = {m: parts for m, (parts, _) in plan.items()}
+    assert sorted(len(p) for p in partitions.values()) == [4, 4]
+    for parts in partitions.values():
+        numbers = {tp.partition for tp in parts}
+        # Task p means partition p of both topics, on the same member.
+        assert parts == {TopicPartition(t, n) for t in ("a", "b") for n in numbers}
+    tasks = {m: decode_tasks(data) for m, (_, data) in plan.items()}
+    assert sorted(t for ts in tasks.values() for t in ts) == [TaskId(0, p) for p in range(4)]

@@ -4,24 +4,18 @@ Kafka assigns partitions; streamkit needs tasks to stay whole (partition p of ev
 source topic of a sub-topology on the worker that runs task `<sub>_p`), to stay
 where they are across rebalances (their state is there), and to spread evenly.
 Each member's join metadata carries the tasks it owns; the group leader plans with
-`balance_tasks` and hands out the partitions of each task.
+`balance_tasks` and hands out the partitions of each task. The transport adapts
+`TaskPlanner` to its client's assignor hook.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from aiokafka.cluster import ClusterMetadata
-from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
-from aiokafka.coordinator.protocol import (
-    ConsumerProtocolMemberAssignment,
-    ConsumerProtocolMemberMetadata,
-)
-
 from ..topology import TaskId, Topology
+from ..transport.base import TopicPartition
 
 log = logging.getLogger("streamkit.assignor")
 
@@ -81,46 +75,43 @@ def decode_tasks(user_data: bytes | None) -> set[TaskId]:
         return set()
 
 
-class TaskAssignor(AbstractPartitionAssignor):
-    """aiokafka's assignor hook; every worker of an app runs the same topology."""
+class TaskPlanner:
+    """The group leader's plan: tasks to members, then each task's partitions.
+
+    Every worker of an app builds the same topology, so whichever is leader plans
+    the same way. The transport carries `member_metadata()` in each member's join
+    request and calls `assign()` on the leader.
+    """
 
     name = "streamkit-tasks"
-    version = 1
 
     def __init__(self, topology: Topology, owned_tasks: Callable[[], Iterable[TaskId]]) -> None:
         self._topology = topology
         self._owned_tasks = owned_tasks
         self.last_moves = 0
 
-    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:  # type: ignore[override]
-        return ConsumerProtocolMemberMetadata(
-            self.version, sorted(topics), encode_tasks(self._owned_tasks())
-        )
+    def member_metadata(self) -> bytes:
+        return encode_tasks(self._owned_tasks())
 
-    def assign(  # type: ignore[override]
-        self, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
-    ) -> dict[str, ConsumerProtocolMemberAssignment]:
-        previous = {m: decode_tasks(meta.user_data) for m, meta in members.items()}
-        plan = balance_tasks(self._topology.task_ids(), previous)
+    def assign(self, members: Mapping[str, bytes]) -> dict[str, tuple[set[TopicPartition], bytes]]:
+        previous = {m: decode_tasks(data) for m, data in members.items()}
+        tasks = self._topology.task_ids()
+        plan = balance_tasks(tasks, previous)
         self.last_moves = sum(len(plan[m] - previous[m]) for m in plan)
         log.info(
-            "assigned %d tasks to %d members, %d moved",
-            len(self._topology.task_ids()),
+            "assigned %d tasks to %d workers; %d tasks moved",
+            len(tasks),
             len(members),
             self.last_moves,
         )
-        assignments = {}
-        for member, tasks in plan.items():
-            by_topic: dict[str, list[int]] = defaultdict(list)
-            for task in sorted(tasks):
-                for tp in self._topology.subtopology(task).partitions_of(task):
-                    by_topic[tp.topic].append(tp.partition)
-            assignments[member] = ConsumerProtocolMemberAssignment(
-                self.version,
-                sorted((topic, sorted(parts)) for topic, parts in by_topic.items()),
-                encode_tasks(tasks),
+        return {
+            member: (
+                {
+                    tp
+                    for task in owned
+                    for tp in self._topology.subtopology(task).partitions_of(task)
+                },
+                encode_tasks(owned),
             )
-        return assignments
-
-    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:  # type: ignore[override]
-        return None
+            for member, owned in plan.items()
+        }

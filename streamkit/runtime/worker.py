@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import StreamkitError
-from ..topology import Topology
+from ..topology import TaskId, Topology
 from ..transport import transport_for
 from ..transport.base import Consumer, Producer
+from .assignor import TaskPlanner
 from .coordinator import Coordinator
 from .failures import FailureRouter
 from .record_writer import RecordWriter
@@ -63,8 +64,9 @@ class Worker:
             await ensure_topics(admin, topology.changelog_topics())
         finally:
             await admin.close()
+        planner = TaskPlanner(topology, self._owned_tasks)
         producer = transport.producer()
-        consumer = transport.consumer(app.id)
+        consumer = transport.consumer(app.id, planner)
         await producer.start()
         self.writer = writer = RecordWriter(producer)
         services = TaskServices(
@@ -90,6 +92,9 @@ class Worker:
             app._detach(self)
         if self._failure is not None:
             raise self._failure
+
+    def _owned_tasks(self) -> list[TaskId]:
+        return [] if self.coordinator is None else self.coordinator.owned_tasks()
 
     async def _fetch_until_stopped(self, consumer: Consumer) -> None:
         assert self.coordinator is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import (
     Admin,
+    AssignmentPlanner,
     Consumer,
     PartitionReader,
     Producer,
@@ -31,6 +32,7 @@ def transport_for(url: str) -> Transport:
 
 __all__ = [
     "Admin",
+    "AssignmentPlanner",
     "Consumer",
     "MemoryBroker",
     "MemoryTransport",

@@ -57,6 +57,18 @@ class RebalanceListener(Protocol):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None: ...
 
 
+class AssignmentPlanner(Protocol):
+    """Decides a consumer group's partition assignment when this member leads it."""
+
+    name: str
+
+    def member_metadata(self) -> bytes:
+        """What this member tells the leader when it joins (e.g. the tasks it holds)."""
+
+    def assign(self, members: Mapping[str, bytes]) -> dict[str, tuple[set[TopicPartition], bytes]]:
+        """Member id -> (partitions, data for the member), from each member's metadata."""
+
+
 class Consumer(abc.ABC):
     """One group member. Offsets are committed by the framework, never automatically."""
 
@@ -166,7 +178,8 @@ class Transport(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def consumer(self, group_id: str) -> Consumer: ...
+    def consumer(self, group_id: str, planner: AssignmentPlanner | None = None) -> Consumer:
+        """A group member; `planner` replaces the client's default assignment strategy."""
 
     @abc.abstractmethod
     def producer(self) -> Producer: ...

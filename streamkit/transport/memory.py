@@ -17,6 +17,7 @@ from typing import ClassVar
 from ..errors import TransportError
 from .base import (
     Admin,
+    AssignmentPlanner,
     Consumer,
     Headers,
     PartitionReader,
@@ -160,9 +161,12 @@ class MemoryBroker:
 
 
 class MemoryConsumer(Consumer):
-    def __init__(self, broker: MemoryBroker, group_id: str) -> None:
+    def __init__(
+        self, broker: MemoryBroker, group_id: str, planner: AssignmentPlanner | None = None
+    ) -> None:
         self._broker = broker
         self._group_id = group_id
+        self._planner = planner
         self.wakeup = asyncio.Event()
         self._topics: list[str] = []
         self._listener: RebalanceListener | None = None
@@ -179,17 +183,21 @@ class MemoryConsumer(Consumer):
         self._broker.leave(self._group_id, self)
 
     async def _assign(self) -> None:
-        # The only member owns every partition; a new group starts at the earliest offset.
+        # The only member gets every partition (through the planner, if there is one,
+        # as the leader of a Kafka group would); a new group starts at the earliest offset.
         assigned: set[TopicPartition] = set()
         for topic in self._topics:
             count = self._broker.partition_count(topic)
             if count is None:
                 raise TransportError(f"subscribed topic {topic!r} does not exist")
-            for p in range(count):
-                tp = TopicPartition(topic, p)
-                committed = self._broker.committed(self._group_id, tp)
-                self._positions[tp] = 0 if committed is None else committed
-                assigned.add(tp)
+            assigned.update(TopicPartition(topic, p) for p in range(count))
+        if self._planner is not None:
+            ((assigned, _),) = self._planner.assign(
+                {"member": self._planner.member_metadata()}
+            ).values()
+        for tp in assigned:
+            committed = self._broker.committed(self._group_id, tp)
+            self._positions[tp] = 0 if committed is None else committed
         self._assigned = True
         assert self._listener is not None
         await self._listener.on_partitions_assigned(assigned)
@@ -332,8 +340,8 @@ class MemoryTransport(Transport):
         self.url = url
         self.broker = MemoryBroker.for_url(url)
 
-    def consumer(self, group_id: str) -> Consumer:
-        return MemoryConsumer(self.broker, group_id)
+    def consumer(self, group_id: str, planner: AssignmentPlanner | None = None) -> Consumer:
+        return MemoryConsumer(self.broker, group_id, planner)
 
     def producer(self) -> Producer:
         return MemoryProducer(self.broker)
