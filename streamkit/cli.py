@@ -7,6 +7,7 @@ record that failed under the `fail` policy) end in one line, not a traceback.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -31,32 +32,50 @@ def load_app(ref: str) -> App:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        # Missing is the module itself or a package on its path, not something it imports.
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise ConfigError(f"cannot import module {module_name!r}: no such module") from None
-        raise ConfigError(_import_failure(module_name, exc)) from exc
+        raise ConfigError(_failure(f"importing {module_name!r}", exc)) from exc
     except StreamkitError:
         raise
     except Exception as exc:
-        raise ConfigError(_import_failure(module_name, exc)) from exc
+        raise ConfigError(_failure(f"importing {module_name!r}", exc)) from exc
     try:
         target: Any = getattr(module, attr)
     except AttributeError:
         apps = [name for name, value in vars(module).items() if isinstance(value, App)]
         hint = f"; it has {', '.join(apps)}" if apps else ""
         raise ConfigError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
-    if callable(target) and not isinstance(target, App):
-        target = target()
-    if not isinstance(target, App):
-        raise ConfigError(f"{ref} is a {type(target).__name__}, not a streamkit App")
-    return target
+    if isinstance(target, App):
+        return target
+    if isinstance(target, type):
+        raise ConfigError(f"{ref} is the class {target.__name__}, not a streamkit App")
+    if inspect.iscoroutinefunction(target):
+        raise ConfigError(f"{ref} is an async function; give an App or a function returning one")
+    if callable(target):
+        try:
+            target = target()
+        except StreamkitError:
+            raise
+        except Exception as exc:
+            raise ConfigError(_failure(f"calling {ref}", exc)) from exc
+        if isinstance(target, App):
+            return target
+        raise ConfigError(f"{ref}() returned {_a(type(target).__name__)}, not a streamkit App")
+    raise ConfigError(f"{ref} is {_a(type(target).__name__)}, not a streamkit App")
 
 
-def _import_failure(module_name: str, exc: BaseException) -> str:
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
+def _failure(doing: str, exc: BaseException) -> str:
+    """One line: what raised, and where in the user's code."""
     frame = exc.__traceback__
     while frame is not None and frame.tb_next is not None:
         frame = frame.tb_next
     where = f" at {frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
-    return f"importing {module_name!r} raised {type(exc).__name__}: {exc}{where}"
+    return f"{doing} raised {type(exc).__name__}: {exc}{where}"
 
 
 def _configure_logging(level: str) -> None:

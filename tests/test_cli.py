@@ -36,8 +36,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _command(args: Sequence[str]) -> list[str]:
-    if STREAMKIT.exists():
+def _command(args: Sequence[str], *, python_m: bool = False) -> list[str]:
+    if STREAMKIT.exists() and not python_m:
         return [str(STREAMKIT), *args]
     return [sys.executable, "-m", "streamkit", *args]
 
@@ -52,11 +52,13 @@ class Result:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
-def run_cli(args: Sequence[str], *, cwd: Path, timeout: float = 30.0) -> Result:
+def run_cli(
+    args: Sequence[str], *, cwd: Path, timeout: float = 30.0, python_m: bool = False
+) -> Result:
     """Run `streamkit ARGS` to completion (or fail the test at the deadline)."""
     try:
         done = subprocess.run(
-            _command(args),
+            _command(args, python_m=python_m),
             cwd=cwd,
             env=_env(),
             capture_output=True,
@@ -156,9 +158,9 @@ def live() -> Iterator[list[LiveProcess]]:
 
 def assert_one_line_error(result: Result) -> str:
     """Exit code 1, a single `error: ...` line on stderr, no traceback anywhere."""
-    assert result.returncode == 1, result
-    assert "Traceback" not in result.stdout + result.stderr, result
-    assert result.stderr.startswith("error: "), result
+    assert result.returncode == 1, str(result)
+    assert "Traceback" not in result.stdout + result.stderr, str(result)
+    assert result.stderr.startswith("error: "), str(result)
     assert result.stderr.strip().count("\n") == 0, f"more than one line on stderr\n{result}"
     return result.stderr.strip()
 
@@ -166,36 +168,34 @@ def assert_one_line_error(result: Result) -> str:
 # The example app ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
-def test_click_count_example_runs_to_completion(loop: str, tmp_path: Path) -> None:
-    result = run_cli(
-        [
-            "worker",
-            "examples.click_count:app",
-            "--stop-when-idle",
-            "2",
-            "--loop",
-            loop,
-            "--data-dir",
-            str(tmp_path / "state"),
-        ],
-        cwd=ROOT,
-        timeout=40,
-    )
-    assert result.returncode == 0, result
-    assert "Traceback" not in result.stderr, result
+def run_click_count(data_dir: Path, *extra: str) -> Result:
+    """`streamkit worker examples.click_count:app --stop-when-idle 2`, from the repo root."""
+    args = ["worker", "examples.click_count:app", "--stop-when-idle", "2"]
+    result = run_cli([*args, "--data-dir", str(data_dir), *extra], cwd=ROOT, timeout=40)
+    assert result.returncode == 0, str(result)
+    assert "Traceback" not in result.stderr, str(result)
+    return result
 
+
+def assert_counts_add_up(result: Result) -> None:
+    """Every user's counts are 1, 2, ..., n, and the last ones add up to the 100 clicks."""
     counts: dict[str, list[int]] = defaultdict(list)
     for line in result.stdout.splitlines():
         match = COUNT_LINE.match(line)
         assert match, f"unexpected output line {line!r}\n{result}"
         counts[match[1]].append(int(match[2]))
-    assert set(counts) <= {"ada", "grace", "linus", "margaret", "ken"}, result
-    # Each user's counts arrive on one partition, in order, exactly once: 1, 2, ..., n.
+    assert set(counts) <= {"ada", "grace", "linus", "margaret", "ken"}, str(result)
+    # Each user's counts arrive on one partition, in order, exactly once.
     for user, seen in counts.items():
         assert seen == list(range(1, len(seen) + 1)), f"{user}: {seen}"
     # 5 rounds of 20 clicks.
-    assert sum(seen[-1] for seen in counts.values()) == 100, result
+    assert sum(seen[-1] for seen in counts.values()) == 100, str(result)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_click_count_example_runs_to_completion(loop: str, tmp_path: Path) -> None:
+    result = run_click_count(tmp_path / "state", "--loop", loop)
+    assert_counts_add_up(result)
 
     banner = result.stderr
     assert "app=clicks" in banner
@@ -207,26 +207,35 @@ def test_click_count_example_runs_to_completion(loop: str, tmp_path: Path) -> No
     assert "sub-topology 0 tasks: 0_0 0_1 0_2 0_3" in banner
     assert "sub-topology 1 tasks: 1_0 1_1 1_2 1_3" in banner
     assert "no new records for 2.0 s: stopping" in banner
-    assert banner.rstrip().endswith("worker stopped cleanly"), result
+    assert banner.rstrip().endswith("worker stopped cleanly"), str(result)
+
+
+def test_click_count_rerun_does_not_inherit_stale_state(tmp_path: Path) -> None:
+    """The memory broker starts empty each run, so state left in the data dir by the last
+    run is ahead of its (new, empty) changelog and must not carry counts over."""
+    data_dir = tmp_path / "state"
+    assert_counts_add_up(run_click_count(data_dir))
+    assert any(data_dir.iterdir()), "the first run left no state behind"
+    assert_counts_add_up(run_click_count(data_dir))
 
 
 def test_topology_describes_the_example() -> None:
     result = run_cli(["topology", "examples.click_count:app"], cwd=ROOT)
-    assert result.returncode == 0, result
-    assert result.stderr == "", result
+    assert result.returncode == 0, str(result)
+    assert result.stderr == "", str(result)
     out = result.stdout
     for expected in [
         "Topologies:",
         "Sub-topology: 0 (tasks: 0_0, 0_1, 0_2, 0_3)",
         "Source: source-clicks (topic: clicks, partitions: 4)",
-        "Processor: count_views (agent)",
+        "Processor: count_views (agent",
         "--> sink-views-per-user",
         "<-- source-clicks",
         "Sink: sink-views-per-user (topic: views-per-user)",
         "<-- count_views",
         "Sub-topology: 1 (tasks: 1_0, 1_1, 1_2, 1_3)",
         "Source: source-views-per-user (topic: views-per-user, partitions: 4)",
-        "Processor: show (agent)",
+        "Processor: show (agent",
         "<-- source-views-per-user",
     ]:
         assert expected in out, f"{expected!r} missing from\n{out}"
@@ -252,9 +261,11 @@ def test_version_through_python_dash_m() -> None:
 # One-line errors --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("python_m", [False, True], ids=["script", "python-m"])
 @pytest.mark.parametrize("command", ["worker", "topology"])
-def test_module_that_does_not_exist(command: str) -> None:
-    message = assert_one_line_error(run_cli([command, "sk_no_such_module:app"], cwd=APPS))
+def test_module_that_does_not_exist(command: str, python_m: bool) -> None:
+    result = run_cli([command, "sk_no_such_module:app"], cwd=APPS, python_m=python_m)
+    message = assert_one_line_error(result)
     assert message == "error: cannot import module 'sk_no_such_module': no such module"
 
 
@@ -282,34 +293,9 @@ def test_reference_without_attribute() -> None:
         ("answer", "int"),
         ("names", "list"),
         ("make_nothing", "NoneType"),  # a factory that returns no App
-        pytest.param(
-            "Click",
-            "Click",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="load_app calls any callable attribute as an App factory; a class "
-                "that is not an App (here a pydantic model) raises ValidationError, which "
-                "escapes as a traceback",
-            ),
-        ),
-        pytest.param(
-            "make_app_badly",
-            "RuntimeError",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="an App factory that raises escapes load_app as a traceback instead "
-                "of a one-line error naming the exception",
-            ),
-        ),
-        pytest.param(
-            "start",
-            "function",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="load_app calls an async function, reports 'is a coroutine' and leaves "
-                "a never-awaited coroutine whose RuntimeWarning adds lines to stderr",
-            ),
-        ),
+        ("Click", "Click"),
+        ("make_app_badly", "RuntimeError"),
+        ("start", "function"),
     ],
 )
 def test_attribute_that_is_not_an_app(attribute: str, kind: str) -> None:
@@ -330,8 +316,10 @@ def test_unknown_broker_scheme(broker: str, tmp_path: Path) -> None:
     assert "app=" not in result.stderr  # refused before the banner, before anything runs
 
 
-def test_module_that_raises_at_import() -> None:
-    message = assert_one_line_error(run_cli(["worker", "sk_import_error:app"], cwd=APPS))
+@pytest.mark.parametrize("python_m", [False, True], ids=["script", "python-m"])
+def test_module_that_raises_at_import(python_m: bool) -> None:
+    result = run_cli(["worker", "sk_import_error:app"], cwd=APPS, python_m=python_m)
+    message = assert_one_line_error(result)
     source = (APPS / "sk_import_error.py").read_text().splitlines()
     line = next(i for i, text in enumerate(source, 1) if text.startswith("raise RuntimeError"))
     assert "RuntimeError: configuration file clicks.toml is missing" in message
@@ -345,13 +333,6 @@ def test_module_whose_dependency_is_missing() -> None:
     assert "sk_missing_dependency.py:3" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_app treats a ModuleNotFoundError as 'no such module' when the missing "
-    "module's name is a prefix of the app module's (module_name.startswith(exc.name)): "
-    "sk_clicks_v2 exists but imports the missing sk_clicks, and the error claims "
-    "sk_clicks_v2 itself does not exist",
-)
 def test_missing_dependency_whose_name_prefixes_the_module() -> None:
     message = assert_one_line_error(run_cli(["worker", "sk_clicks_v2:app"], cwd=APPS))
     assert "sk_clicks'" in message or "sk_clicks " in message
@@ -384,9 +365,9 @@ def test_signal_stops_a_busy_worker_cleanly(
 
 def test_agent_failure_stops_the_worker_with_one_line(tmp_path: Path) -> None:
     result = run_cli(["worker", "sk_failing_agent:app", "--data-dir", str(tmp_path)], cwd=APPS)
-    assert result.returncode != 0, result
+    assert result.returncode != 0, str(result)
     # Records before the failing one were handled, none after it.
-    assert result.stdout.splitlines() == [f"handled {n}" for n in range(5)], result
+    assert result.stdout.splitlines() == [f"handled {n}" for n in range(5)], str(result)
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == "error: agent explode failed on numbers[0]@5: ValueError: cannot handle 5"
     assert "worker stopped cleanly" not in result.stderr
@@ -397,9 +378,9 @@ def test_agent_failure_stops_the_worker_with_one_line(tmp_path: Path) -> None:
 
 def test_bad_input_under_fail_policy_stops_the_worker_with_one_line(tmp_path: Path) -> None:
     result = run_cli(["worker", "sk_bad_record:app", "--data-dir", str(tmp_path)], cwd=APPS)
-    assert result.returncode == 1, result
-    assert result.stdout.splitlines() == ["order tea x1", "order jam x2"], result
-    assert "Traceback" not in result.stderr, result
+    assert result.returncode == 1, str(result)
+    assert result.stdout.splitlines() == ["order tea x1", "order jam x2"], str(result)
+    assert "Traceback" not in result.stderr, str(result)
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: value deserialization failed on orders[0]@2: "), result
+    assert last.startswith("error: value deserialization failed on orders[0]@2: "), str(result)
     assert "Invalid JSON" in last

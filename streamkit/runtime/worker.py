@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import StreamkitError
 from ..topology import TaskId, Topology
 from ..transport import transport_for
-from ..transport.base import Consumer, Producer
+from ..transport.base import Consumer, Producer, RawRecord, TopicPartition
 from .assignor import TaskPlanner
 from .coordinator import Coordinator
 from .failures import FailureRouter
@@ -97,26 +97,47 @@ class Worker:
         return [] if self.coordinator is None else self.coordinator.owned_tasks()
 
     async def _fetch_until_stopped(self, consumer: Consumer) -> None:
-        assert self.coordinator is not None
-        loop = asyncio.get_running_loop()
-        coordinator = self.coordinator
         max_records = self.settings.max_poll_records
-        last_record_at = loop.time()
-        while not self._stopping.is_set():
-            fetched = await consumer.getmany(timeout_s=0.2, max_records=max_records)
-            for tp, records in fetched.items():
-                task = coordinator.task_for(tp)
-                if task is not None and task.enqueue(tp, records):
-                    consumer.pause(tp)
-            if fetched:
-                last_record_at = loop.time()
-            elif (
-                self._stop_when_idle_s is not None
-                and loop.time() - last_record_at >= self._stop_when_idle_s
-                and not coordinator.has_queued_records()
-            ):
-                log.info("no new records for %.1f s: stopping", self._stop_when_idle_s)
-                self._stopping.set()
+        last_record_at = asyncio.get_running_loop().time()
+        # A stop must not wait for a fetch's timeout: race every fetch against it.
+        stop_requested = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                fetch = asyncio.ensure_future(
+                    consumer.getmany(timeout_s=0.5, max_records=max_records)
+                )
+                await asyncio.wait((fetch, stop_requested), return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    fetch.cancel()  # nothing fetched is lost: offsets move only on commit
+                    break
+                last_record_at = self._route(fetch.result(), consumer, last_record_at)
+        finally:
+            stop_requested.cancel()
+
+    def _route(
+        self,
+        fetched: Mapping[TopicPartition, Sequence[RawRecord]],
+        consumer: Consumer,
+        last_record_at: float,
+    ) -> float:
+        """Hand fetched records to their tasks; returns when records last arrived."""
+        assert self.coordinator is not None
+        coordinator = self.coordinator
+        now = asyncio.get_running_loop().time()
+        for tp, records in fetched.items():
+            task = coordinator.task_for(tp)
+            if task is not None and task.enqueue(tp, records):
+                consumer.pause(tp)
+        if fetched:
+            return now
+        if (
+            self._stop_when_idle_s is not None
+            and now - last_record_at >= self._stop_when_idle_s
+            and not coordinator.has_queued_records()
+        ):
+            log.info("no new records for %.1f s: stopping", self._stop_when_idle_s)
+            self._stopping.set()
+        return last_record_at
 
     async def _shut_down(self, consumer: Consumer, producer: Producer) -> None:
         for timer in self._timers:
