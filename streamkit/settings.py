@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     store_cache_max_keys: int = 50_000
     # How long SIGTERM may take: finish the batch in hand, commit, close.
     shutdown_timeout_s: float = 15.0
+    # A loop blocked this long is reported with the agent on its stack.
+    loop_stall_warning_s: float = 2.0
+    # A partition with waiting records that has not moved for this long is reported.
+    progress_warning_s: float = 60.0
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

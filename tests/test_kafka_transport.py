@@ -20,7 +20,7 @@ from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 from streamkit.devbroker import free_port
 from streamkit.errors import ConfigError, TransportError
 from streamkit.transport import TopicPartition, TopicSpec, transport_for
-from streamkit.transport.base import RawRecord
+from streamkit.transport.base import PartitionReader, RawRecord
 from streamkit.transport.kafka import KafkaConsumer, KafkaTransport, parse_kafka_url
 
 OPTIONS: dict[str, Any] = {"session_timeout_ms": 6000}
@@ -116,6 +116,8 @@ async def test_unreachable_broker_fails_fast_naming_the_url() -> None:
     assert "producer" in str(producer_error.value)
     with pytest.raises(TransportError, match="consumer of group 'g'"):
         await transport.consumer("g").start(["t"], Listener())
+    with pytest.raises(TransportError, match="connecting partition reader"):
+        await transport.reader().start()
     admin = transport.admin()
     with pytest.raises(TransportError, match="admin client"):
         await admin.partition_counts(["t"])
@@ -366,3 +368,153 @@ async def _end_offsets(transport: KafkaTransport, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+# flush offsets and the partition reader ---------------------------------------------------
+
+
+async def read_to_end(
+    reader: PartitionReader,
+    tps: Sequence[TopicPartition],
+    *,
+    max_records: int,
+    deadline_s: float = DEADLINE_S,
+) -> dict[TopicPartition, list[RawRecord]]:
+    """Read as a restore does: until every partition's position reaches its end."""
+    ends = {tp: (await reader.offsets(tp))[1] for tp in tps}
+    got: dict[TopicPartition, list[RawRecord]] = {tp: [] for tp in tps}
+    deadline = time.monotonic() + deadline_s
+    while any(reader.position(tp) < end for tp, end in ends.items()):
+        assert time.monotonic() < deadline, (
+            f"not caught up within {deadline_s} s: positions "
+            f"{ {tp.partition: reader.position(tp) for tp in tps} }, ends "
+            f"{ {tp.partition: end for tp, end in ends.items()} }"
+        )
+        for tp, records in (await reader.getmany(0.5, max_records)).items():
+            assert tp in got, f"records of {tp}, which is not assigned"
+            got[tp].extend(records)
+    return got
+
+
+async def test_flush_returns_each_partitions_offset_after_its_last_acknowledged_record(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    # Small batches, so that one flush acknowledges several batches per partition.
+    transport = kafka(kafka_url, max_batch_size=4096)
+    topic = topic_name("acked")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 3)])
+    await admin.close()
+    tp0, tp2 = TopicPartition(topic, 0), TopicPartition(topic, 2)
+    producer = transport.producer()
+    await producer.start()
+    reader = transport.reader()
+    await reader.start()
+    try:
+        assert await producer.flush() == {}
+        sent = {tp0: 0, tp2: 0}
+        results = []
+        # Partition 1 is never written; the third round writes partition 0 only.
+        for round_sizes in ({tp0: 1, tp2: 1}, {tp0: 700, tp2: 3}, {tp0: 5}, {tp0: 900, tp2: 1200}):
+            for tp, n in round_sizes.items():
+                for i in range(n):
+                    producer.send(topic, tp.partition, None, b"v%d" % i, (), 1000)
+                sent[tp] += n
+            acked = await producer.flush()
+            assert acked == sent
+            assert all(type(tp) is TopicPartition for tp in acked)
+            results.append((acked, dict(sent)))
+        # Each result stays what it was when flush returned.
+        assert all(acked == expected for acked, expected in results)
+        for tp, n in sent.items():
+            assert await reader.offsets(tp) == (0, n)
+    finally:
+        await reader.stop()
+        await producer.stop()
+
+
+async def test_a_reader_gets_every_record_up_to_the_true_end_of_a_partition(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    # Many full 64 KB batches and a partial last one. Tansu's ListOffsets gives the
+    # first offset of the last batch + 1 as the end: a restore that trusted it would
+    # stop short of the rest of that batch.
+    transport = kafka(kafka_url)
+    topic = topic_name("restore")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 2)])
+    await admin.close()
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    n, n1 = 20_000, 30
+    producer = transport.producer()
+    await producer.start()
+    for i in range(n):
+        producer.send(topic, 0, b"k%d" % (i % 100), b"%068d" % i, (), 1000 + i)
+    for i in range(n1):
+        producer.send(topic, 1, None, b"p1-%d" % i, (), 1000)
+    assert await producer.flush() == {tp0: n, tp1: n1}
+    await producer.stop()
+
+    reader = transport.reader()
+    await reader.start()
+    try:
+        from aiokafka import TopicPartition as KafkaTopicPartition
+
+        listed = (await reader.raw.end_offsets([KafkaTopicPartition(topic, 0)])).popitem()[1]
+        assert listed <= n  # Kafka: n; Tansu: less
+        reader.assign({tp0: 0})
+        assert reader.position(tp0) == 0
+        assert await reader.offsets(tp0) == (0, n)
+        started = time.monotonic()
+        got = (await read_to_end(reader, [tp0], max_records=500))[tp0]
+        elapsed = time.monotonic() - started
+        assert [r.offset for r in got] == list(range(n))
+        assert [r.value for r in got] == [b"%068d" % i for i in range(n)]
+        assert got[-1].timestamp == 1000 + n - 1
+        assert reader.position(tp0) == n
+        assert await reader.getmany(0.1, 500) == {}
+        assert elapsed < 10
+
+        # From the middle, in the middle of a batch: exactly the tail.
+        reader.assign({tp0: 12_345})
+        tail = (await read_to_end(reader, [tp0], max_records=5000))[tp0]
+        assert [r.offset for r in tail] == list(range(12_345, n))
+
+        # A new assignment replaces the old one: nothing more from partition 0.
+        reader.assign({tp1: 2})
+        with pytest.raises(TransportError, match=rf"{topic}\[0\] is not assigned"):
+            reader.position(tp0)
+        other = (await read_to_end(reader, [tp1], max_records=5000))[tp1]
+        assert [r.offset for r in other] == list(range(2, n1))
+        assert [r.value for r in other] == [b"p1-%d" % i for i in range(2, n1)]
+        assert await reader.getmany(0.1, 500) == {}
+    finally:
+        await reader.stop()
+
+
+async def test_an_empty_partition_is_caught_up_at_once(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    transport = kafka(kafka_url)
+    topic = topic_name("empty")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 1)])
+    await admin.close()
+    tp = TopicPartition(topic, 0)
+    reader = transport.reader()
+    with pytest.raises(TransportError, match="partition reader is not started"):
+        await reader.offsets(tp)
+    # Assigned before start: applied when it starts.
+    reader.assign({tp: 0})
+    await reader.start()
+    try:
+        assert await reader.offsets(tp) == (0, 0)
+        assert reader.position(tp) == 0
+        assert await read_to_end(reader, [tp], max_records=100) == {tp: []}
+        assert await reader.getmany(0.1, 100) == {}
+        assert reader.position(tp) == 0
+    finally:
+        await reader.stop()

@@ -94,6 +94,8 @@ class Task:
         self._positions: dict[TopicPartition, int] = {}
         self._uncommitted = False
         self._in_hand: dict[TopicPartition, Sequence[RawRecord]] = {}
+        # (first offset fetched, offset after the last fetched) per partition.
+        self._fetched: dict[TopicPartition, tuple[int, int]] = {}
         self._next_commit = 0.0
         self.restored_records = 0
 
@@ -105,6 +107,10 @@ class Task:
     def enqueue(self, tp: TopicPartition, records: Sequence[RawRecord]) -> bool:
         """Queue fetched records; True when the partition should be paused."""
         full = self._queues[tp].put(records)
+        self._fetched[tp] = (
+            self._fetched.get(tp, (records[0].offset, 0))[0],
+            records[-1].offset + 1,
+        )
         self._wakeup.set()
         return full
 
@@ -114,6 +120,14 @@ class Task:
     def buffered_records(self) -> int:
         """Records fetched but not yet taken: bounded by the partition queues' capacity."""
         return sum(q.size for q in self._queues.values())
+
+    def progress(self) -> list[tuple[TopicPartition, int, int]]:
+        """(partition, processed position, records fetched but not processed)."""
+        out = []
+        for tp, (first, end) in self._fetched.items():
+            position = self._positions.get(tp, first)
+            out.append((tp, position, max(0, end - position)))
+        return out
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit and close."""
@@ -221,6 +235,7 @@ class Task:
         await self.commit()
         for queue in self._queues.values():
             queue.clear()
+        self._fetched.clear()
         self.state = TaskState.SUSPENDED
         self._suspend_done.set_result(None)
         self._suspend_done = None

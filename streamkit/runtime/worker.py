@@ -20,8 +20,9 @@ from ..transport.base import Consumer, Producer, RawRecord, TopicPartition
 from .assignor import TaskPlanner
 from .coordinator import Coordinator
 from .failures import FailureRouter
+from .liveness import LoopWatchdog, watch_progress
 from .record_writer import RecordWriter
-from .task import TaskServices
+from .task import Task, TaskServices
 from .topic_admin import ensure_topics
 
 if TYPE_CHECKING:
@@ -39,10 +40,11 @@ class Worker:
         self._stop_when_idle_s = stop_when_idle_s
         self._stopping = asyncio.Event()
         self._failure: BaseException | None = None
-        self._timers: list[asyncio.Task[None]] = []
+        self._background: list[asyncio.Task[None]] = []
         self.writer: RecordWriter | None = None
         self.coordinator: Coordinator | None = None
         self.topology: Topology | None = None
+        self.watchdog: LoopWatchdog | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -82,16 +84,27 @@ class Worker:
         app._attach(self)
         try:
             await consumer.start(topology.source_topics(), self.coordinator)
-            self._timers = [
+            self.watchdog = LoopWatchdog(app.agents, self.settings.loop_stall_warning_s)
+            self._background = [
                 asyncio.create_task(self._run_timer(t.name, t.interval_s, t.fn), name=t.name)
                 for t in app.timers
             ]
+            self._background.append(asyncio.create_task(self.watchdog.run(), name="loop watchdog"))
+            self._background.append(
+                asyncio.create_task(
+                    watch_progress(self._tasks, self.settings.progress_warning_s),
+                    name="progress watchdog",
+                )
+            )
             await self._fetch_until_stopped(consumer)
         finally:
             await self._shut_down(consumer, producer)
             app._detach(self)
         if self._failure is not None:
             raise self._failure
+
+    def _tasks(self) -> list[Task]:
+        return [] if self.coordinator is None else list(self.coordinator.tasks.values())
 
     def _owned_tasks(self) -> list[TaskId]:
         return [] if self.coordinator is None else self.coordinator.owned_tasks()
@@ -140,7 +153,7 @@ class Worker:
         return last_record_at
 
     async def _shut_down(self, consumer: Consumer, producer: Producer) -> None:
-        for timer in self._timers:
+        for timer in self._background:
             timer.cancel()
         try:
             async with asyncio.timeout(self.settings.shutdown_timeout_s):

@@ -5,7 +5,9 @@ the broker hands each its share of partitions. The clients are configured for th
 framework's own offset management (no auto-commit, a new group reads from the
 earliest offset) and for throughput: the producer builds record batches itself
 and hands aiokafka whole batches, which measured about twice the rate of one
-`send()` per record.
+`send()` per record. Restores, standby replicas and global tables read with a
+`KafkaReader`, a consumer outside any group that reads chosen partitions from
+chosen offsets.
 
 Every aiokafka failure leaves this module as a `TransportError` that names the
 broker URL and the operation, so a user sees what to fix rather than a client
@@ -25,18 +27,26 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, codec
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError, for_code
+from aiokafka.errors import (
+    ConsumerStoppedError,
+    IllegalStateError,
+    KafkaError,
+    LeaderNotAvailableError,
+    for_code,
+)
 from aiokafka.helpers import create_ssl_context
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 
 from ..errors import ConfigError, TransportError
 from .base import (
     Admin,
     Consumer,
     Headers,
+    PartitionReader,
     Producer,
     RawRecord,
     RebalanceListener,
@@ -219,22 +229,36 @@ class KafkaOptions:
             )
         return kwargs
 
-    def consumer(self) -> dict[str, Any]:
+    def fetching(self) -> dict[str, Any]:
+        """Keyword arguments of every aiokafka consumer: group members and readers."""
         kwargs = self.common()
         kwargs.update(
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=self.heartbeat_ms,
-            max_poll_interval_ms=self.max_poll_interval_ms,
-            rebalance_timeout_ms=self.rebalance_timeout_ms,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             fetch_max_bytes=self.fetch_max_bytes,
             max_partition_fetch_bytes=self.max_partition_fetch_bytes,
             isolation_level=self.isolation_level,
         )
+        return kwargs
+
+    def consumer(self) -> dict[str, Any]:
+        kwargs = self.fetching()
+        kwargs.update(
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+            rebalance_timeout_ms=self.rebalance_timeout_ms,
+        )
         if self.partition_assignment_strategy is not None:
             kwargs["partition_assignment_strategy"] = self.partition_assignment_strategy
+        return kwargs
+
+    def reader(self) -> dict[str, Any]:
+        kwargs = self.fetching()
+        # A reader always seeks, so a reset could only come from an offset
+        # outside the log: report it rather than silently jump to either end.
+        kwargs.update(auto_offset_reset="none")
         return kwargs
 
     def producer(self) -> dict[str, Any]:
@@ -255,11 +279,14 @@ def _codec_available(name: str) -> bool:
     return check()
 
 
+_CLIENT_ERRORS = (KafkaError, ConsumerStoppedError, OSError)
+
+
 async def _guard(url: str, what: str, call: Awaitable[T]) -> T:
     """Await an aiokafka call, turning its errors into a TransportError about `what`."""
     try:
         return await call
-    except (KafkaError, ConsumerStoppedError, OSError) as exc:
+    except _CLIENT_ERRORS as exc:
         raise TransportError(f"broker {url}: {what} failed: {_describe(exc)}") from exc
 
 
@@ -270,6 +297,19 @@ def _describe(exc: BaseException) -> str:
 
 
 # consumer ---------------------------------------------------------------------------
+
+
+async def _start_consumer(
+    url: str, servers: list[str], what: str, **kwargs: Any
+) -> AIOKafkaConsumer:
+    """Make and connect an aiokafka consumer; group members and readers both start here."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, **kwargs)
+    try:
+        await _guard(url, what, consumer.start())
+    except BaseException:
+        await _stop_quietly(consumer.stop())
+        raise
+    return consumer
 
 
 class _ListenerBridge(ConsumerRebalanceListener):
@@ -334,13 +374,14 @@ class KafkaConsumer(Consumer):
         return self._consumer
 
     async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._servers, group_id=self._group_id, **self._options.consumer()
+        consumer = await _start_consumer(
+            self._url,
+            self._servers,
+            f"connecting consumer of group {self._group_id!r}",
+            group_id=self._group_id,
+            **self._options.consumer(),
         )
         try:
-            await _guard(
-                self._url, f"connecting consumer of group {self._group_id!r}", consumer.start()
-            )
             self._bridge = _ListenerBridge(listener)
             consumer.subscribe(topics=list(topics), listener=self._bridge)
             _leave_even_from_generation_zero(consumer)
@@ -441,6 +482,202 @@ def _leave_even_from_generation_zero(consumer: AIOKafkaConsumer) -> None:
     coordinator._maybe_leave_group = maybe_leave_group
 
 
+# reader -----------------------------------------------------------------------------
+
+_READ_UNCOMMITTED, _READ_COMMITTED = 0, 1  # FetchRequest's isolation levels
+
+
+class KafkaReader(PartitionReader):
+    """Reads chosen partitions from chosen offsets, outside any consumer group.
+
+    State restores, standby replicas and global tables read changelogs with it.
+    It never commits, and never resets a position on its own: an offset outside
+    the log fails `getmany` rather than silently jumping to one end of it.
+
+    `offsets()` does not trust ListOffsets alone. Tansu answers it with the first
+    offset of the partition's last batch + 1, short of the rest of that batch,
+    while the high watermark in a fetch response is exact; so the end is the
+    larger of the two, from a fetch made for the purpose (a reader that has not
+    fetched yet knows no high watermark). `position()` is aiokafka's fetch
+    position, which moves past what a fetch skipped (transaction markers,
+    compacted records), so `position >= end` means caught up on any broker.
+
+    Those lookups go through a second, idle aiokafka consumer: a broker answers
+    the requests of one connection in order, so on the reading consumer's
+    connection each would wait behind a fetch that long-polls at the end of the
+    log (`fetch_max_wait_ms`: 1.5 s for the three requests of `offsets()`).
+    """
+
+    def __init__(self, url: str, servers: list[str], options: KafkaOptions) -> None:
+        self._url = url
+        self._servers = servers
+        self._options = options
+        self._isolation = (
+            _READ_COMMITTED if options.isolation_level == "read_committed" else _READ_UNCOMMITTED
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lookups: AIOKafkaConsumer | None = None
+        self._lookups_lock = asyncio.Lock()
+        self._positions: dict[TopicPartition, int] = {}
+        self._assigned: dict[TopicPartition, KafkaTopicPartition] = {}
+
+    @property
+    def raw(self) -> AIOKafkaConsumer:
+        """The aiokafka consumer, for what the transport seam does not cover yet."""
+        return self._started()
+
+    def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise TransportError(f"broker {self._url}: partition reader is not started")
+        return self._consumer
+
+    async def start(self) -> None:
+        self._consumer = await _start_consumer(
+            self._url,
+            self._servers,
+            "connecting partition reader",
+            group_id=None,
+            **self._options.reader(),
+        )
+        self._seek_all()
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        lookups, self._lookups = self._lookups, None
+        try:
+            if lookups is not None:
+                await _guard(self._url, "stopping partition reader", lookups.stop())
+        finally:
+            if consumer is not None:
+                await _guard(self._url, "stopping partition reader", consumer.stop())
+
+    async def _lookup_client(self) -> AIOKafkaConsumer:
+        self._started()
+        async with self._lookups_lock:
+            if self._lookups is None:
+                self._lookups = await _start_consumer(
+                    self._url,
+                    self._servers,
+                    "connecting partition reader for offset lookups",
+                    group_id=None,
+                    **self._options.reader(),
+                )
+            return self._lookups
+
+    def assign(self, positions: Mapping[TopicPartition, int]) -> None:
+        for tp, offset in positions.items():
+            if offset < 0:
+                raise ValueError(f"cannot read {tp.topic}[{tp.partition}] from offset {offset}")
+        self._positions = {TopicPartition(*tp): offset for tp, offset in positions.items()}
+        self._assigned = {tp: KafkaTopicPartition(*tp) for tp in self._positions}
+        if self._consumer is not None:
+            self._seek_all()
+
+    def _seek_all(self) -> None:
+        # aiokafka replaces the whole assignment and drops what it prefetched for it.
+        consumer = self._started()
+        consumer.assign(list(self._assigned.values()))
+        for tp, ktp in self._assigned.items():
+            consumer.seek(ktp, self._positions[tp])
+
+    async def getmany(
+        self, timeout_s: float, max_records: int
+    ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
+        consumer = self._started()
+        try:
+            fetched = await consumer.getmany(
+                timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records
+            )
+            out: dict[TopicPartition, Sequence[RawRecord]] = {}
+            positions = self._positions
+            for ktp, records in fetched.items():
+                tp = TopicPartition(ktp.topic, ktp.partition)
+                if tp in positions:  # aiokafka returns only assigned partitions; checked anyway
+                    out[tp] = records
+                    positions[tp] = max(positions[tp], records[-1].offset + 1)
+            # The fetch position also moves past records aiokafka skipped without
+            # returning any (markers, aborted or compacted batches); for an
+            # assigned partition with a position it answers without waiting.
+            for tp, ktp in self._assigned.items():
+                fetch_position = await consumer.position(ktp)
+                if fetch_position > positions[tp]:
+                    positions[tp] = fetch_position
+        except _CLIENT_ERRORS as exc:
+            where = ", ".join(
+                f"{tp.topic}[{tp.partition}]@{o}" for tp, o in self._positions.items()
+            )
+            raise TransportError(
+                f"broker {self._url}: reading {where} failed: {_describe(exc)}"
+            ) from exc
+        return out
+
+    def position(self, tp: TopicPartition) -> int:
+        try:
+            return self._positions[tp]
+        except KeyError:
+            raise TransportError(
+                f"broker {self._url}: {tp.topic}[{tp.partition}] is not assigned to this "
+                "partition reader"
+            ) from None
+
+    async def offsets(self, tp: TopicPartition) -> tuple[int, int]:
+        consumer = self._started()
+        ktp = KafkaTopicPartition(tp.topic, tp.partition)
+        lookups = await self._lookup_client()
+
+        async def lookup() -> tuple[int, int]:
+            first, listed = await asyncio.gather(
+                lookups.beginning_offsets([ktp]), lookups.end_offsets([ktp])
+            )
+            end = listed[ktp]
+            return first[ktp], max(end, await self._fetched_end(lookups, ktp, end))
+
+        first, end = await _guard(
+            self._url, f"reading the first and end offsets of {tp.topic}[{tp.partition}]", lookup()
+        )
+        if tp in self._assigned:
+            # What this reader's own fetches saw; never more than the truth.
+            known = consumer.last_stable_offset(ktp) if self._isolation else consumer.highwater(ktp)
+            if known is not None and known > end:
+                end = known
+        return first, end
+
+    async def _fetched_end(
+        self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition, offset: int
+    ) -> int:
+        """The high watermark (or, reading committed, the last stable offset) of a fetch
+        from `offset`, which ListOffsets gave as the end: an empty answer on Kafka,
+        the last batch on Tansu. aiokafka has no API for this, so it asks itself."""
+        client = consumer._client
+        node_id = client.cluster.leader_for_partition(ktp)
+        if node_id is None or node_id < 0:
+            raise LeaderNotAvailableError(f"no leader known for {ktp.topic}[{ktp.partition}]")
+        request = FetchRequest(
+            # Max wait: at the end of the log, this long. Not 0: Tansu answers a
+            # fetch with no wait with no partitions at all.
+            1,
+            1,  # min bytes
+            1,  # max bytes: the broker still returns a first batch of any size
+            self._isolation,
+            [(ktp.topic, [(ktp.partition, offset, 1)])],
+        )
+        response = await client.send(node_id, request)
+        for topic, partitions in response.topics:
+            for partition, error_code, highwater, *rest in partitions:
+                if (topic, partition) != (ktp.topic, ktp.partition):
+                    continue
+                if error_code:
+                    raise for_code(error_code)(f"fetch from offset {offset}")
+                if (
+                    self._isolation == _READ_COMMITTED
+                    and response.API_VERSION >= 4
+                    and rest[0] >= 0
+                ):
+                    return int(rest[0])
+                return int(highwater)
+        raise KafkaError(f"the fetch response did not include {ktp.topic}[{ktp.partition}]")
+
+
 # producer ---------------------------------------------------------------------------
 
 _Key = tuple[str, int]
@@ -456,6 +693,10 @@ class KafkaProducer(Producer):
     other: aiokafka's accumulator holds one queued batch per partition and its
     sender has one request per partition in flight, re-queueing a retried batch
     at the front, so batches reach the log in the order we sealed them.
+
+    `flush` returns, per partition, the offset after the last acknowledged
+    record: the broker acknowledges a batch with its base offset, and each
+    pump knows how many records the batch held.
     """
 
     def __init__(self, url: str, servers: list[str], options: KafkaOptions) -> None:
@@ -469,6 +710,8 @@ class KafkaProducer(Producer):
         self._pumps: dict[_Key, asyncio.Task[None]] = {}
         self._outstanding: list[asyncio.Future[None]] = []
         self._errors: dict[_Key, BaseException] = {}
+        # Per partition, the offset after the last record the broker acknowledged.
+        self._acked: dict[TopicPartition, int] = {}
         self._dirty = asyncio.Event()
         self._linger_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -537,7 +780,7 @@ class KafkaProducer(Producer):
             self._dirty.set()
             batch.append(timestamp=timestamp_ms, key=key, value=value, headers=headers)
 
-    async def flush(self) -> None:
+    async def flush(self) -> Mapping[TopicPartition, int]:
         self._seal_all()
         pending = self._outstanding
         if pending:
@@ -553,6 +796,8 @@ class KafkaProducer(Producer):
             first = next(iter(self._errors.values()))
             self._errors.clear()
             raise TransportError(message) from first
+        # A copy: deliveries of batches sealed after this call go on updating ours.
+        return dict(self._acked)
 
     def _error_text(self) -> str:
         (topic, partition), error = next(iter(self._errors.items()))
@@ -612,8 +857,9 @@ class KafkaProducer(Producer):
                     while queue:
                         self._fail(batch_key, queue.popleft()[1], exc)
                     continue
+                count = batch.record_count()
                 delivery.add_done_callback(
-                    lambda fut, done=done: self._delivered(batch_key, done, fut)
+                    lambda fut, done=done, count=count: self._delivered(batch_key, count, done, fut)
                 )
         finally:
             if self._pumps.get(batch_key) is asyncio.current_task():
@@ -622,14 +868,24 @@ class KafkaProducer(Producer):
                 self._sealed.pop(batch_key, None)
 
     def _delivered(
-        self, batch_key: _Key, done: asyncio.Future[None], fut: asyncio.Future[Any]
+        self,
+        batch_key: _Key,
+        count: int,
+        done: asyncio.Future[None],
+        fut: asyncio.Future[RecordMetadata],
     ) -> None:
         if fut.cancelled():
             self._fail(batch_key, done, asyncio.CancelledError("delivery cancelled"))
         elif (error := fut.exception()) is not None:
             self._fail(batch_key, done, error)
-        elif not done.done():
-            done.set_result(None)
+        else:
+            # A batch's metadata carries its base offset: its records follow it.
+            end = fut.result().offset + count
+            tp = TopicPartition(*batch_key)
+            if end > self._acked.get(tp, 0):
+                self._acked[tp] = end
+            if not done.done():
+                done.set_result(None)
 
     def _fail(self, batch_key: _Key, done: asyncio.Future[None], error: BaseException) -> None:
         self._errors.setdefault(batch_key, error)
@@ -772,12 +1028,16 @@ class KafkaTransport(Transport):
     def admin(self) -> KafkaAdmin:
         return KafkaAdmin(self.url, self.servers, self.options)
 
+    def reader(self) -> KafkaReader:
+        return KafkaReader(self.url, self.servers, self.options)
+
 
 __all__ = [
     "KafkaAdmin",
     "KafkaConsumer",
     "KafkaOptions",
     "KafkaProducer",
+    "KafkaReader",
     "KafkaTransport",
     "parse_kafka_url",
 ]
