@@ -84,6 +84,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if level != "debug":
+        # aiokafka narrates every join and connection at INFO; ours says what matters.
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 def _banner(app: App) -> str:

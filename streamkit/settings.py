@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # A partition with waiting records that has not moved for this long is reported.
     progress_warning_s: float = 60.0
     loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # Passed to the aiokafka clients: session_timeout_ms, security_protocol, sasl_*,
+    # compression_type, linger_ms, ... (STREAMKIT_KAFKA_OPTIONS takes JSON).
+    kafka_options: dict[str, Any] = {}
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("broker")

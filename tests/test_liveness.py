@@ -22,7 +22,7 @@ async def test_an_agent_blocking_the_loop_is_named(
     @app.agent(numbers)
     async def sleepy(stream: sk.Stream) -> None:
         async for value in stream:
-            time.sleep(1.0)  # the mistake being diagnosed: a blocking call in an agent
+            time.sleep(1.0)  # noqa: ASYNC251 (the mistake being diagnosed)
             done.append(value)
 
     await app.send(numbers, key="k", value=1)

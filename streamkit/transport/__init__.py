@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..errors import ConfigError
 from .base import (
     Admin,
@@ -18,7 +21,8 @@ from .base import (
 from .memory import MemoryBroker, MemoryTransport
 
 
-def transport_for(url: str) -> Transport:
+def transport_for(url: str, kafka_options: Mapping[str, Any] | None = None) -> Transport:
+    """The transport for a broker URL; `kafka_options` go to the aiokafka clients."""
     scheme = url.partition("://")[0]
     if scheme == "memory":
         return MemoryTransport(url)
@@ -26,7 +30,7 @@ def transport_for(url: str) -> Transport:
         # Imported here so memory-only use never loads aiokafka.
         from .kafka import KafkaTransport
 
-        return KafkaTransport(url)
+        return KafkaTransport(url, **(kafka_options or {}))
     raise ConfigError(f"unknown broker {url!r}: use memory:// or kafka://host:port")
 
 

@@ -20,13 +20,19 @@ import asyncio
 import collections
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, codec
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
 from aiokafka.errors import (
     ConsumerStoppedError,
     IllegalStateError,
@@ -44,6 +50,7 @@ from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 from ..errors import ConfigError, TransportError
 from .base import (
     Admin,
+    AssignmentPlanner,
     Consumer,
     Headers,
     PartitionReader,
@@ -350,14 +357,54 @@ class _ListenerBridge(ConsumerRebalanceListener):
             self.error = exc
 
 
+class _PlannerAssignor(AbstractPartitionAssignor):
+    """aiokafka's assignor hook around a transport-neutral AssignmentPlanner."""
+
+    name = "streamkit-tasks"
+    version = 1
+
+    def __init__(self, planner: AssignmentPlanner) -> None:
+        self._planner = planner
+
+    def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:  # type: ignore[override]
+        return ConsumerProtocolMemberMetadata(
+            self.version, sorted(topics), self._planner.member_metadata()
+        )
+
+    def assign(  # type: ignore[override]
+        self, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        plan = self._planner.assign({m: meta.user_data for m, meta in members.items()})
+        assignments = {}
+        for member, (partitions, data) in plan.items():
+            by_topic: dict[str, list[int]] = {}
+            for tp in partitions:
+                by_topic.setdefault(tp.topic, []).append(tp.partition)
+            assignments[member] = ConsumerProtocolMemberAssignment(
+                self.version, sorted((t, sorted(ps)) for t, ps in by_topic.items()), data
+            )
+        return assignments
+
+    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:  # type: ignore[override]
+        return None
+
+
 class KafkaConsumer(Consumer):
     """One member of a consumer group; the framework commits, never aiokafka."""
 
-    def __init__(self, url: str, servers: list[str], group_id: str, options: KafkaOptions) -> None:
+    def __init__(
+        self,
+        url: str,
+        servers: list[str],
+        group_id: str,
+        options: KafkaOptions,
+        planner: AssignmentPlanner | None = None,
+    ) -> None:
         self._url = url
         self._servers = servers
         self._group_id = group_id
         self._options = options
+        self._planner = planner
         self._consumer: AIOKafkaConsumer | None = None
         self._bridge: _ListenerBridge | None = None
 
@@ -380,6 +427,11 @@ class KafkaConsumer(Consumer):
             f"connecting consumer of group {self._group_id!r}",
             group_id=self._group_id,
             **self._options.consumer(),
+            **(
+                {"partition_assignment_strategy": (_PlannerAssignor(self._planner),)}
+                if self._planner is not None
+                else {}
+            ),
         )
         try:
             self._bridge = _ListenerBridge(listener)
@@ -1019,8 +1071,8 @@ class KafkaTransport(Transport):
         self.servers = parse_kafka_url(url)
         self.options = KafkaOptions.from_options(url, client_options)
 
-    def consumer(self, group_id: str) -> KafkaConsumer:
-        return KafkaConsumer(self.url, self.servers, group_id, self.options)
+    def consumer(self, group_id: str, planner: AssignmentPlanner | None = None) -> KafkaConsumer:
+        return KafkaConsumer(self.url, self.servers, group_id, self.options, planner)
 
     def producer(self) -> KafkaProducer:
         return KafkaProducer(self.url, self.servers, self.options)
