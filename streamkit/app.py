@@ -234,7 +234,7 @@ class App:
         if self._worker is not None and self._worker.writer is not None:
             self._worker.writer.write(topic, key, value, headers or (), timestamp_ms, partition)
             return
-        transport = transport_for(self.settings.broker, self.settings.kafka_options)
+        transport = transport_for(self.settings.broker, self.settings.transport_options())
         admin = transport.admin()
         try:
             await ensure_topics(admin, [topic])

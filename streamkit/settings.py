@@ -38,7 +38,14 @@ class Settings(BaseSettings):
     # Passed to the aiokafka clients: session_timeout_ms, security_protocol, sasl_*,
     # compression_type, linger_ms, ... (STREAMKIT_KAFKA_OPTIONS takes JSON).
     kafka_options: dict[str, Any] = {}
+    # A committed offset that retention has overtaken: resume at the log's start or
+    # end, or stop. (A new group always starts at the earliest offset.)
+    auto_offset_reset: Literal["earliest", "latest", "fail"] = "earliest"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def transport_options(self) -> dict[str, Any]:
+        """What the transport's clients take: kafka_options plus streamkit's own policies."""
+        return {"auto_offset_reset": self.auto_offset_reset, **self.kafka_options}
 
     @field_validator("broker")
     @classmethod

@@ -57,7 +57,7 @@ class Worker:
     async def run(self) -> None:
         """Start, fetch until stopped, shut down; raise the failure that stopped it, if any."""
         app = self.app
-        transport = transport_for(self.settings.broker, self.settings.kafka_options)
+        transport = transport_for(self.settings.broker, self.settings.transport_options())
         admin = transport.admin()
         try:
             await ensure_topics(admin, app.all_topics())

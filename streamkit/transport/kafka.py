@@ -125,7 +125,9 @@ class KafkaOptions:
     heartbeat_interval_ms: int | None = None
     max_poll_interval_ms: int = 300_000
     rebalance_timeout_ms: int | None = None
-    partition_assignment_strategy: tuple[Any, ...] | None = None
+    # When a committed offset is below the log start (retention deleted records that
+    # were never processed): "earliest", "latest" or "fail". New groups start earliest.
+    auto_offset_reset: str = "earliest"
     fetch_max_wait_ms: int = 500
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 1_048_576
@@ -147,13 +149,7 @@ class KafkaOptions:
                 f"broker {url!r}: unknown kafka client option(s) {', '.join(unknown)}; "
                 f"known options: {', '.join(sorted(known))}"
             )
-        values = dict(options)
-        strategy = values.get("partition_assignment_strategy")
-        if strategy is not None and not isinstance(strategy, tuple):
-            values["partition_assignment_strategy"] = (
-                tuple(strategy) if isinstance(strategy, list) else (strategy,)
-            )
-        opts = cls(**values)
+        opts = cls(**options)
         opts._check(url)
         return opts
 
@@ -182,6 +178,8 @@ class KafkaOptions:
             fail(
                 f"TLS settings need security_protocol SSL or SASL_SSL, not {self.security_protocol}"
             )
+        if self.auto_offset_reset not in ("earliest", "latest", "fail"):
+            fail("auto_offset_reset must be earliest, latest or fail")
         if self.compression_type not in _COMPRESSION_TYPES:
             fail(f"compression_type must be one of {', '.join(map(str, _COMPRESSION_TYPES))}")
         if self.compression_type is not None and not _codec_available(self.compression_type):
@@ -257,8 +255,6 @@ class KafkaOptions:
             max_poll_interval_ms=self.max_poll_interval_ms,
             rebalance_timeout_ms=self.rebalance_timeout_ms,
         )
-        if self.partition_assignment_strategy is not None:
-            kwargs["partition_assignment_strategy"] = self.partition_assignment_strategy
         return kwargs
 
     def reader(self) -> dict[str, Any]:
@@ -327,8 +323,13 @@ class _ListenerBridge(ConsumerRebalanceListener):
     exception so that the consumer's next `getmany` raises it.
     """
 
-    def __init__(self, listener: RebalanceListener) -> None:
+    def __init__(
+        self,
+        listener: RebalanceListener,
+        check_positions: Callable[[set[KafkaTopicPartition]], Awaitable[None]],
+    ) -> None:
         self._listener = listener
+        self._check_positions = check_positions
         self.error: BaseException | None = None
 
     async def on_partitions_revoked(self, revoked: set[KafkaTopicPartition]) -> None:
@@ -341,6 +342,11 @@ class _ListenerBridge(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:
         if self.error is None:
+            try:
+                await self._check_positions(assigned)
+            except Exception as exc:
+                self.error = exc
+                return
             await self._forward(
                 self._listener.on_partitions_assigned,
                 {TopicPartition(tp.topic, tp.partition) for tp in assigned},
@@ -434,7 +440,7 @@ class KafkaConsumer(Consumer):
             ),
         )
         try:
-            self._bridge = _ListenerBridge(listener)
+            self._bridge = _ListenerBridge(listener, self._check_committed_in_log)
             consumer.subscribe(topics=list(topics), listener=self._bridge)
             _leave_even_from_generation_zero(consumer)
         except BaseException:
@@ -447,6 +453,45 @@ class KafkaConsumer(Consumer):
         if consumer is not None:
             await _guard(
                 self._url, f"stopping consumer of group {self._group_id!r}", consumer.stop()
+            )
+
+    async def _check_committed_in_log(self, assigned: set[KafkaTopicPartition]) -> None:
+        """Apply `auto_offset_reset` to committed offsets that retention has overtaken.
+
+        aiokafka would reset them silently; a user needs to hear that records were
+        deleted before they were processed, with the partition and both offsets.
+        """
+        if not assigned or self._consumer is None:
+            return
+        consumer = self._consumer
+        policy = self._options.auto_offset_reset
+        firsts = await consumer.beginning_offsets(list(assigned))
+        for tp in sorted(assigned):
+            committed = await consumer.committed(tp)
+            first = firsts[tp]
+            if committed is None or committed >= first:
+                continue
+            where = f"{tp.topic}[{tp.partition}]"
+            if policy == "fail":
+                raise TransportError(
+                    f"committed offset {committed} of {where} is below the log start {first}: "
+                    f"retention deleted {first - committed} records before they were "
+                    "processed; auto_offset_reset=fail stops here (earliest or latest go on)"
+                )
+            if policy == "earliest":
+                consumer.seek(tp, first)
+                resumed = first
+            else:
+                resumed = (await consumer.end_offsets([tp]))[tp]
+                consumer.seek(tp, resumed)
+            log.warning(
+                "committed offset %d of %s is below the log start %d (retention deleted "
+                "unprocessed records): auto_offset_reset=%s resumes at %d",
+                committed,
+                where,
+                first,
+                policy,
+                resumed,
             )
 
     async def getmany(
