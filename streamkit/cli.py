@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -166,6 +167,42 @@ def worker(
         log.error("%s", exc, exc_info=exc.__cause__)
         raise
     log.info("worker stopped cleanly")
+
+
+@main.command()
+@_app_argument
+@click.option("--broker", help="the broker to ask (overrides the app)")
+def status(app_ref: str, broker: str | None) -> None:
+    """Show the app's workers and the tasks each one runs."""
+    import asyncio
+
+    from .runtime.status import STATUS_INTERVAL_S, read_status, status_topic
+    from .transport import transport_for
+
+    app = load_app(app_ref)
+    app.configure(broker=broker)
+    settings = app.settings
+    workers = asyncio.run(
+        read_status(
+            transport_for(settings.broker, settings.transport_options()), status_topic(app.id)
+        )
+    )
+    all_tasks = [str(t) for t in app.topology().task_ids()]
+    owned = {t for w in workers for t in w.tasks}
+    now_ms = time.time() * 1000
+    click.echo(
+        f"app {app.id} on {settings.broker}: {len(workers)} workers, "
+        f"{len(owned & set(all_tasks))}/{len(all_tasks)} tasks owned"
+    )
+    for w in workers:
+        age = (now_ms - w.updated_ms) / 1000
+        note = f"seen {age:.0f} s ago"
+        if age > 3 * STATUS_INTERVAL_S:
+            note += " (silent: stopped or stuck?)"
+        click.echo(f"  {w.worker:<28} tasks: {' '.join(w.tasks) or '-'}  ({note})")
+    unowned = [t for t in all_tasks if t not in owned]
+    if unowned:
+        click.echo(f"  not owned by any worker: {' '.join(unowned)}")
 
 
 @main.command()

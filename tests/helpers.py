@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from streamkit import App, MemoryBroker, Topic
@@ -51,3 +51,16 @@ def committed(app: App, topic: Topic) -> dict[int, int | None]:
     return {
         p: broker.committed(app.id, TopicPartition(topic.name, p)) for p in range(topic.partitions)
     }
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]],
+    timeout: float = 10.0,  # noqa: ASYNC109 (a deadline to poll against)
+    what: str = "condition",
+) -> None:
+    """Like `wait_for`, for a condition that has to await (e.g. read a topic)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)

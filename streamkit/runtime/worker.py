@@ -22,6 +22,7 @@ from .coordinator import Coordinator
 from .failures import FailureRouter
 from .liveness import LoopWatchdog, watch_progress
 from .record_writer import RecordWriter
+from .status import StatusReporter, status_topic
 from .task import Task, TaskServices
 from .topic_admin import ensure_topics
 
@@ -45,6 +46,8 @@ class Worker:
         self.coordinator: Coordinator | None = None
         self.topology: Topology | None = None
         self.watchdog: LoopWatchdog | None = None
+        self._status_topic = status_topic(app.id)
+        self.status: StatusReporter | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -63,7 +66,7 @@ class Worker:
             await ensure_topics(admin, app.all_topics())
             # Changelogs are sized by the tasks, known once source counts are settled.
             self.topology = topology = app.topology()
-            await ensure_topics(admin, topology.changelog_topics())
+            await ensure_topics(admin, [*topology.changelog_topics(), self._status_topic])
         finally:
             await admin.close()
         planner = TaskPlanner(topology, self._owned_tasks)
@@ -90,6 +93,8 @@ class Worker:
                 for t in app.timers
             ]
             self._background.append(asyncio.create_task(self.watchdog.run(), name="loop watchdog"))
+            self.status = StatusReporter(self._status_topic, writer, self._owned_tasks)
+            self._background.append(asyncio.create_task(self.status.run(), name="status"))
             self._background.append(
                 asyncio.create_task(
                     watch_progress(self._tasks, self.settings.progress_warning_s),
@@ -159,6 +164,8 @@ class Worker:
             async with asyncio.timeout(self.settings.shutdown_timeout_s):
                 if self.coordinator is not None:
                     await self.coordinator.close_all()
+                if self.status is not None:
+                    self.status.retire()
                 await producer.flush()
         except TimeoutError:
             log.error(

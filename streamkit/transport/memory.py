@@ -128,6 +128,8 @@ class MemoryBroker:
         return self._logs[tp.topic][tp.partition][position : position + limit]
 
     def end_offset(self, tp: TopicPartition) -> int:
+        if tp.topic not in self._logs:
+            raise TransportError(f"unknown topic {tp.topic!r}")
         return len(self._logs[tp.topic][tp.partition])
 
     # groups -------------------------------------------------------------------
