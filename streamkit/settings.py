@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     partition_buffer_records: int = 10_000
     # Changed table keys a task holds before it commits early (write-behind cache bound).
     store_cache_max_keys: int = 50_000
+    # Warm copies of each stateful task on other workers (Kafka Streams'
+    # num.standby.replicas); they tail the changelogs so a failover restores little.
+    num_standby_replicas: int = 0
+    # A task that must move goes to a worker whose copy is at most this many
+    # changelog records behind, while one exists (acceptable.recovery.lag).
+    acceptable_recovery_lag: int = 10_000
+    # This worker's rack (or zone): standbys go to other racks where possible.
+    rack: str | None = None
     # How long SIGTERM may take: finish the batch in hand, commit, close.
     shutdown_timeout_s: float = 15.0
     # A loop blocked this long is reported with the agent on its stack.

@@ -3,7 +3,13 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamkit.runtime.assignor import balance_tasks, decode_tasks, encode_tasks
+from streamkit.runtime.assignor import (
+    MemberInfo,
+    balance_tasks,
+    decode_member,
+    encode_member,
+    place_standbys,
+)
 from streamkit.topology import TaskId
 
 TASKS = [TaskId(s, p) for s in range(2) for p in range(6)]  # 12 tasks
@@ -83,10 +89,15 @@ def test_any_history_gives_a_complete_balanced_sticky_plan(
 
 
 def test_metadata_round_trip() -> None:
-    tasks = {TaskId(0, 1), TaskId(3, 12)}
-    assert decode_tasks(encode_tasks(tasks)) == tasks
-    assert decode_tasks(b"") == set()
-    assert decode_tasks(b"garbage") == set()
+    info = MemberInfo(
+        active=frozenset({TaskId(0, 1), TaskId(3, 12)}),
+        standby=frozenset({TaskId(0, 2)}),
+        offsets={TaskId(0, 2): 41},
+        rack="eu-1a",
+    )
+    assert decode_member(encode_member(info)) == info
+    assert decode_member(b"") == MemberInfo()
+    assert decode_member(b"garbage") == MemberInfo()
 
 
 def test_planner_hands_out_whole_tasks_as_partitions() -> None:
@@ -103,7 +114,7 @@ def test_planner_hands_out_whole_tasks_as_partitions() -> None:
         async for _ in stream:
             pass
 
-    planner = TaskPlanner(app.topology(), lambda: [])
+    planner = TaskPlanner(app.topology(), MemberInfo)
     plan = planner.assign({"m1": b"", "m2": planner.member_metadata()})
     partitions = {m: parts for m, (parts, _) in plan.items()}
     assert sorted(len(p) for p in partitions.values()) == [4, 4]
@@ -111,5 +122,75 @@ def test_planner_hands_out_whole_tasks_as_partitions() -> None:
         numbers = {tp.partition for tp in parts}
         # Task p means partition p of both topics, on the same member.
         assert parts == {TopicPartition(t, n) for t in ("a", "b") for n in numbers}
-    tasks = {m: decode_tasks(data) for m, (_, data) in plan.items()}
+    tasks = {m: decode_member(data).active for m, (_, data) in plan.items()}
     assert sorted(t for ts in tasks.values() for t in ts) == [TaskId(0, p) for p in range(4)]
+
+
+def test_standbys_never_sit_with_their_active_copy_and_prefer_other_racks() -> None:
+    active = {"a": {TaskId(0, 0), TaskId(0, 1)}, "b": {TaskId(0, 2)}, "c": {TaskId(0, 3)}}
+    info = {
+        "a": MemberInfo(rack="r1"),
+        "b": MemberInfo(rack="r1"),
+        "c": MemberInfo(rack="r2"),
+    }
+    stateful = sorted(t for ts in active.values() for t in ts)
+    standby = place_standbys(active, stateful, 1, info)
+    owner = {t: m for m, ts in active.items() for t in ts}
+    for member, tasks in standby.items():
+        for task in tasks:
+            assert owner[task] != member
+    placed = sorted(t for ts in standby.values() for t in ts)
+    assert placed == stateful  # one replica each
+    # Tasks active on rack r1 get their standby on r2 (c), c's task on r1.
+    assert standby["c"] == {TaskId(0, 0), TaskId(0, 1), TaskId(0, 2)}
+    assert standby["a"] | standby["b"] == {TaskId(0, 3)}
+    # Two replicas: each task has two copies besides the active one when members allow.
+    two = place_standbys(active, stateful, 2, info)
+    for task in stateful:
+        holders = [m for m, ts in two.items() if task in ts]
+        assert len(holders) == 2 and owner[task] not in holders
+
+
+def test_a_moving_task_goes_to_the_caught_up_member() -> None:
+    # "a" died; of b and c, c holds a caught-up standby of a's task 0_0.
+    tasks = [TaskId(0, p) for p in range(4)]
+    previous = {"b": {TaskId(0, 1), TaskId(0, 2)}, "c": {TaskId(0, 3)}}
+    lag = {("b", TaskId(0, 0)): 5_000_000, ("c", TaskId(0, 0)): 3}
+    plan = balance_tasks(tasks, previous, lambda t, m: lag.get((m, t), 0))
+    assert TaskId(0, 0) in plan["c"]
+    # Without the preference, the least loaded would still be c here; make b emptier.
+    previous = {"b": {TaskId(0, 1)}, "c": {TaskId(0, 2), TaskId(0, 3)}}
+    plan = balance_tasks(tasks, previous, lambda t, m: lag.get((m, t), 0))
+    assert TaskId(0, 0) in plan["b"]  # c is full (2 of 4): balance wins, b restores
+    lag_c_wins = {("b", TaskId(0, 0)): 5_000_000, ("c", TaskId(0, 0)): 3}
+    tasks3 = [TaskId(0, p) for p in range(5)]
+    previous3 = {"b": {TaskId(0, 1), TaskId(0, 4)}, "c": {TaskId(0, 2), TaskId(0, 3)}}
+    plan3 = balance_tasks(tasks3, previous3, lambda t, m: lag_c_wins.get((m, t), 0))
+    assert TaskId(0, 0) in plan3["c"]  # both may take the extra slot: the caught-up one does
+
+
+def test_planner_reads_lag_from_member_offsets_and_places_standbys() -> None:
+    import streamkit as sk
+    from streamkit.runtime.assignor import TaskPlanner
+
+    app = sk.App("lag")
+    events = app.topic("events", partitions=4)
+    totals = app.table("totals", default=int)
+
+    @app.agent(events)
+    async def count(stream):  # type: ignore[no-untyped-def]
+        async for key in stream.items():
+            totals[key] += 1
+
+    planner = TaskPlanner(
+        app.topology(), MemberInfo, standby_replicas=1, acceptable_recovery_lag=100
+    )
+    t = [TaskId(0, p) for p in range(4)]
+    members = {
+        # The member that ran 0_0 is gone; b's copy of it is far behind, c's is current.
+        "b": encode_member(MemberInfo(active=frozenset(t[1:3]), offsets={t[0]: 10})),
+        "c": encode_member(MemberInfo(active=frozenset(t[3:]), offsets={t[0]: 1_000})),
+    }
+    plan = {m: decode_member(data) for m, (_, data) in planner.assign(members).items()}
+    assert plan["c"].active == {t[0], t[3]} and plan["b"].active == {t[1], t[2]}
+    assert plan["b"].standby == {t[0], t[3]} and plan["c"].standby == {t[1], t[2]}

@@ -3,16 +3,21 @@
 Kafka assigns partitions; streamkit needs tasks to stay whole (partition p of every
 source topic of a sub-topology on the worker that runs task `<sub>_p`), to stay
 where they are across rebalances (their state is there), and to spread evenly.
-Each member's join metadata carries the tasks it owns; the group leader plans with
-`balance_tasks` and hands out the partitions of each task. The transport adapts
-`TaskPlanner` to its client's assignor hook.
+Each member's join metadata carries the tasks it runs, its standby tasks, the
+changelog offsets its local stores reflect, and its rack. The group leader plans
+active tasks with `balance_tasks` (a task whose owner left goes to a caught-up
+member where one has room), places standby replicas with `place_standbys` (never
+with the active copy, on another rack where possible), and hands out the
+partitions of each active task. The transport adapts `TaskPlanner` to its
+client's assignor hook.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ..topology import TaskId, Topology
 from ..transport.base import TopicPartition
@@ -20,12 +25,61 @@ from ..transport.base import TopicPartition
 log = logging.getLogger("streamkit.assignor")
 
 
+@dataclass(frozen=True)
+class MemberInfo:
+    """What a member tells the leader when it joins."""
+
+    active: frozenset[TaskId] = frozenset()
+    standby: frozenset[TaskId] = frozenset()
+    # Per task with local state: the sum of its stores' changelog checkpoints.
+    offsets: Mapping[TaskId, int] = field(default_factory=dict)
+    rack: str | None = None
+
+
+def encode_member(info: MemberInfo) -> bytes:
+    return json.dumps(
+        {
+            "version": 2,
+            "active": sorted(str(t) for t in info.active),
+            "standby": sorted(str(t) for t in info.standby),
+            "offsets": {str(t): o for t, o in sorted(info.offsets.items())},
+            "rack": info.rack,
+        }
+    ).encode()
+
+
+def _task(name: str) -> TaskId:
+    sub, partition = name.split("_")
+    return TaskId(int(sub), int(partition))
+
+
+def decode_member(data: bytes | None) -> MemberInfo:
+    """A member's metadata; unreadable metadata counts as a member with nothing."""
+    if not data:
+        return MemberInfo()
+    try:
+        raw = json.loads(data)
+        return MemberInfo(
+            active=frozenset(_task(n) for n in raw.get("active", ())),
+            standby=frozenset(_task(n) for n in raw.get("standby", ())),
+            offsets={_task(n): int(o) for n, o in raw.get("offsets", {}).items()},
+            rack=raw.get("rack"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("ignoring unreadable assignment metadata %r", data[:100])
+        return MemberInfo()
+
+
 def balance_tasks(
-    tasks: Sequence[TaskId], previous: Mapping[str, set[TaskId]]
+    tasks: Sequence[TaskId],
+    previous: Mapping[str, set[TaskId]],
+    preference: Callable[[TaskId, str], float] = lambda task, member: 0.0,
 ) -> dict[str, set[TaskId]]:
     """Every task to one member; counts differ by at most one; as few moves as that allows.
 
-    `previous` maps each member of the new generation to the tasks it owned.
+    `previous` maps each member of the new generation to the tasks it owned. A task
+    that must move goes to the member with room and the lowest `preference` (its
+    restore lag, say).
     """
     members = sorted(previous)
     if not members:
@@ -48,31 +102,47 @@ def balance_tasks(
         taken.discard(plan[member].pop())
     extra_left = extra - min(len(holders), extra)
     for task in (t for t in tasks if t not in taken):
-        under = [m for m in members if len(plan[m]) < base]
-        if under:
-            target = min(under, key=lambda m: (len(plan[m]), m))
-        else:
+        room = [m for m in members if len(plan[m]) < base]
+        if not room:
             assert extra_left > 0
-            target = min(m for m in members if len(plan[m]) == base)
+            room = [m for m in members if len(plan[m]) == base]
             extra_left -= 1
+        target = min(room, key=lambda m: (preference(task, m), len(plan[m]), m))
         plan[target].append(task)
     return {m: set(ts) for m, ts in plan.items()}
 
 
-def encode_tasks(tasks: Iterable[TaskId]) -> bytes:
-    return json.dumps({"version": 1, "active": sorted(str(t) for t in tasks)}).encode()
+def place_standbys(
+    active: Mapping[str, set[TaskId]],
+    stateful: Sequence[TaskId],
+    replicas: int,
+    info: Mapping[str, MemberInfo],
+) -> dict[str, set[TaskId]]:
+    """`replicas` standbys per stateful task, never on its active member.
 
-
-def decode_tasks(user_data: bytes | None) -> set[TaskId]:
-    """Tasks named in a member's metadata; unreadable metadata counts as none."""
-    if not user_data:
-        return set()
-    try:
-        names = json.loads(user_data)["active"]
-        return {TaskId(*(int(part) for part in name.split("_"))) for name in names}
-    except (ValueError, KeyError, TypeError):
-        log.warning("ignoring unreadable assignment metadata %r", user_data[:100])
-        return set()
+    Preferred, in order: another rack than the copies placed so far, a member that
+    already has the task's state (sticky, little to catch up), the least loaded.
+    """
+    owner = {t: m for m, ts in active.items() for t in ts}
+    standby: dict[str, set[TaskId]] = {m: set() for m in active}
+    for _ in range(replicas):
+        for task in stateful:
+            copies = [owner[task], *(m for m, ts in standby.items() if task in ts)]
+            racks = {info[m].rack for m in copies if info[m].rack is not None}
+            candidates = [m for m in active if m not in copies]
+            if not candidates:
+                continue
+            target = min(
+                candidates,
+                key=lambda m: (
+                    info[m].rack is not None and info[m].rack in racks,
+                    task not in info[m].offsets,
+                    len(standby[m]) + len(active[m]),
+                    m,
+                ),
+            )
+            standby[target].add(task)
+    return standby
 
 
 class TaskPlanner:
@@ -80,28 +150,56 @@ class TaskPlanner:
 
     Every worker of an app builds the same topology, so whichever is leader plans
     the same way. The transport carries `member_metadata()` in each member's join
-    request and calls `assign()` on the leader.
+    request, calls `assign()` on the leader and `on_assignment()` on every member.
     """
 
     name = "streamkit-tasks"
 
-    def __init__(self, topology: Topology, owned_tasks: Callable[[], Iterable[TaskId]]) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        local_info: Callable[[], MemberInfo],
+        *,
+        standby_replicas: int = 0,
+        acceptable_recovery_lag: int = 10_000,
+    ) -> None:
         self._topology = topology
-        self._owned_tasks = owned_tasks
+        self._local_info = local_info
+        self._standby_replicas = standby_replicas
+        self._acceptable_lag = acceptable_recovery_lag
         self.last_moves = 0
+        self.assigned = MemberInfo()
 
     def member_metadata(self) -> bytes:
-        return encode_tasks(self._owned_tasks())
+        return encode_member(self._local_info())
 
     def assign(self, members: Mapping[str, bytes]) -> dict[str, tuple[set[TopicPartition], bytes]]:
-        previous = {m: decode_tasks(data) for m, data in members.items()}
+        info = {m: decode_member(data) for m, data in members.items()}
+        previous = {m: set(i.active) for m, i in info.items()}
         tasks = self._topology.task_ids()
-        plan = balance_tasks(tasks, previous)
+        # The most advanced copy anyone reports stands for the changelog's end.
+        best: dict[TaskId, int] = {}
+        for i in info.values():
+            for task, offset in i.offsets.items():
+                best[task] = max(best.get(task, 0), offset)
+
+        def restore_lag(task: TaskId, member: str) -> float:
+            if task not in best:
+                return 0.0  # stateless, or no one has state: all are equal
+            lag = best[task] - info[member].offsets.get(task, -1)
+            # Caught-up members first (Kafka Streams' acceptable.recovery.lag), then
+            # the least behind.
+            return lag if lag <= self._acceptable_lag else 1e18 + lag
+
+        plan = balance_tasks(tasks, previous, restore_lag)
+        stateful = [t for t in tasks if self._topology.subtopology(t).tables]
+        standbys = place_standbys(plan, stateful, self._standby_replicas, info)
         self.last_moves = sum(len(plan[m] - previous[m]) for m in plan)
         log.info(
-            "assigned %d tasks to %d workers; %d tasks moved",
+            "assigned %d tasks to %d workers (%d standbys); %d tasks moved",
             len(tasks),
             len(members),
+            sum(len(s) for s in standbys.values()),
             self.last_moves,
         )
         return {
@@ -111,7 +209,13 @@ class TaskPlanner:
                     for task in owned
                     for tp in self._topology.subtopology(task).partitions_of(task)
                 },
-                encode_tasks(owned),
+                encode_member(
+                    MemberInfo(active=frozenset(owned), standby=frozenset(standbys[member]))
+                ),
             )
             for member, owned in plan.items()
         }
+
+    def on_assignment(self, data: bytes) -> None:
+        """This member's share of the plan; the coordinator reads the standbys from it."""
+        self.assigned = decode_member(data)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from ..topology import TaskId, Topology
 from ..transport.base import TopicPartition
+from .standby import StandbyTask
 from .task import Task, TaskServices, TaskState
 
 log = logging.getLogger("streamkit.coordinator")
@@ -25,12 +26,15 @@ class Coordinator:
         topology: Topology,
         services: TaskServices,
         on_task_failed: Callable[[BaseException], None],
+        standby_assignment: Callable[[], Iterable[TaskId]] = lambda: (),
     ) -> None:
         self._topology = topology
         self._services = services
         self._on_task_failed = on_task_failed
+        self._standby_assignment = standby_assignment
         self.tasks: dict[TaskId, Task] = {}
-        self._jobs: dict[TaskId, asyncio.Task[None]] = {}
+        self.standbys: dict[TaskId, StandbyTask] = {}
+        self._jobs: dict[Task | StandbyTask, asyncio.Task[None]] = {}
         self._by_partition: dict[TopicPartition, Task] = {}
 
     def task_for(self, tp: TopicPartition) -> Task | None:
@@ -43,6 +47,8 @@ class Coordinator:
         await self._close(
             {t.id for t in self.tasks.values() if t.state is TaskState.SUSPENDED} - by_task.keys()
         )
+        # A standby that becomes active here stops first: both copies use the same files.
+        await self._close_standbys(self.standbys.keys() & by_task.keys())
         for task_id, partitions in sorted(by_task.items()):
             if task_id in self.tasks:
                 self.tasks[task_id].resume()
@@ -51,10 +57,28 @@ class Coordinator:
             self.tasks[task_id] = task
             for tp in partitions:
                 self._by_partition[tp] = task
-            job = asyncio.create_task(task.run(), name=f"task {task_id}")
-            job.add_done_callback(self._task_ended)
-            self._jobs[task_id] = job
+            self._start(task)
         log.info("owns tasks: %s", " ".join(str(t) for t in sorted(self.tasks)) or "none")
+        await self._sync_standbys()
+
+    async def _sync_standbys(self) -> None:
+        wanted = {
+            t
+            for t in self._standby_assignment()
+            if t not in self.tasks and self._topology.subtopology(t).tables
+        }
+        await self._close_standbys(self.standbys.keys() - wanted)
+        for task_id in sorted(wanted - self.standbys.keys()):
+            standby = StandbyTask(task_id, self._topology.subtopology(task_id), self._services)
+            self.standbys[task_id] = standby
+            self._start(standby)
+        if self.standbys:
+            log.info("standby tasks: %s", " ".join(str(t) for t in sorted(self.standbys)))
+
+    def _start(self, runnable: Task | StandbyTask) -> None:
+        job = asyncio.create_task(runnable.run(), name=f"{type(runnable).__name__} {runnable.id}")
+        job.add_done_callback(self._task_ended)
+        self._jobs[runnable] = job
 
     def owned_tasks(self) -> list[TaskId]:
         """Tasks this worker holds, running or suspended: what it tells the assignor."""
@@ -67,16 +91,23 @@ class Coordinator:
 
     async def close_all(self) -> None:
         await self._close(set(self.tasks))
+        await self._close_standbys(set(self.standbys))
 
-    async def _close(self, task_ids: set[TaskId]) -> None:
-        for task_id in task_ids:
-            self.tasks[task_id].request_stop()
-        await asyncio.gather(*(self._jobs[t] for t in task_ids), return_exceptions=True)
-        for task_id in task_ids:
-            task = self.tasks.pop(task_id)
-            del self._jobs[task_id]
+    async def _close(self, task_ids: Iterable[TaskId]) -> None:
+        tasks = [self.tasks.pop(t) for t in task_ids]
+        await self._stop(tasks)
+        for task in tasks:
             for tp in task.partitions:
                 self._by_partition.pop(tp, None)
+
+    async def _close_standbys(self, task_ids: Iterable[TaskId]) -> None:
+        await self._stop([self.standbys.pop(t) for t in task_ids])
+
+    async def _stop(self, runnables: Sequence[Task | StandbyTask]) -> None:
+        for runnable in runnables:
+            runnable.request_stop()
+        jobs = [self._jobs.pop(r) for r in runnables]
+        await asyncio.gather(*jobs, return_exceptions=True)
 
     def cancel_all(self) -> None:
         for job in self._jobs.values():

@@ -22,8 +22,7 @@ from ..events import Event
 from ..metrics import Metrics
 from ..settings import Settings
 from ..state.restore import restore
-from ..state.sqlite_store import SqliteStore
-from ..state.task_store import TaskStore
+from ..state.task_store import task_stores
 from ..topology import SubTopology, TaskId
 from ..transport.base import Consumer, RawRecord, TopicPartition, Transport
 from .agent_runner import AgentRunner
@@ -73,15 +72,7 @@ class Task:
         capacity = services.settings.partition_buffer_records
         self._queues = {tp: PartitionQueue(tp, capacity) for tp in sorted(partitions)}
         self._topics = {t.name: t for t in subtopology.sources}
-        self._stores = {
-            t.name: TaskStore(
-                t,
-                task_id.partition,
-                str(task_id),
-                SqliteStore(services.state_dir / str(task_id) / f"{t.name}.sqlite"),
-            )
-            for t in subtopology.tables
-        }
+        self._stores = task_stores(task_id, subtopology, services.state_dir)
         self._runners = [
             AgentRunner(
                 a, str(task_id), services.writer, services.failures, self._raw_of, self._stores

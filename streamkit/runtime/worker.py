@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import StreamkitError
+from ..state.sqlite_store import read_checkpoint, store_path
 from ..topology import TaskId, Topology
 from ..transport import transport_for
 from ..transport.base import Consumer, Producer, RawRecord, TopicPartition
-from .assignor import TaskPlanner
+from .assignor import MemberInfo, TaskPlanner
 from .coordinator import Coordinator
 from .failures import FailureRouter
 from .liveness import LoopWatchdog, watch_progress
@@ -69,7 +70,12 @@ class Worker:
             await ensure_topics(admin, [*topology.changelog_topics(), self._status_topic])
         finally:
             await admin.close()
-        planner = TaskPlanner(topology, self._owned_tasks)
+        planner = TaskPlanner(
+            topology,
+            self._member_info,
+            standby_replicas=self.settings.num_standby_replicas,
+            acceptable_recovery_lag=self.settings.acceptable_recovery_lag,
+        )
         producer = transport.producer()
         consumer = transport.consumer(app.id, planner)
         await producer.start()
@@ -83,7 +89,9 @@ class Worker:
             settings=self.settings,
             state_dir=self.settings.data_dir / app.id,
         )
-        self.coordinator = Coordinator(topology, services, self._fail)
+        self.coordinator = Coordinator(
+            topology, services, self._fail, lambda: planner.assigned.standby
+        )
         app._attach(self)
         try:
             await consumer.start(topology.source_topics(), self.coordinator)
@@ -113,6 +121,26 @@ class Worker:
 
     def _owned_tasks(self) -> list[TaskId]:
         return [] if self.coordinator is None else self.coordinator.owned_tasks()
+
+    def _member_info(self) -> MemberInfo:
+        """What this worker tells the group leader: its tasks and how current its state is."""
+        assert self.topology is not None
+        state_dir = self.settings.data_dir / self.app.id
+        offsets = {}
+        for sub in self.topology.subtopologies:
+            for task in sub.task_ids():
+                checkpoints = [
+                    read_checkpoint(store_path(state_dir, task, t.name)) for t in sub.tables
+                ]
+                if any(c is not None for c in checkpoints):
+                    offsets[task] = sum(c or 0 for c in checkpoints)
+        coordinator = self.coordinator
+        return MemberInfo(
+            active=frozenset(self._owned_tasks()),
+            standby=frozenset(coordinator.standbys if coordinator else ()),
+            offsets=offsets,
+            rack=self.settings.rack,
+        )
 
     async def _fetch_until_stopped(self, consumer: Consumer) -> None:
         max_records = self.settings.max_poll_records

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 log = logging.getLogger("streamkit.state")
@@ -20,6 +21,23 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+def read_checkpoint(path: Path) -> int | None:
+    """The changelog offset a store file reflects, read without touching the file."""
+    if not path.exists():
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT value FROM meta WHERE name='changelog_offset'").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else int(row[0])
+
+
+def store_path(state_dir: Path, task: object, table: str) -> Path:
+    """`{data_dir}/{app_id}/{task}/{table}.sqlite`: the same for active and standby copies."""
+    return state_dir / str(task) / f"{table}.sqlite"
 
 
 class SqliteStore:

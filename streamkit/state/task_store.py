@@ -11,17 +11,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StateError
 from ..partitioner import partition_for
 from ..runtime.record_writer import RecordWriter
 from ..transport.base import RawRecord, TopicPartition
-from .sqlite_store import SqliteStore
+from .sqlite_store import SqliteStore, store_path
 from .table import Table
+
+if TYPE_CHECKING:
+    from ..topology import SubTopology, TaskId
 
 _DELETED: Any = object()
 Changes = list[tuple[bytes, bytes | None]]
+
+
+def task_stores(task: TaskId, subtopology: SubTopology, state_dir: Path) -> dict[str, TaskStore]:
+    """The shards of a task's tables, at the paths its active and standby copies share."""
+    return {
+        t.name: TaskStore(
+            t, task.partition, str(task), SqliteStore(store_path(state_dir, task, t.name))
+        )
+        for t in subtopology.tables
+    }
 
 
 class TaskStore:

@@ -68,6 +68,9 @@ class AssignmentPlanner(Protocol):
     def assign(self, members: Mapping[str, bytes]) -> dict[str, tuple[set[TopicPartition], bytes]]:
         """Member id -> (partitions, data for the member), from each member's metadata."""
 
+    def on_assignment(self, data: bytes) -> None:
+        """This member's data from the leader's plan, before its partitions are assigned."""
+
 
 class Consumer(abc.ABC):
     """One group member. Offsets are committed by the framework, never automatically."""

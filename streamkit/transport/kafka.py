@@ -392,7 +392,7 @@ class _PlannerAssignor(AbstractPartitionAssignor):
         return assignments
 
     def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:  # type: ignore[override]
-        return None
+        self._planner.on_assignment(assignment.user_data)
 
 
 class KafkaConsumer(Consumer):

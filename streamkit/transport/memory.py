@@ -194,9 +194,10 @@ class MemoryConsumer(Consumer):
                 raise TransportError(f"subscribed topic {topic!r} does not exist")
             assigned.update(TopicPartition(topic, p) for p in range(count))
         if self._planner is not None:
-            ((assigned, _),) = self._planner.assign(
+            ((assigned, data),) = self._planner.assign(
                 {"member": self._planner.member_metadata()}
             ).values()
+            self._planner.on_assignment(data)
         for tp in assigned:
             committed = self._broker.committed(self._group_id, tp)
             self._positions[tp] = 0 if committed is None else committed

@@ -1,0 +1,59 @@
+"""A standby task: a warm copy of a task that runs on another worker.
+
+It keeps the task's SQLite files up to date by tailing their changelogs, so that if
+the active copy's worker fails and the task comes here, the restore replays only
+the tail. It reads no input and writes nothing to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..state.restore import restore
+from ..state.task_store import task_stores
+from ..topology import SubTopology, TaskId
+from .task import TaskServices
+
+log = logging.getLogger("streamkit.standby")
+
+POLL_WHEN_CAUGHT_UP_S = 0.5
+
+
+class StandbyTask:
+    def __init__(self, task_id: TaskId, subtopology: SubTopology, services: TaskServices) -> None:
+        self.id = task_id
+        self._services = services
+        self._stores = task_stores(task_id, subtopology, services.state_dir)
+        self._closing = asyncio.Event()
+        self.applied_records = 0
+
+    def request_stop(self) -> None:
+        self._closing.set()
+
+    async def run(self) -> None:
+        reader = self._services.transport.reader()
+        await reader.start()
+        try:
+            for store in self._stores.values():
+                store.sqlite.open()
+            while not self._closing.is_set():
+                applied = 0
+                for store in self._stores.values():
+                    applied += await restore(
+                        store,
+                        reader,
+                        max_records=self._services.settings.max_poll_records * 5,
+                        cancelled=self._closing.is_set,
+                    )
+                self.applied_records += applied
+                if not applied:
+                    try:
+                        async with asyncio.timeout(POLL_WHEN_CAUGHT_UP_S):
+                            await self._closing.wait()
+                    except TimeoutError:
+                        pass
+        finally:
+            await reader.stop()
+            for store in self._stores.values():
+                store.sqlite.close()
