@@ -206,14 +206,13 @@ class Task:
                     cancelled=lambda: self._closing,
                 )
                 self.restored_records += applied
-                if applied:
-                    log.info(
-                        "task %s restored %d records of %s in %.2f s",
-                        self.id,
-                        applied,
-                        store.table.name,
-                        asyncio.get_running_loop().time() - began,
-                    )
+                log.info(
+                    "task %s restored %d records of %s in %.2f s",
+                    self.id,
+                    applied,
+                    store.table.name,
+                    asyncio.get_running_loop().time() - began,
+                )
         finally:
             await reader.stop()
 
