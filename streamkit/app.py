@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -116,11 +117,14 @@ class App:
         value_type: Any = Any,
         default: Callable[[], Any] | None = None,
         partitions: int | None = None,
+        ttl: float | timedelta | None = None,
     ) -> Table:
         """A table: a SQLite store per task, backed by `{app_id}-{name}-changelog`.
 
         Agents that use it are bound to it (and so share a sub-topology); its
-        changelog has one partition per task of that sub-topology.
+        changelog has one partition per task of that sub-topology. With `ttl`
+        (seconds or a timedelta), keys not updated for that long are forgotten and
+        tombstoned in the changelog, so state does not grow without bound.
         """
         _check_name("table", name)
         if name in self.tables:
@@ -132,7 +136,10 @@ class App:
             declared_partitions=partitions,
             config={"cleanup.policy": "compact"},
         )
-        self.tables[name] = table = Table(name, changelog, default)
+        ttl_s = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+        if ttl_s is not None and ttl_s <= 0:
+            raise ConfigError(f"table {name!r}: ttl must be positive, got {ttl!r}")
+        self.tables[name] = table = Table(name, changelog, default, ttl_s)
         return table
 
     def agent(

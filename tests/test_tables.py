@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def stored_counts(data_dir: Path, app_id: str, table: str) -> dict[str, int]:
     """What the SQLite shards hold, read as a user inspecting the files would."""
     out: dict[str, int] = {}
     for path in (data_dir / app_id).glob(f"*/{table}.sqlite"):
-        with sqlite3.connect(path) as db:
+        with closing(sqlite3.connect(path)) as db:
             for key, value in db.execute("SELECT key, value FROM kv"):
                 out[key.decode()] = int(value)
     return out
@@ -256,3 +257,40 @@ def test_tables_join_agents_into_one_subtopology_and_size_the_changelog() -> Non
 
     with pytest.raises(sk.TopologyError, match="declared with 2 partitions but sub-topology 0"):
         mismatched.topology()
+
+
+async def test_ttl_forgets_keys_and_tombstones_them(memory_url: str, tmp_path: Path) -> None:
+    app = sk.App("ttl", broker=memory_url, data_dir=tmp_path, commit_interval_s=0.02)
+    ops = app.topic("ops", key_type=str, value_type=str, partitions=1)
+    recent = app.table("recent", value_type=int, ttl=0.3)
+    answers: list[tuple[str, Any]] = []
+
+    @app.agent(ops)
+    async def apply(stream: sk.Stream) -> None:
+        async for key, op in stream.items():
+            if op == "set":
+                recent[key] = 1
+            else:
+                answers.append((key, recent.get(key)))
+
+    await app.send(ops, key="old", value="set")
+    async with running(app):
+        await wait_for(
+            lambda: stored_counts(tmp_path, "ttl", "recent") == {"old": 1}, what="the first commit"
+        )
+
+        async def expired() -> bool:
+            await app.send(ops, key="old", value="check")
+            await app.send(ops, key="new", value="set")
+            return any(k == "old" and v is None for k, v in answers)
+
+        from helpers import eventually
+
+        await eventually(expired, what="the TTL to pass")
+        await wait_for(
+            lambda: any(
+                r.key == b"old" and r.value is None for r in changelog(memory_url, app, "recent")
+            ),
+            what="a tombstone for the expired key",
+        )
+    assert stored_counts(tmp_path, "ttl", "recent").get("old") is None

@@ -324,6 +324,8 @@ class Task:
         SQLite gets the acknowledged changes together with the changelog offset they
         reach, so a restore resumes exactly there (DESIGN.md invariants 3 and 4).
         """
+        for store in self._stores.values():
+            store.expire()
         stores_dirty = any(s.dirty_count() for s in self._stores.values())
         if not self._uncommitted and not stores_dirty:
             return

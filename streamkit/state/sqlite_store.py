@@ -17,10 +17,15 @@ from pathlib import Path
 
 log = logging.getLogger("streamkit.state")
 
+# updated_ms: when the key last changed (commit time, or the changelog record's
+# timestamp on restore); a table with a TTL forgets keys not updated for that long.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    key BLOB PRIMARY KEY, value BLOB NOT NULL, updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+Change = tuple[bytes, bytes | None, int]  # key, value (None deletes), updated_ms
 
 
 def read_checkpoint(path: Path) -> int | None:
@@ -41,8 +46,10 @@ def store_path(state_dir: Path, task: object, table: str) -> Path:
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, expiring: bool = False) -> None:
         self.path = path
+        # Only tables with a TTL pay for the index that finds expired keys.
+        self._expiring = expiring
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> bool:
@@ -64,9 +71,13 @@ class SqliteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        if self._expiring:
+            db.execute("CREATE INDEX IF NOT EXISTS kv_updated ON kv(updated_ms)")
         # A damaged page may only show up when read: check before trusting the file.
         if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise sqlite3.DatabaseError("quick_check failed")
+        # A file of another layout raises here (OperationalError is a DatabaseError).
+        db.execute("SELECT key, value, updated_ms FROM kv LIMIT 0")
 
     def _remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm"):
@@ -82,46 +93,55 @@ class SqliteStore:
         row = self.db.execute("SELECT value FROM meta WHERE name='changelog_offset'").fetchone()
         return None if row is None else int(row[0])
 
-    def get(self, key: bytes) -> bytes | None:
-        row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+    def get(self, key: bytes, since_ms: int = 0) -> bytes | None:
+        """The value of a key updated at or after `since_ms`."""
+        row = self.db.execute(
+            "SELECT value FROM kv WHERE key=? AND updated_ms>=?", (key, since_ms)
+        ).fetchone()
         return None if row is None else bytes(row[0])
 
     def range(
-        self, low: bytes | None = None, high: bytes | None = None
+        self, low: bytes | None = None, high: bytes | None = None, since_ms: int = 0
     ) -> Iterator[tuple[bytes, bytes]]:
-        """Keys in [low, high), in byte order."""
+        """Keys in [low, high) updated at or after `since_ms`, in byte order."""
         sql, args = "SELECT key, value FROM kv", []
-        clauses = []
+        clauses = ["updated_ms >= ?"]
+        args.append(since_ms)
         if low is not None:
             clauses.append("key >= ?")
             args.append(low)
         if high is not None:
             clauses.append("key < ?")
             args.append(high)
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
+        sql += " WHERE " + " AND ".join(clauses)
         for key, value in self.db.execute(sql + " ORDER BY key", args):
             yield bytes(key), bytes(value)
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM kv").fetchone()[0])
 
-    def write(self, items: Iterable[tuple[bytes, bytes | None]], checkpoint: int | None) -> None:
+    def expired(self, before_ms: int) -> list[bytes]:
+        """Keys last updated before `before_ms`."""
+        rows = self.db.execute("SELECT key FROM kv WHERE updated_ms < ?", (before_ms,))
+        return [bytes(key) for (key,) in rows]
+
+    def write(self, changes: Iterable[Change], checkpoint: int | None) -> None:
         """Apply upserts (and deletions, value None) and move the checkpoint, atomically."""
-        upserts: list[tuple[bytes, bytes]] = []
+        upserts: list[tuple[bytes, bytes, int]] = []
         deletes: list[tuple[bytes]] = []
-        for key, value in items:
+        for key, value, updated_ms in changes:
             if value is None:
                 deletes.append((key,))
             else:
-                upserts.append((key, value))
+                upserts.append((key, value, updated_ms))
         db = self.db
         db.execute("BEGIN")
         try:
             if upserts:
                 db.executemany(
-                    "INSERT INTO kv(key, value) VALUES(?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    "INSERT INTO kv(key, value, updated_ms) VALUES(?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE "
+                    "SET value=excluded.value, updated_ms=excluded.updated_ms",
                     upserts,
                 )
             if deletes:

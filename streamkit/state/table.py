@@ -32,10 +32,13 @@ class Table:
         name: str,
         changelog: Topic,
         default: Callable[[], Any] | None = None,
+        ttl_s: float | None = None,
     ) -> None:
         self.name = name
         self.changelog = changelog
         self.default = default
+        # Keys not updated for this long are forgotten (and tombstoned in the changelog).
+        self.ttl_s = ttl_s
 
     def __repr__(self) -> str:
         return f"<Table {self.name}>"

@@ -18,21 +18,30 @@ from ..errors import StateError
 from ..partitioner import partition_for
 from ..runtime.record_writer import RecordWriter
 from ..transport.base import RawRecord, TopicPartition
-from .sqlite_store import SqliteStore, store_path
+from .sqlite_store import Change, SqliteStore, store_path
 from .table import Table
 
 if TYPE_CHECKING:
     from ..topology import SubTopology, TaskId
 
 _DELETED: Any = object()
-Changes = list[tuple[bytes, bytes | None]]
+Changes = list[Change]
+# How often a table with a TTL looks for expired keys, at most.
+EXPIRY_CHECK_S = 10.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def task_stores(task: TaskId, subtopology: SubTopology, state_dir: Path) -> dict[str, TaskStore]:
     """The shards of a task's tables, at the paths its active and standby copies share."""
     return {
         t.name: TaskStore(
-            t, task.partition, str(task), SqliteStore(store_path(state_dir, task, t.name))
+            t,
+            task.partition,
+            str(task),
+            SqliteStore(store_path(state_dir, task, t.name), expiring=t.ttl_s is not None),
         )
         for t in subtopology.tables
     }
@@ -49,6 +58,12 @@ class TaskStore:
         self._value_serde = table.changelog.value_serde
         self._partitions = table.changelog.partitions
         self._dirty: dict[Any, Any] = {}
+        self._ttl_ms = None if table.ttl_s is None else int(table.ttl_s * 1000)
+        self._next_expiry_check = 0.0
+
+    def _since_ms(self) -> int:
+        """Rows updated before this are expired (0: the table keeps everything)."""
+        return 0 if self._ttl_ms is None else _now_ms() - self._ttl_ms
 
     # Reads and writes from agents ------------------------------------------
 
@@ -58,7 +73,7 @@ class TaskStore:
             return missing
         if value is not missing:
             return value
-        raw = self.sqlite.get(self._key_bytes(key))
+        raw = self.sqlite.get(self._key_bytes(key), self._since_ms())
         return missing if raw is None else self._value_serde.deserialize(raw)
 
     def set(self, key: Any, value: Any) -> None:
@@ -77,7 +92,8 @@ class TaskStore:
         low = None if start is None else self._key_bytes(start)
         high = None if end is None else self._key_bytes(end)
         merged: dict[bytes, Any] = {
-            k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high)
+            k: self._value_serde.deserialize(v)
+            for k, v in self.sqlite.range(low, high, self._since_ms())
         }
         for key, value in self._dirty.items():
             kb = self._key_bytes(key)
@@ -114,15 +130,24 @@ class TaskStore:
         if not self._dirty:
             return []
         serialize = self._value_serde.serialize
+        now = _now_ms()
         changes: Changes = [
-            (self._key_bytes(k), None if v is _DELETED else serialize(v))
+            (self._key_bytes(k), None if v is _DELETED else serialize(v), now)
             for k, v in self._dirty.items()
         ]
-        now = int(time.time() * 1000)
         topic = self.table.changelog
-        for kb, vb in changes:
+        for kb, vb, _ in changes:
             writer.write_raw(topic, kb, vb, (), now, self.partition)
         return changes
+
+    def expire(self) -> None:
+        """With a TTL: mark keys not updated for that long as deleted (tombstones at commit)."""
+        if self._ttl_ms is None or time.monotonic() < self._next_expiry_check:
+            return
+        self._next_expiry_check = time.monotonic() + min(EXPIRY_CHECK_S, self._ttl_ms / 4000)
+        for kb in self.sqlite.expired(self._since_ms()):
+            key = self._key_serde.deserialize(kb)
+            self._dirty.setdefault(key, _DELETED)
 
     def persist(self, changes: Changes, changelog_end: int | None) -> None:
         """Write acknowledged changes to SQLite with the changelog offset they reach."""
@@ -135,5 +160,5 @@ class TaskStore:
 
     def apply_changelog(self, records: Sequence[RawRecord], next_offset: int) -> None:
         """Replay a fetched batch: only the last value of each key matters."""
-        latest = {r.key: r.value for r in records if r.key is not None}
-        self.sqlite.write(latest.items(), next_offset)
+        latest = {r.key: (r.key, r.value, r.timestamp) for r in records if r.key is not None}
+        self.sqlite.write(latest.values(), next_offset)
