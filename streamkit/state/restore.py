@@ -11,8 +11,11 @@ under-report the end offset.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
+
+from tqdm import tqdm
 
 from ..transport.base import PartitionReader
 from .task_store import TaskStore
@@ -20,6 +23,7 @@ from .task_store import TaskStore
 log = logging.getLogger("streamkit.restore")
 
 PROGRESS_EVERY_S = 2.0
+BAR_FROM_RECORDS = 10_000
 
 
 async def restore(
@@ -59,25 +63,47 @@ async def restore(
     reader.assign({tp: start})
     applied = 0
     began = last_report = time.monotonic()
-    while reader.position(tp) < end and not cancelled():
-        batch = (await reader.getmany(timeout_s=1.0, max_records=max_records)).get(tp)
-        if batch:
-            store.apply_changelog(batch, reader.position(tp))
-            applied += len(batch)
-        else:
-            _, end = await reader.offsets(tp)
-        now = time.monotonic()
-        if now - last_report >= PROGRESS_EVERY_S:
-            last_report = now
-            rate = applied / (now - began)
-            left = max(0, end - reader.position(tp))
-            log.info(
-                "restoring %s for task %s: %d/%d records, %.0f rec/s, ETA %.0f s",
-                store.table.name,
-                store.sqlite.path.parent.name,
-                applied,
-                total,
-                rate,
-                left / rate if rate else 0,
+    # A bar for people watching a terminal; logs (below) for everyone else.
+    bar = tqdm(
+        total=total,
+        desc=f"restore {store.table.name} {store.sqlite.path.parent.name}",
+        unit="rec",
+        unit_scale=True,
+        leave=False,
+        disable=not sys.stderr.isatty() or total < BAR_FROM_RECORDS,
+    )
+    try:
+        while reader.position(tp) < end and not cancelled():
+            batch = (await reader.getmany(timeout_s=1.0, max_records=max_records)).get(tp)
+            if batch:
+                store.apply_changelog(batch, reader.position(tp))
+                applied += len(batch)
+                bar.update(len(batch))
+            else:
+                _, end = await reader.offsets(tp)
+            last_report = _report(
+                store, applied, total, end - reader.position(tp), began, last_report
             )
+    finally:
+        bar.close()
     return applied
+
+
+def _report(
+    store: TaskStore, applied: int, total: int, left: int, began: float, last_report: float
+) -> float:
+    """Log progress every few seconds; returns when it last did."""
+    now = time.monotonic()
+    if now - last_report < PROGRESS_EVERY_S:
+        return last_report
+    rate = applied / (now - began)
+    log.info(
+        "restoring %s for task %s: %d/%d records, %.0f rec/s, ETA %.0f s",
+        store.table.name,
+        store.sqlite.path.parent.name,
+        applied,
+        total,
+        rate,
+        max(0, left) / rate if rate else 0,
+    )
+    return now
