@@ -98,9 +98,12 @@ class ModelSerde(Generic[M]):
     def __init__(self, model: type[M]) -> None:
         self.model = model
 
-    def serialize(self, value: M | None) -> bytes | None:
+    def serialize(self, value: M | dict[str, Any] | None) -> bytes | None:
         if value is None:
             return None
+        if isinstance(value, dict):
+            # A plain dict is accepted if it validates: it is what JSON producers send.
+            value = self.model.model_validate(value)
         if not isinstance(value, self.model):
             raise SerdeError(f"expected {self.model.__name__}, got {type(value).__name__}")
         return value.model_dump_json().encode()

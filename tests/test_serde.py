@@ -81,7 +81,10 @@ def test_bad_input_raises() -> None:
 def test_wrong_type_on_serialize_names_the_types() -> None:
     with pytest.raises(SerdeError, match="expected str, got int"):
         serde_for(str).serialize(3)
-    with pytest.raises(SerdeError, match="expected Click, got dict"):
-        serde_for(Click).serialize({"user": "u"})
+    with pytest.raises(SerdeError, match="expected Click, got list"):
+        serde_for(Click).serialize(["u"])
+    with pytest.raises(ValidationError):
+        serde_for(Click).serialize({"user": "u"})  # a dict must validate
+    assert serde_for(Click).serialize({"user": "u", "page": "/"}) == b'{"user":"u","page":"/"}'
     with pytest.raises(SerdeError, match="expected int, got bool"):
         serde_for(int).serialize(True)
