@@ -15,6 +15,7 @@ from .runtime.record_writer import RecordWriter
 from .runtime.topic_admin import ensure_topics
 from .settings import make_settings
 from .state.table import Table
+from .state.windowed import WindowedTable
 from .topic import ErrorPolicy, Topic
 from .topology import Topology
 from .transport import transport_for
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
+
+
+def _seconds(duration: float | timedelta) -> float:
+    return duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -136,10 +141,50 @@ class App:
             declared_partitions=partitions,
             config={"cleanup.policy": "compact"},
         )
-        ttl_s = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+        ttl_s = None if ttl is None else _seconds(ttl)
         if ttl_s is not None and ttl_s <= 0:
             raise ConfigError(f"table {name!r}: ttl must be positive, got {ttl!r}")
         self.tables[name] = table = Table(name, changelog, default, ttl_s)
+        return table
+
+    def windowed_table(
+        self,
+        name: str,
+        *,
+        size: float | timedelta,
+        advance: float | timedelta | None = None,
+        retention: float | timedelta | None = None,
+        key_type: Any = str,
+        value_type: Any = Any,
+        default: Callable[[], Any] | None = None,
+        partitions: int | None = None,
+    ) -> WindowedTable:
+        """A table of values per (key, window) in event time: tumbling, or hopping with
+        `advance`. Windows that ended `retention` (default: one day, at least the
+        size) before the task's stream time are dropped.
+        """
+        _check_name("table", name)
+        if name in self.tables:
+            raise ConfigError(f"table {name!r} is declared twice")
+        size_s, advance_s = _seconds(size), _seconds(advance if advance is not None else size)
+        retention_s = _seconds(retention) if retention is not None else max(size_s, 86_400.0)
+        if not 0 < advance_s <= size_s or retention_s < size_s:
+            raise ConfigError(
+                f"windowed table {name!r}: need 0 < advance <= size <= retention, got "
+                f"size={size_s} s, advance={advance_s} s, retention={retention_s} s"
+            )
+        changelog = Topic(
+            f"{self.id}-{name}-changelog",
+            key_type=key_type,
+            value_type=value_type,
+            declared_partitions=partitions,
+            config={
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(int(retention_s * 1000) + 86_400_000),
+            },
+        )
+        table = WindowedTable(name, changelog, size_s, advance_s, retention_s, default)
+        self.tables[name] = table
         return table
 
     def agent(

@@ -8,6 +8,19 @@ from typing import Any
 from .transport.base import Headers
 
 
+class StreamTime:
+    """A task's stream time: the largest record timestamp handed to its agents so far.
+
+    Shared by the task's streams (which advance it) and stores (whose windows
+    expire by it), as Kafka Streams keeps stream time per task.
+    """
+
+    __slots__ = ("ms",)
+
+    def __init__(self) -> None:
+        self.ms: int | None = None
+
+
 @dataclass(slots=True, frozen=True)
 class Event:
     key: Any

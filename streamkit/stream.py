@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from .events import Event
+from .events import Event, StreamTime
 
 _Offer = tuple[Sequence[Event] | None, asyncio.Future[None]]
 
@@ -20,8 +20,9 @@ _Offer = tuple[Sequence[Event] | None, asyncio.Future[None]]
 class Stream:
     """One agent instance's view of its task's source partitions."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: StreamTime | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._clock = clock or StreamTime()
         self._batch: Sequence[Event] = ()
         self._pos = 0
         self._incoming: asyncio.Future[_Offer] = self._loop.create_future()
@@ -77,6 +78,9 @@ class Stream:
         event = self._batch[self._pos]
         self._pos += 1
         self.current_event = event
+        clock = self._clock
+        if clock.ms is None or event.timestamp > clock.ms:
+            clock.ms = event.timestamp
         return event
 
 

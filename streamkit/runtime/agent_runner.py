@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from ..agent import Agent
-from ..events import Event
+from ..events import Event, StreamTime
 from ..state.table import current_stores
 from ..state.task_store import TaskStore
 from ..stream import Stream
@@ -32,7 +32,9 @@ class AgentRunner:
         failures: FailureRouter,
         raw_of: Callable[[Event], RawRecord],
         stores: Mapping[str, TaskStore],
+        clock: StreamTime,
     ) -> None:
+        self._clock = clock
         self.agent = agent
         self._stores = {t.name: stores[t.name] for t in agent.tables}
         self._task_name = task_name
@@ -44,7 +46,7 @@ class AgentRunner:
 
     def start(self) -> None:
         """Start a fresh instance of the agent, parked until the first batch."""
-        self._stream = Stream()
+        self._stream = Stream(self._clock)
         # Table accesses inside the agent reach this task's shards.
         context = contextvars.copy_context()
         context.run(current_stores.set, self._stores)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..events import StreamTime
 from ..state.restore import restore
 from ..state.task_store import task_stores
 from ..topology import SubTopology, TaskId
@@ -24,7 +25,9 @@ class StandbyTask:
     def __init__(self, task_id: TaskId, subtopology: SubTopology, services: TaskServices) -> None:
         self.id = task_id
         self._services = services
-        self._stores = task_stores(task_id, subtopology, services.state_dir)
+        # A standby processes no records: its stream time stays unknown, so it keeps
+        # every window until it becomes active.
+        self._stores = task_stores(task_id, subtopology, services.state_dir, StreamTime())
         self._closing = asyncio.Event()
         self.applied_records = 0
 

@@ -18,7 +18,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from ..errors import BadInputError, RecordError
-from ..events import Event
+from ..events import Event, StreamTime
 from ..metrics import Metrics
 from ..settings import Settings
 from ..state.restore import restore
@@ -72,10 +72,17 @@ class Task:
         capacity = services.settings.partition_buffer_records
         self._queues = {tp: PartitionQueue(tp, capacity) for tp in sorted(partitions)}
         self._topics = {t.name: t for t in subtopology.sources}
-        self._stores = task_stores(task_id, subtopology, services.state_dir)
+        self._clock = StreamTime()
+        self._stores = task_stores(task_id, subtopology, services.state_dir, self._clock)
         self._runners = [
             AgentRunner(
-                a, str(task_id), services.writer, services.failures, self._raw_of, self._stores
+                a,
+                str(task_id),
+                services.writer,
+                services.failures,
+                self._raw_of,
+                self._stores,
+                self._clock,
             )
             for a in subtopology.agents
         ]

@@ -125,6 +125,13 @@ class SqliteStore:
         rows = self.db.execute("SELECT key FROM kv WHERE updated_ms < ?", (before_ms,))
         return [bytes(key) for (key,) in rows]
 
+    def delete_before(self, before_ms: int) -> None:
+        """Drop rows whose time is below `before_ms` (expired windows)."""
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("DELETE FROM kv WHERE updated_ms < ?", (before_ms,))
+        db.execute("COMMIT")
+
     def write(self, changes: Iterable[Change], checkpoint: int | None) -> None:
         """Apply upserts (and deletions, value None) and move the checkpoint, atomically."""
         upserts: list[tuple[bytes, bytes, int]] = []

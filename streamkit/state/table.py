@@ -41,7 +41,33 @@ class Table:
         self.ttl_s = ttl_s
 
     def __repr__(self) -> str:
-        return f"<Table {self.name}>"
+        return f"<{type(self).__name__} {self.name}>"
+
+    # How a shard treats rows; a windowed table differs in each of these. -------
+
+    def routing_bytes(self, key: Any) -> bytes | None:
+        """The bytes whose partition must be the task's (the key, as in its stream)."""
+        return self.changelog.key_serde.serialize(key)
+
+    def row_time(self, key: Any, now_ms: int) -> int:
+        """The time kept with a row: when it last changed."""
+        return now_ms
+
+    def restored_row_time(self, key_bytes: bytes, timestamp_ms: int) -> int:
+        return timestamp_ms
+
+    def expiry_cutoff(self, now_ms: int, stream_time_ms: int | None) -> int | None:
+        """Rows whose time is below this are gone; None keeps everything."""
+        return None if self.ttl_s is None else now_ms - int(self.ttl_s * 1000)
+
+    @property
+    def expiry_horizon_s(self) -> float | None:
+        """How long rows live; expiry runs a few times per horizon."""
+        return self.ttl_s
+
+    # Expired keys of a TTL table are deleted through the changelog; windows are not
+    # (their changelog deletes by time, as in Kafka Streams).
+    tombstones_on_expiry = True
 
     def _store(self) -> TaskStore:
         stores = current_stores.get(None)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StateError
+from ..events import StreamTime
 from ..partitioner import partition_for
 from ..runtime.record_writer import RecordWriter
 from ..transport.base import RawRecord, TopicPartition
@@ -34,21 +35,34 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def task_stores(task: TaskId, subtopology: SubTopology, state_dir: Path) -> dict[str, TaskStore]:
+def task_stores(
+    task: TaskId, subtopology: SubTopology, state_dir: Path, clock: StreamTime
+) -> dict[str, TaskStore]:
     """The shards of a task's tables, at the paths its active and standby copies share."""
     return {
         t.name: TaskStore(
             t,
             task.partition,
             str(task),
-            SqliteStore(store_path(state_dir, task, t.name), expiring=t.ttl_s is not None),
+            SqliteStore(
+                store_path(state_dir, task, t.name),
+                expiring=t.expiry_horizon_s is not None,
+            ),
+            clock,
         )
         for t in subtopology.tables
     }
 
 
 class TaskStore:
-    def __init__(self, table: Table, partition: int, task_name: str, sqlite: SqliteStore) -> None:
+    def __init__(
+        self,
+        table: Table,
+        partition: int,
+        task_name: str,
+        sqlite: SqliteStore,
+        clock: StreamTime,
+    ) -> None:
         self.table = table
         self.partition = partition
         self._task_name = task_name
@@ -58,22 +72,23 @@ class TaskStore:
         self._value_serde = table.changelog.value_serde
         self._partitions = table.changelog.partitions
         self._dirty: dict[Any, Any] = {}
-        self._ttl_ms = None if table.ttl_s is None else int(table.ttl_s * 1000)
         self._next_expiry_check = 0.0
+        self._clock = clock
 
     def _since_ms(self) -> int:
-        """Rows updated before this are expired (0: the table keeps everything)."""
-        return 0 if self._ttl_ms is None else _now_ms() - self._ttl_ms
+        """Rows whose time is below this are expired (0: the table keeps everything)."""
+        return self.table.expiry_cutoff(_now_ms(), self._clock.ms) or 0
 
     # Reads and writes from agents ------------------------------------------
 
     def get(self, key: Any, missing: Any) -> Any:
+        since = self._since_ms()
         value = self._dirty.get(key, missing)
-        if value is _DELETED:
+        if value is _DELETED or (value is not missing and self._expired(key, since)):
             return missing
         if value is not missing:
             return value
-        raw = self.sqlite.get(self._key_bytes(key), self._since_ms())
+        raw = self.sqlite.get(self._key_bytes(key), since)
         return missing if raw is None else self._value_serde.deserialize(raw)
 
     def set(self, key: Any, value: Any) -> None:
@@ -91,18 +106,21 @@ class TaskStore:
     def range(self, start: Any, end: Any) -> Iterator[tuple[Any, Any]]:
         low = None if start is None else self._key_bytes(start)
         high = None if end is None else self._key_bytes(end)
+        since = self._since_ms()
         merged: dict[bytes, Any] = {
-            k: self._value_serde.deserialize(v)
-            for k, v in self.sqlite.range(low, high, self._since_ms())
+            k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high, since)
         }
         for key, value in self._dirty.items():
             kb = self._key_bytes(key)
             if (low is None or kb >= low) and (high is None or kb < high):
-                merged[kb] = value
+                merged[kb] = _DELETED if self._expired(key, since) else value
         for kb in sorted(merged):
             value = merged[kb]
             if value is not _DELETED:
                 yield self._key_serde.deserialize(kb), value
+
+    def _expired(self, key: Any, since_ms: int) -> bool:
+        return since_ms > 0 and self.table.row_time(key, _now_ms()) < since_ms
 
     def _key_bytes(self, key: Any) -> bytes:
         kb = self._key_serde.serialize(key)
@@ -111,7 +129,10 @@ class TaskStore:
         return kb
 
     def _check_partition(self, key: Any) -> None:
-        owner = partition_for(self._key_bytes(key), self._partitions)
+        routing = self.table.routing_bytes(key)
+        if routing is None:
+            raise StateError(f"table {self.table.name!r}: keys cannot be None")
+        owner = partition_for(routing, self._partitions)
         if owner != self.partition:
             raise StateError(
                 f"table {self.table.name!r}: key {key!r} belongs to partition {owner}, but "
@@ -130,9 +151,10 @@ class TaskStore:
         if not self._dirty:
             return []
         serialize = self._value_serde.serialize
+        row_time = self.table.row_time
         now = _now_ms()
         changes: Changes = [
-            (self._key_bytes(k), None if v is _DELETED else serialize(v), now)
+            (self._key_bytes(k), None if v is _DELETED else serialize(v), row_time(k, now))
             for k, v in self._dirty.items()
         ]
         topic = self.table.changelog
@@ -141,13 +163,17 @@ class TaskStore:
         return changes
 
     def expire(self) -> None:
-        """With a TTL: mark keys not updated for that long as deleted (tombstones at commit)."""
-        if self._ttl_ms is None or time.monotonic() < self._next_expiry_check:
+        """Drop expired rows: a TTL table through tombstones at commit, windows locally."""
+        cutoff = self.table.expiry_cutoff(_now_ms(), self._clock.ms)
+        horizon = self.table.expiry_horizon_s
+        if cutoff is None or horizon is None or time.monotonic() < self._next_expiry_check:
             return
-        self._next_expiry_check = time.monotonic() + min(EXPIRY_CHECK_S, self._ttl_ms / 4000)
-        for kb in self.sqlite.expired(self._since_ms()):
-            key = self._key_serde.deserialize(kb)
-            self._dirty.setdefault(key, _DELETED)
+        self._next_expiry_check = time.monotonic() + min(EXPIRY_CHECK_S, horizon / 4)
+        if self.table.tombstones_on_expiry:
+            for kb in self.sqlite.expired(cutoff):
+                self._dirty.setdefault(self._key_serde.deserialize(kb), _DELETED)
+        else:
+            self.sqlite.delete_before(cutoff)
 
     def persist(self, changes: Changes, changelog_end: int | None) -> None:
         """Write acknowledged changes to SQLite with the changelog offset they reach."""
@@ -160,5 +186,10 @@ class TaskStore:
 
     def apply_changelog(self, records: Sequence[RawRecord], next_offset: int) -> None:
         """Replay a fetched batch: only the last value of each key matters."""
-        latest = {r.key: (r.key, r.value, r.timestamp) for r in records if r.key is not None}
+        row_time = self.table.restored_row_time
+        latest = {
+            r.key: (r.key, r.value, row_time(r.key, r.timestamp))
+            for r in records
+            if r.key is not None
+        }
         self.sqlite.write(latest.values(), next_offset)
