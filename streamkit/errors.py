@@ -23,6 +23,14 @@ class StateError(StreamkitError):
     """A table was used where it cannot be (outside its task, a key of another partition)."""
 
 
+class CommitRejected(TransportError):
+    """The group refused a commit because it rebalanced: the partitions may have moved.
+
+    Not fatal: the records since the last commit are processed again by whichever
+    worker owns the partitions next (at-least-once).
+    """
+
+
 class SerdeError(StreamkitError):
     """A key or value could not be turned into bytes or back."""
 

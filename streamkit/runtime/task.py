@@ -17,7 +17,7 @@ from enum import StrEnum
 from operator import attrgetter
 from pathlib import Path
 
-from ..errors import BadInputError, RecordError
+from ..errors import BadInputError, CommitRejected, RecordError
 from ..events import Event, StreamTime
 from ..metrics import Metrics
 from ..settings import Settings
@@ -344,5 +344,15 @@ class Task:
         if self._uncommitted:
             offsets = dict(self._positions)
             self._uncommitted = False
-            await self._services.consumer.commit(offsets)
+            try:
+                await self._services.consumer.commit(offsets)
+            except CommitRejected as exc:
+                self._uncommitted = True  # tried again at the next commit, if still ours
+                log.warning(
+                    "task %s: %s; if its partitions moved, their next owner processes the "
+                    "records since the last commit again",
+                    self.id,
+                    exc,
+                )
+                return
             log.debug("task %s committed %s", self.id, offsets)

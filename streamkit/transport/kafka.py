@@ -34,10 +34,14 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 from aiokafka.errors import (
+    CommitFailedError,
     ConsumerStoppedError,
+    IllegalGenerationError,
     IllegalStateError,
     KafkaError,
     LeaderNotAvailableError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
@@ -47,7 +51,7 @@ from aiokafka.protocol.group import LeaveGroupRequest
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 
-from ..errors import ConfigError, TransportError
+from ..errors import CommitRejected, ConfigError, TransportError
 from .base import (
     Admin,
     AssignmentPlanner,
@@ -283,6 +287,15 @@ def _codec_available(name: str) -> bool:
 
 
 _CLIENT_ERRORS = (KafkaError, ConsumerStoppedError, OSError)
+# A commit refused because the group moved on (IllegalStateError: the partitions are
+# no longer assigned to this member).
+_REBALANCE_ERRORS = (
+    CommitFailedError,
+    IllegalGenerationError,
+    IllegalStateError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 
 
 async def _guard(url: str, what: str, call: Awaitable[T]) -> T:
@@ -537,7 +550,8 @@ class KafkaConsumer(Consumer):
             await consumer.commit(request)
         except (KafkaError, OSError) as exc:
             where = ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in offsets.items())
-            raise TransportError(
+            error = CommitRejected if isinstance(exc, _REBALANCE_ERRORS) else TransportError
+            raise error(
                 f"broker {self._url}: commit of group {self._group_id!r} ({where}) failed: "
                 f"{_describe(exc)}"
             ) from exc
