@@ -346,11 +346,37 @@ async def test_flush_names_the_partition_that_failed(
             await producer.flush()
         assert kafka_url in str(error.value)
         assert time.monotonic() - started < 5
-        # The producer stays usable, and the error is reported once.
+        # A lost record stays reported: no later flush may let a task commit past it.
         producer.send(topic, 2, None, b"after", (), 1000)
-        await producer.flush()
+        with pytest.raises(TransportError, match=rf"{topic}\[9\]"):
+            await producer.flush()
         counts_ = await asyncio.wait_for(_end_offsets(transport, topic), DEADLINE_S)
         assert counts_[1] >= 1 and counts_[2] >= 1
+    finally:
+        await producer.stop()
+
+
+async def test_a_flush_waits_for_batches_another_flush_sealed(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    # Two tasks share the producer: the second to flush must not return before the
+    # first one's records are acknowledged, or it could commit past unacked outputs.
+    transport = kafka(kafka_url)
+    topic = topic_name("shared")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 1)])
+    await admin.close()
+    producer = transport.producer()
+    await producer.start()
+    try:
+        for _ in range(5_000):
+            producer.send(topic, 0, None, b"x" * 60, (), 1000)
+        first = asyncio.create_task(producer.flush())
+        await asyncio.sleep(0)  # the first flush seals the batches and starts waiting
+        second = await producer.flush()
+        assert second[TopicPartition(topic, 0)] == 5_000
+        assert (await first)[TopicPartition(topic, 0)] == 5_000
     finally:
         await producer.stop()
 

@@ -895,21 +895,23 @@ class KafkaProducer(Producer):
             batch.append(timestamp=timestamp_ms, key=key, value=value, headers=headers)
 
     async def flush(self) -> Mapping[TopicPartition, int]:
+        """Wait for every batch sealed so far, whoever sealed it.
+
+        Several tasks flush the one producer at once: each must wait for all
+        deliveries outstanding at its call, including batches another flush sealed,
+        or it could commit offsets whose outputs are not acknowledged. A failed
+        delivery stays reported to every later flush: records were lost, so no task
+        of this worker may commit past them (the worker stops; its successor retries
+        from the last commit).
+        """
         self._seal_all()
-        pending = self._outstanding
-        if pending:
-            self._outstanding = []
-            try:
-                await asyncio.wait(pending)
-            except BaseException:
-                # Cancelled: whoever flushes next waits for these too.
-                self._outstanding = [f for f in pending if not f.done()] + self._outstanding
-                raise
+        snapshot = list(self._outstanding)
+        if snapshot:
+            await asyncio.wait(snapshot)
+            self._outstanding = [f for f in self._outstanding if not f.done()]
         if self._errors:
-            message = self._error_text()
             first = next(iter(self._errors.values()))
-            self._errors.clear()
-            raise TransportError(message) from first
+            raise TransportError(self._error_text()) from first
         # A copy: deliveries of batches sealed after this call go on updating ours.
         return dict(self._acked)
 
