@@ -18,7 +18,12 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
-bench: $(BIN)/.installed
+$(BIN)/.installed-bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
+
+# make bench BENCH_ARGS=--quick for the short run; see benchmarks/README.md.
+bench: $(BIN)/.installed-bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 lint: $(BIN)/.installed

@@ -1,0 +1,40 @@
+"""The fixed workloads: sizes and durations, so that figures compare over time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str
+    records: int  # pre-filled input records (and changelog records for the restore)
+    keys: int = 10_000  # distinct user ids
+    partitions: int = 4
+    latency_rate: int = 5_000  # offered load of the latency run, records/s
+    latency_tick_s: float = 0.01  # the paced producer sends a batch this often
+    latency_warmup_s: float = 2.0
+    latency_s: float = 10.0  # measured after the warm-up
+    join_settle_s: float = 3.0  # load kept on after the second worker owns its tasks
+    ceiling_repeats: int = 1  # runs of each ceiling; the median is reported
+    # Tansu holds a new group's first join for half the session timeout: 6 s gives 3 s.
+    session_timeout_ms: int = 6_000
+    heartbeat_interval_ms: int = 1_000
+    phase_timeout_s: float = 120.0  # any single wait longer than this is a failure
+    # Extra client options for the workers only (STREAMKIT_BENCH_WORKER_OPTIONS, JSON):
+    # for experiments such as {"fetch_max_wait_ms": 20}; recorded in the results.
+    worker_options: dict[str, Any] = field(default_factory=dict)
+
+    def kafka_options(self) -> dict[str, Any]:
+        return {
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+        }
+
+    def worker_kafka_options(self) -> dict[str, Any]:
+        return {**self.kafka_options(), **self.worker_options}
+
+
+FULL = Config("full", records=200_000, latency_s=20.0, latency_warmup_s=3.0, ceiling_repeats=3)
+QUICK = Config("quick", records=50_000, latency_s=8.0, latency_warmup_s=2.0, join_settle_s=2.0)

@@ -1,0 +1,562 @@
+"""The workloads: each starts its processes, observes their output, and stops them.
+
+All runs share one pre-filled input topic (each app is its own consumer group, so
+each reads it all from the start) and get their own app id and output topic. The
+order keeps every run on the same data: the latency run, which appends stamped
+records to the input, comes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from . import profile as profiling
+from .config import Config
+from .data import changelog, partition_of, payments, user_id
+from .kafka import (
+    BenchError,
+    Observer,
+    PacedProducer,
+    create_topics,
+    fill,
+    measure_group_join,
+    stuck_report,
+)
+from .procs import CpuMeter, Proc, Processes, find_broker_process, worker_argv
+
+WORKLOADS = ("ceilings", "count", "restore", "scaling", "passthrough")
+OWNS = re.compile(r"streamkit\.coordinator: owns tasks: (.*)$", re.MULTILINE)
+RESTORED = re.compile(
+    r"streamkit\.task: task (\d+_\d+) restored (\d+) records of (\S+) in ([\d.]+) s", re.MULTILINE
+)
+
+_started = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - _started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def rate_between(observer: Observer, n: int) -> tuple[float, float, float]:
+    """(records/s, first output time, last output time): from the first fetch that saw
+    outputs to the one that saw the n-th, counting the records in between."""
+    first = observer.marks[0]
+    last_at = observer.reached_at(n)
+    assert last_at is not None
+    seconds = last_at - first[0]
+    if seconds <= 0:
+        raise BenchError(f"{observer.topic}: all outputs appeared in one fetch; use more records")
+    return (n - first[1]) / seconds, first[0], last_at
+
+
+def cpu_text(cores: dict[str, float]) -> str:
+    """`pass-1 0.95, broker 0.40, machine 1.50 cores`."""
+    parts = [f"{name} {value:.2f}" for name, value in cores.items() if value == value]
+    return ", ".join(parts) + " cores busy"
+
+
+def _exited_well(proc: Proc) -> None:
+    """A ceiling may finish before the observer sees its last outputs; only a failure counts."""
+    if not proc.alive and proc.popen.returncode != 0:
+        proc.check_alive()
+
+
+@dataclass
+class Run:
+    cfg: Config
+    url: str
+    workdir: Path
+    procs: Processes
+    tag: str
+    profile_dir: Path | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    profiles: dict[str, str] = field(default_factory=dict)
+    broker_process: psutil.Process | None = None
+
+    def name(self, what: str) -> str:
+        return f"skb-{self.tag}-{what}"
+
+    @property
+    def input(self) -> str:
+        return self.name("input")
+
+    # set-up --------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        cfg = self.cfg
+        records = payments(cfg.records, cfg.keys)
+        await create_topics(self.url, [self.input], cfg.partitions)
+        began = time.monotonic()
+        await fill(self.url, self.input, cfg.partitions, records)
+        say(
+            f"input {self.input}: {len(records):,} records, {cfg.keys:,} keys, "
+            f"{cfg.partitions} partitions, filled in {time.monotonic() - began:.1f} s"
+        )
+        self.results["group_join_s"] = join = await measure_group_join(
+            self.url, self.input, self.name("join-probe"), cfg.kafka_options()
+        )
+        say(f"a bare aiokafka consumer's first records in a new group: {join:.2f} s")
+        port = int(self.url.rsplit(":", 1)[-1].strip("/"))
+        self.broker_process = find_broker_process(port)
+
+    # processes -------------------------------------------------------------------
+
+    def worker(
+        self,
+        name: str,
+        app: str,
+        app_id: str,
+        output: str,
+        *,
+        log_level: str = "warning",
+        input_topic: str | None = None,
+    ) -> Proc:
+        data_dir = self.workdir / "data" / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            "SKB_APP_ID": app_id,
+            "SKB_INPUT": input_topic or self.input,
+            "SKB_OUTPUT": output,
+            "SKB_PARTITIONS": str(self.cfg.partitions),
+            "STREAMKIT_KAFKA_OPTIONS": json.dumps(self.cfg.worker_kafka_options()),
+        }
+        argv = worker_argv(f"benchmarks.apps.{app}:app", self.url, data_dir, log_level)
+        return self.procs.start(name, argv, env)
+
+    async def observe(self, topic: str, **kwargs: Any) -> Observer:
+        """Create `topic` and watch it; by its high watermarks unless told otherwise."""
+        await create_topics(self.url, [topic], self.cfg.partitions)
+        kwargs.setdefault("watermarks_only", True)
+        return await Observer(self.url, topic, self.cfg.partitions, **kwargs).start()
+
+    def _alive(self, *procs: Proc) -> Callable[[], None]:
+        def check() -> None:
+            for proc in procs:
+                proc.check_alive()
+
+        return check
+
+    async def _stop(self, *procs: Proc) -> None:
+        await asyncio.gather(*(p.stop() for p in procs))
+        for proc in procs:
+            for line in proc.problems()[:3]:
+                self.notes.append(f"{proc.name} logged: {line.strip()}")
+
+    async def _throughput(
+        self, observer: Observer, workers: list[Proc], label: str
+    ) -> dict[str, Any]:
+        """Wait for the first output and the last; optionally profile in between."""
+        n = self.cfg.records
+        alive = self._alive(*workers)
+        timeout = self.cfg.phase_timeout_s
+        spy = None
+        if self.profile_dir is not None:
+            # From the end of its imports: the group join that follows is idle time,
+            # which py-spy leaves out, so the samples are the processing.
+            raw = self.profile_dir / f"{label}.raw"
+            while "streamkit " not in workers[0].log():
+                alive()
+                await asyncio.sleep(0.02)
+            spy = self.procs.start(f"py-spy-{label}", profiling.record_argv(workers[0].pid, raw))
+        try:
+            await observer.wait_for(1, timeout=timeout, alive=alive, what=f"{label}: first output")
+            meter = CpuMeter(self._metered(workers))
+            await observer.wait_for(n, timeout=timeout, alive=alive, what=label)
+            cpu = meter.cores()
+            self._check_quiet(label, cpu)
+        finally:
+            if spy is not None:
+                spy.interrupt()
+                await spy.wait_exit(30)
+                self.profiles[label] = profiling.summarize(
+                    raw, f"{label} worker (pid {workers[0].pid})"
+                )
+        rate, first_at, _ = rate_between(observer, n)
+        return {
+            "records_per_s": rate,
+            "startup_s": first_at - min(w.launched_at for w in workers),
+            # Cores busy while processing (1.0: one core): each worker, the broker,
+            # and the whole machine, whoever used it.
+            "cpu_cores": cpu,
+        }
+
+    def _check_quiet(self, label: str, cores: dict[str, float]) -> None:
+        """Note it when something else used the machine meanwhile: the figure is suspect."""
+        if any(v != v for v in cores.values()):
+            return  # a process ended before it was metered: nothing to judge by
+        ours = sum(v for k, v in cores.items() if k != "machine")
+        foreign = cores.get("machine", 0.0) - ours
+        if foreign > 0.25:
+            self.notes.append(
+                f"{label}: other processes kept {foreign:.2f} of "
+                f"{psutil.cpu_count()} cores busy meanwhile; the figure is suspect"
+            )
+
+    def _metered(self, procs: list[Proc]) -> dict[str, psutil.Process]:
+        metered = {p.name: psutil.Process(p.pid) for p in procs if p.alive}
+        if self.broker_process is not None:
+            metered["broker"] = self.broker_process
+        metered["bench"] = psutil.Process()  # this process: the observers
+        return metered
+
+    # ceilings ---------------------------------------------------------------------
+
+    async def _ceiling(
+        self, label: str, kind: str, *args: str, observe: bool = True
+    ) -> dict[str, Any]:
+        output = self.name(f"ceiling-{label}")
+        observer = await self.observe(output) if observe else None
+        argv = [
+            sys.executable, "-m", "benchmarks.ceilings", kind,
+            "--broker", self.url,
+            "--input", self.input,
+            "--output", output,
+            "--records", str(self.cfg.records),
+            "--keys", str(self.cfg.keys),
+            "--partitions", str(self.cfg.partitions),
+            *args,
+        ]  # fmt: skip
+        proc = self.procs.start(f"ceiling-{label}", argv)
+        try:
+            if observer is not None:
+                await observer.wait_for(
+                    1, timeout=self.cfg.phase_timeout_s, alive=lambda: _exited_well(proc)
+                )
+                meter = CpuMeter(self._metered([proc]))
+                await observer.wait_for(
+                    self.cfg.records,
+                    timeout=self.cfg.phase_timeout_s,
+                    alive=lambda: _exited_well(proc),
+                    what=f"ceiling {label}",
+                )
+                cpu = meter.cores()
+                self._check_quiet(f"ceiling {label}", cpu)
+            code = await proc.wait_exit(self.cfg.phase_timeout_s)
+            if code != 0:
+                raise BenchError(f"ceiling {label} exited with {code}\n{proc.tail()}")
+            result: dict[str, Any] = {"internal": proc.last_json(), "rss_mb": proc.rss_mb}
+            if observer is not None:
+                result["records_per_s"] = rate_between(observer, self.cfg.records)[0]
+                result["cpu_cores"] = cpu
+            else:
+                result["records_per_s"] = result["internal"]["records_per_s"]
+            return result
+        finally:
+            await proc.stop()
+            if observer is not None:
+                await observer.stop()
+
+    async def _repeat(
+        self, label: str, kind: str, *args: str, observe: bool = True
+    ) -> dict[str, Any]:
+        runs = []
+        for i in range(self.cfg.ceiling_repeats):
+            runs.append(await self._ceiling(f"{label}-{i}", kind, *args, observe=observe))
+        best = sorted(runs, key=lambda r: r["records_per_s"])[len(runs) // 2]
+        best = dict(best)
+        best["runs_records_per_s"] = [r["records_per_s"] for r in runs]
+        say(
+            f"ceiling {label}: {best['records_per_s']:,.0f} records/s (median of {len(runs)}); "
+            f"{cpu_text(best.get('cpu_cores', {}))}"
+        )
+        return best
+
+    async def ceilings(self) -> None:
+        out = self.results.setdefault("ceilings", {})
+        out["passthrough_json"] = await self._repeat(
+            "passthrough-json", "passthrough", "--serde", "json"
+        )
+        out["passthrough_model"] = await self._repeat(
+            "passthrough-model", "passthrough", "--serde", "model"
+        )
+        counts = []
+        for i in range(self.cfg.ceiling_repeats):
+            changelog_topic = self.name(f"ceiling-count-{i}-changelog")
+            await create_topics(
+                self.url, [changelog_topic], self.cfg.partitions, {"cleanup.policy": "compact"}
+            )
+            data = self.workdir / "data" / f"ceiling-count-{i}"
+            counts.append(
+                await self._ceiling(
+                    f"count-{i}", "count", "--changelog", changelog_topic, "--data-dir", str(data)
+                )
+            )
+        best = dict(sorted(counts, key=lambda r: r["records_per_s"])[len(counts) // 2])
+        best["runs_records_per_s"] = [r["records_per_s"] for r in counts]
+        out["count"] = best
+        say(
+            f"ceiling count: {best['records_per_s']:,.0f} records/s (median of {len(counts)}); "
+            f"{cpu_text(best.get('cpu_cores', {}))}"
+        )
+        sqlite = self.procs.start(
+            "ceiling-sqlite",
+            [
+                sys.executable, "-m", "benchmarks.ceilings", "sqlite",
+                "--records", str(self.cfg.records), "--keys", str(self.cfg.keys),
+                "--data-dir", str(self.workdir / "data" / "ceiling-sqlite"),
+            ],
+        )  # fmt: skip
+        if await sqlite.wait_exit(self.cfg.phase_timeout_s) != 0:
+            raise BenchError(f"the SQLite ceiling failed\n{sqlite.tail()}")
+        out["sqlite"] = sqlite.last_json()
+        say(
+            "SQLite counters: {:,.0f} updates/s (executemany per 1,000), {:,.0f} (write-behind "
+            "per 10,000)".format(
+                out["sqlite"]["executemany_per_1000_updates_per_s"],
+                out["sqlite"]["writebehind_per_10000_updates_per_s"],
+            )
+        )
+
+    # streamkit workloads -------------------------------------------------------------
+
+    async def count(self) -> None:
+        app_id = self.name("count")
+        observer = await self.observe(self.name("count-out"))
+        worker = self.worker("count", "count", app_id, observer.topic)
+        try:
+            result = await self._throughput(observer, [worker], "count")
+        finally:
+            await self._stop(worker)
+            await observer.stop()
+        result["rss_mb"] = worker.rss_mb
+        self.results["count"] = result
+        say(
+            f"count: {result['records_per_s']:,.0f} records/s, first output "
+            f"{result['startup_s']:.2f} s after launch, peak RSS {worker.rss_mb:.0f} MB; "
+            f"{cpu_text(result['cpu_cores'])}"
+        )
+
+    async def restore(self) -> None:
+        cfg = self.cfg
+        app_id = self.name("restore")
+        changelog_topic = f"{app_id}-counts-changelog"
+        records, totals = changelog(cfg.records, cfg.keys)
+        await create_topics(
+            self.url, [changelog_topic], cfg.partitions, {"cleanup.policy": "compact"}
+        )
+        await fill(self.url, changelog_topic, cfg.partitions, records)
+        # One input per partition, so that every task shows it restored by an output.
+        probes: dict[int, bytes] = {}
+        for k in range(cfg.keys):
+            key = user_id(k).encode()
+            probes.setdefault(partition_of(key, cfg.partitions), key)
+            if len(probes) == cfg.partitions:
+                break
+        restore_input = self.name("restore-in")
+        await create_topics(self.url, [restore_input], cfg.partitions)
+        probe_records = [(key, payments(1, 1)[0][1]) for key in probes.values()]
+        await fill(self.url, restore_input, cfg.partitions, probe_records)
+        say(f"changelog {changelog_topic}: {len(records):,} records; starting a fresh worker")
+        observer = await self.observe(
+            self.name("restore-out"), keep_values=True, watermarks_only=False
+        )
+        worker = self.worker(
+            "restore", "count", app_id, observer.topic, log_level="info", input_topic=restore_input
+        )
+        try:
+            done_at = await observer.wait_for(
+                len(probes), timeout=cfg.phase_timeout_s, alive=self._alive(worker), what="restore"
+            )
+        finally:
+            await self._stop(worker)
+            await observer.stop()
+        restored = [(t, int(n), float(s)) for t, n, _, s in RESTORED.findall(worker.log())]
+        applied = sum(n for _, n, _ in restored)
+        seconds = max((s for _, _, s in restored), default=float("nan"))
+        if applied < len(records):
+            self.notes.append(
+                f"restore: the worker logged {applied} restored records of {len(records)}"
+            )
+        wrong = [
+            (key, value) for key, value in observer.values if value != str(totals[key] + 1).encode()
+        ]
+        if wrong:
+            self.notes.append(f"restore: outputs {wrong} are not the restored count + 1")
+        self.results["restore"] = {
+            "records_per_s": applied / seconds if seconds > 0 else float("nan"),
+            "restored_records": applied,
+            "restore_s": seconds,
+            "tasks": len(restored),
+            "launch_to_output_s": done_at - worker.launched_at,
+            "rss_mb": worker.rss_mb,
+        }
+        say(
+            f"restore: {applied:,} records in {seconds:.2f} s (slowest of {len(restored)} tasks, "
+            f"restoring side by side): {applied / seconds:,.0f} records/s"
+        )
+        ceiling_runs = []
+        for i in range(cfg.ceiling_repeats):
+            ceiling_runs.append(
+                await self._ceiling(
+                    f"restore-{i}",
+                    "restore",
+                    "--changelog",
+                    changelog_topic,
+                    "--data-dir",
+                    str(self.workdir / "data" / f"ceiling-restore-{i}"),
+                    observe=False,
+                )
+            )
+        best = dict(sorted(ceiling_runs, key=lambda r: r["records_per_s"])[len(ceiling_runs) // 2])
+        best["runs_records_per_s"] = [r["records_per_s"] for r in ceiling_runs]
+        self.results.setdefault("ceilings", {})["restore"] = best
+        say(f"ceiling restore: {best['records_per_s']:,.0f} records/s")
+
+    async def scaling(self) -> None:
+        app_id = self.name("scale")
+        observer = await self.observe(self.name("scale-out"))
+        workers = [
+            self.worker(f"scale-{i}", "passthrough", app_id, observer.topic, log_level="info")
+            for i in (1, 2)
+        ]
+        try:
+            result = await self._throughput(observer, workers, "scaling")
+        finally:
+            await self._stop(*workers)
+            await observer.stop()
+        first_owned = [(m[1].split() if m else []) for m in (OWNS.search(w.log()) for w in workers)]
+        if sorted(len(o) for o in first_owned) != [self.cfg.partitions // 2] * 2:
+            self.notes.append(
+                f"scaling: the first assignment was {first_owned}, not an even split; "
+                "the run includes a rebalance"
+            )
+        result["rss_mb"] = max(w.rss_mb for w in workers)
+        self.results["scaling"] = result
+        say(
+            f"scaling: two workers {result['records_per_s']:,.0f} records/s; "
+            f"{cpu_text(result['cpu_cores'])}"
+        )
+
+    async def passthrough(self) -> None:
+        cfg = self.cfg
+        app_id = self.name("pass")
+        observer = await self.observe(self.name("pass-out"))
+        first = self.worker("pass-1", "passthrough", app_id, observer.topic)
+        second: Proc | None = None
+        floor: Observer | None = None
+        producer: PacedProducer | None = None
+        try:
+            result = await self._throughput(observer, [first], "passthrough")
+            say(
+                f"passthrough: {result['records_per_s']:,.0f} records/s, first output "
+                f"{result['startup_s']:.2f} s after launch; {cpu_text(result['cpu_cores'])}"
+            )
+            # Latency at a fixed offered load, then a second worker joins under it.
+            stamp_from = time.time()
+            await observer.read_records(stamped_after=stamp_from)
+            floor = await Observer(
+                self.url, self.input, cfg.partitions, from_end=True, stamped_after=stamp_from
+            ).start()
+            keys = [user_id(k).encode() for k in range(cfg.keys)]
+            producer = PacedProducer(
+                self.url, self.input, cfg.partitions, keys, cfg.latency_rate, cfg.latency_tick_s
+            ).start()
+            began = time.monotonic()
+            say(f"latency: offering {cfg.latency_rate:,} records/s for "
+                f"{cfg.latency_warmup_s + cfg.latency_s:.0f} s")  # fmt: skip
+            alive = self._alive(first)
+            while time.monotonic() - began < cfg.latency_warmup_s + cfg.latency_s:
+                alive()
+                producer.check()
+                await asyncio.sleep(0.1)
+            measured = (began + cfg.latency_warmup_s, time.monotonic())
+            joined_at = time.monotonic()
+            second = self.worker("pass-2", "passthrough", app_id, observer.topic, log_level="info")
+            deadline = joined_at + cfg.phase_timeout_s
+            while not [m for m in OWNS.findall(second.log()) if m.strip() != "none"]:
+                second.check_alive()
+                alive()
+                producer.check()
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the second worker got no tasks\n{second.tail()}")
+                await asyncio.sleep(0.05)
+            owned_at = time.monotonic()
+            while time.monotonic() - owned_at < cfg.join_settle_s:
+                producer.check()
+                await asyncio.sleep(0.1)
+            await producer.stop()
+            ended = time.monotonic()
+            # Every record offered must come out before the window is judged.
+            try:
+                await observer.wait_for(
+                    cfg.records + producer.sent,
+                    timeout=30.0,  # the offered load drains in moments when all is well
+                    alive=self._alive(first, second),
+                    what="passthrough under load",
+                )
+            except BenchError as exc:
+                report = await stuck_report(self.url, app_id, self.input, observer, cfg.partitions)
+                raise BenchError(f"{exc}\n{report}\n{first.tail()}\n{second.tail()}") from exc
+        finally:
+            # Workers first: a failing client stop must not leave them running.
+            await self._stop(*(w for w in (first, second) if w is not None))
+            with contextlib.suppress(Exception):
+                if producer is not None and not producer.stopped:
+                    await producer.stop()
+            if floor is not None:
+                await floor.stop()
+            await observer.stop()
+
+        def window(obs: Observer, start: float, end: float) -> list[float]:
+            return [lat for t, lat in obs.latencies if start <= t <= end]
+
+        steady = window(observer, *measured)
+        base = window(floor, *measured)
+        if not steady:
+            raise BenchError("no latency samples were taken")
+        arrivals = observer.arrivals
+        join_gaps = [b - a for a, b in itertools.pairwise(arrivals) if b > joined_at and a < ended]
+        steady_gaps = [
+            b - a for a, b in itertools.pairwise(arrivals) if measured[0] <= a and b <= measured[1]
+        ]
+        during_join = window(observer, joined_at, observer.reached_at(observer.count) or ended)
+        result.update(
+            {
+                "p50_ms": 1000 * percentile(steady, 50),
+                "p99_ms": 1000 * percentile(steady, 99),
+                "max_ms": 1000 * max(steady),
+                "latency_samples": len(steady),
+                "offered_records_per_s": cfg.latency_rate,
+                "producer_late_ticks": producer.late_ticks,
+                "broker_p50_ms": 1000 * percentile(base, 50) if base else None,
+                "broker_p99_ms": 1000 * percentile(base, 99) if base else None,
+                "steady_max_gap_ms": 1000 * max(steady_gaps, default=0.0),
+                "join_pause_s": max(join_gaps, default=float("nan")),
+                "join_max_latency_ms": 1000 * max(during_join, default=float("nan")),
+                "second_worker_tasks_after_s": owned_at - joined_at,
+                "rss_mb": first.rss_mb,
+            }
+        )
+        self.results["passthrough"] = result
+        say(
+            f"latency at {cfg.latency_rate:,}/s: p50 {result['p50_ms']:.1f} ms, p99 "
+            f"{result['p99_ms']:.1f} ms (broker alone p50 {result['broker_p50_ms']:.1f} ms); "
+            f"second worker owned tasks after {result['second_worker_tasks_after_s']:.1f} s, "
+            f"longest output gap {result['join_pause_s']:.2f} s; peak RSS {first.rss_mb:.0f} MB"
+        )
+
+    async def all(self, only: set[str]) -> None:
+        await self.prepare()
+        for workload in WORKLOADS:
+            if workload in only:
+                await getattr(self, workload)()
