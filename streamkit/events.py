@@ -21,8 +21,10 @@ class StreamTime:
         self.ms: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Event:
+    """Not frozen: a frozen dataclass's __init__ costs a call per field on the hot path."""
+
     key: Any
     value: Any
     headers: Headers

@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     max_poll_records: int = 2000
     # Bound of each partition's queue; a full queue pauses the partition (back-pressure).
     partition_buffer_records: int = 10_000
-    # Changed table keys a task holds before it commits early (write-behind cache bound).
+    # Changed table keys a task holds before it commits early (write-behind cache
+    # bound), and unchanged keys it keeps in memory to spare SQLite reads.
     store_cache_max_keys: int = 50_000
     # Warm copies of each stateful task on other workers (Kafka Streams'
     # num.standby.replicas); they tail the changelogs so a failover restores little.

@@ -72,53 +72,60 @@ class Stream:
         self._batch = batch
         self._pos = 0
 
-    async def _next_event(self) -> Event:
-        while self._pos >= len(self._batch):
-            await self._refill()
-        event = self._batch[self._pos]
-        self._pos += 1
+    def _take(self) -> Event | None:
+        """The next event of the batch in hand, or None when it is used up.
+
+        Synchronous on purpose: the views call it first and await a refill only at
+        the end of a batch, so a record costs no extra coroutine.
+        """
+        pos = self._pos
+        batch = self._batch
+        if pos >= len(batch):
+            return None
+        event = batch[pos]
+        self._pos = pos + 1
         self.current_event = event
         clock = self._clock
         if clock.ms is None or event.timestamp > clock.ms:
             clock.ms = event.timestamp
         return event
 
+    async def _next_event(self) -> Event:
+        event = self._take()
+        while event is None:
+            await self._refill()
+            event = self._take()
+        return event
 
-class _Values:
+
+class _View:
     __slots__ = ("_stream",)
 
     def __init__(self, stream: Stream) -> None:
         self._stream = stream
 
-    def __aiter__(self) -> _Values:
+    def __aiter__(self) -> _View:
         return self
+
+
+class _Values(_View):
+    __slots__ = ()
 
     async def __anext__(self) -> Any:
-        return (await self._stream._next_event()).value
+        event = self._stream._take() or await self._stream._next_event()
+        return event.value
 
 
-class _Items:
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: Stream) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> _Items:
-        return self
+class _Items(_View):
+    __slots__ = ()
 
     async def __anext__(self) -> tuple[Any, Any]:
-        event = await self._stream._next_event()
+        event = self._stream._take() or await self._stream._next_event()
         return event.key, event.value
 
 
-class _Events:
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: Stream) -> None:
-        self._stream = stream
-
-    def __aiter__(self) -> _Events:
-        return self
+class _Events(_View):
+    __slots__ = ()
 
     async def __anext__(self) -> Event:
-        return await self._stream._next_event()
+        return self._stream._take() or await self._stream._next_event()

@@ -73,7 +73,13 @@ class Task:
         self._queues = {tp: PartitionQueue(tp, capacity) for tp in sorted(partitions)}
         self._topics = {t.name: t for t in subtopology.sources}
         self._clock = StreamTime()
-        self._stores = task_stores(task_id, subtopology, services.state_dir, self._clock)
+        self._stores = task_stores(
+            task_id,
+            subtopology,
+            services.state_dir,
+            self._clock,
+            services.settings.store_cache_max_keys,
+        )
         self._runners = [
             AgentRunner(
                 a,

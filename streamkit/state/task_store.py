@@ -36,7 +36,11 @@ def _now_ms() -> int:
 
 
 def task_stores(
-    task: TaskId, subtopology: SubTopology, state_dir: Path, clock: StreamTime
+    task: TaskId,
+    subtopology: SubTopology,
+    state_dir: Path,
+    clock: StreamTime,
+    cache_keys: int = 50_000,
 ) -> dict[str, TaskStore]:
     """The shards of a task's tables, at the paths its active and standby copies share."""
     return {
@@ -49,6 +53,7 @@ def task_stores(
                 expiring=t.expiry_horizon_s is not None,
             ),
             clock,
+            cache_keys,
         )
         for t in subtopology.tables
     }
@@ -62,6 +67,7 @@ class TaskStore:
         task_name: str,
         sqlite: SqliteStore,
         clock: StreamTime,
+        clean_cache_keys: int = 50_000,
     ) -> None:
         self.table = table
         self.partition = partition
@@ -72,11 +78,19 @@ class TaskStore:
         self._value_serde = table.changelog.value_serde
         self._partitions = table.changelog.partitions
         self._dirty: dict[Any, Any] = {}
+        self._expires = table.expiry_horizon_s is not None
+        # Values known to match the file (persisted or read), so that a key's first
+        # read after a commit is no SELECT. Dropped whole when it outgrows its bound;
+        # none for tables whose rows expire (the file decides what is still alive).
+        self._clean: dict[Any, Any] = {}
+        self._clean_limit = 0 if self._expires else clean_cache_keys
         self._next_expiry_check = 0.0
         self._clock = clock
 
     def _since_ms(self) -> int:
         """Rows whose time is below this are expired (0: the table keeps everything)."""
+        if not self._expires:
+            return 0
         return self.table.expiry_cutoff(_now_ms(), self._clock.ms) or 0
 
     # Reads and writes from agents ------------------------------------------
@@ -84,12 +98,24 @@ class TaskStore:
     def get(self, key: Any, missing: Any) -> Any:
         since = self._since_ms()
         value = self._dirty.get(key, missing)
-        if value is _DELETED or (value is not missing and self._expired(key, since)):
+        if value is missing:
+            value = self._clean.get(key, missing)
+            if value is missing:
+                raw = self.sqlite.get(self._key_bytes(key), since)
+                if raw is None:
+                    return missing
+                value = self._remember(key, self._value_serde.deserialize(raw))
+        if value is _DELETED or (since and self._expired(key, since)):
             return missing
-        if value is not missing:
-            return value
-        raw = self.sqlite.get(self._key_bytes(key), since)
-        return missing if raw is None else self._value_serde.deserialize(raw)
+        return value
+
+    def _remember(self, key: Any, value: Any) -> Any:
+        if len(self._clean) >= self._clean_limit:
+            self._clean.clear()
+            if not self._clean_limit:
+                return value
+        self._clean[key] = value
+        return value
 
     def set(self, key: Any, value: Any) -> None:
         if value is None:
@@ -180,6 +206,10 @@ class TaskStore:
         if not changes:
             return
         self.sqlite.write(changes, changelog_end)
+        if len(self._clean) + len(self._dirty) > self._clean_limit:
+            self._clean.clear()
+        if len(self._dirty) <= self._clean_limit:
+            self._clean.update(self._dirty)
         self._dirty.clear()
 
     # Restore -----------------------------------------------------------------
