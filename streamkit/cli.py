@@ -138,6 +138,7 @@ _app_argument = click.argument("app_ref", metavar="MODULE:APP")
     default=None,
 )
 @click.option("--loop", type=click.Choice(["uvloop", "asyncio"]), default=None)
+@click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here")
 @click.option(
     "--stop-when-idle",
     type=float,
@@ -151,13 +152,16 @@ def worker(
     data_dir: str | None,
     log_level: str | None,
     loop: str | None,
+    metrics_port: int | None,
     stop_when_idle: float | None,
 ) -> None:
     """Run the app's agents on this process's share of the tasks."""
     from .runtime.worker import run_worker
 
     app = load_app(app_ref)
-    app.configure(broker=broker, data_dir=data_dir, log_level=log_level, loop=loop)
+    app.configure(
+        broker=broker, data_dir=data_dir, log_level=log_level, loop=loop, metrics_port=metrics_port
+    )
     _configure_logging(app.settings.log_level)
     click.echo(_banner(app), err=True)
     try:

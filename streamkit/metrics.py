@@ -6,7 +6,9 @@ process never mix); `value()` reads one back without an HTTP scrape.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 
 class Metrics:
@@ -14,7 +16,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.records_processed = Counter(
             "streamkit_records_processed",
-            "Input records handed to agents",
+            "Input records done with: processed, or routed by their error policy",
             ["topic"],
             registry=self.registry,
         )
@@ -30,6 +32,11 @@ class Metrics:
             ["agent", "policy"],
             registry=self.registry,
         )
+
+    def serve(self, port: int) -> WSGIServer:
+        """Serve `/metrics` for Prometheus on a background thread; shut it down after."""
+        server, _thread = start_http_server(port, registry=self.registry)
+        return server
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a counter, e.g. `value("bad_records", topic="t", policy="skip")`."""

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     loop_stall_warning_s: float = 2.0
     # A partition with waiting records that has not moved for this long is reported.
     progress_warning_s: float = 60.0
+    # Serve the app's Prometheus metrics on this port (http://host:PORT/metrics).
+    metrics_port: int | None = None
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Passed to the aiokafka clients: session_timeout_ms, security_protocol, sasl_*,
     # compression_type, linger_ms, ... (STREAMKIT_KAFKA_OPTIONS takes JSON).

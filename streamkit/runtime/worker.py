@@ -93,6 +93,11 @@ class Worker:
             topology, services, self._fail, lambda: planner.assigned.standby
         )
         app._attach(self)
+        metrics_server = (
+            None
+            if self.settings.metrics_port is None
+            else app.metrics.serve(self.settings.metrics_port)
+        )
         try:
             await consumer.start(topology.source_topics(), self.coordinator)
             self.watchdog = LoopWatchdog(app.agents, self.settings.loop_stall_warning_s)
@@ -113,6 +118,9 @@ class Worker:
         finally:
             await self._shut_down(consumer, producer)
             app._detach(self)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
         if self._failure is not None:
             raise self._failure
 
