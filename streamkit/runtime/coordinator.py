@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from ..topology import TaskId, Topology
 from ..transport.base import TopicPartition
 from .standby import StandbyTask
-from .task import Task, TaskServices, TaskState
+from .task import Task, TaskServices
 
 log = logging.getLogger("streamkit.coordinator")
 
@@ -44,9 +44,7 @@ class Coordinator:
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
             by_task[self._topology.task_id_for(tp)].add(tp)
-        await self._close(
-            {t.id for t in self.tasks.values() if t.state is TaskState.SUSPENDED} - by_task.keys()
-        )
+        await self._close(self.tasks.keys() - by_task.keys())
         # A standby that becomes active here stops first: both copies use the same files.
         await self._close_standbys(self.standbys.keys() & by_task.keys())
         for task_id, partitions in sorted(by_task.items()):

@@ -102,6 +102,7 @@ class Task:
         self._fetched: dict[TopicPartition, tuple[int, int]] = {}
         self._next_commit = 0.0
         self.restored_records = 0
+        self._revoked_while_restoring = False
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.state}>"
@@ -144,6 +145,12 @@ class Task:
         The agents stay alive: if the task comes back to this worker it resumes
         where it was; if not, the coordinator closes it.
         """
+        if self.state in (TaskState.CREATED, TaskState.RESTORING):
+            self._revoked_while_restoring = True
+            for queue in self._queues.values():
+                queue.clear()
+            self._fetched.clear()
+            return
         if self.state is not TaskState.RUNNING:
             return
         self._suspend_done = asyncio.get_running_loop().create_future()
@@ -152,6 +159,7 @@ class Task:
 
     def resume(self) -> None:
         """Process again, from the committed offsets the consumer now fetches from."""
+        self._revoked_while_restoring = False
         if self.state is TaskState.SUSPENDED:
             self.state = TaskState.RUNNING
             self._wakeup.set()
@@ -166,7 +174,7 @@ class Task:
             self._next_commit = loop.time() + interval
             for runner in self._runners:
                 runner.start()
-            self.state = TaskState.RUNNING
+            self.state = TaskState.SUSPENDED if self._revoked_while_restoring else TaskState.RUNNING
             while not self._closing:
                 self._wakeup.clear()
                 if self._suspend_done is not None:

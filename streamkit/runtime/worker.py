@@ -180,7 +180,11 @@ class Worker:
         now = asyncio.get_running_loop().time()
         for tp, records in fetched.items():
             task = coordinator.task_for(tp)
-            if task is not None and task.enqueue(tp, records):
+            if task is None:
+                # No task for it (yet): fetch these again rather than lose them.
+                log.debug("no task for %s[%d] yet: seeking back", tp.topic, tp.partition)
+                consumer.seek(tp, records[0].offset)
+            elif task.enqueue(tp, records):
                 consumer.pause(tp)
         if fetched:
             return now

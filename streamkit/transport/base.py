@@ -94,6 +94,10 @@ class Consumer(abc.ABC):
     def resume(self, tp: TopicPartition) -> None: ...
 
     @abc.abstractmethod
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch this partition from `offset` next (ignored if it is not assigned)."""
+
+    @abc.abstractmethod
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit the next offset to read for each partition."""
 

@@ -347,6 +347,14 @@ class _ListenerBridge(ConsumerRebalanceListener):
         self._listener = listener
         self._check_positions = check_positions
         self.error: BaseException | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+
+    def hold(self, partitions: set[KafkaTopicPartition], paused: bool) -> None:
+        if self.consumer is not None and partitions:
+            if paused:
+                self.consumer.pause(*partitions)
+            else:
+                self.consumer.resume(*partitions)
 
     async def on_partitions_revoked(self, revoked: set[KafkaTopicPartition]) -> None:
         # aiokafka also reports an empty revocation before a member's first join.
@@ -358,6 +366,9 @@ class _ListenerBridge(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[KafkaTopicPartition]) -> None:
         if self.error is None:
+            # aiokafka hands out records of these partitions as soon as it assigned
+            # them; hold them back until our listener has made their tasks.
+            self.hold(assigned, True)
             try:
                 await self._check_positions(assigned)
             except Exception as exc:
@@ -367,6 +378,7 @@ class _ListenerBridge(ConsumerRebalanceListener):
                 self._listener.on_partitions_assigned,
                 {TopicPartition(tp.topic, tp.partition) for tp in assigned},
             )
+            self.hold(assigned, False)
 
     async def _forward(
         self,
@@ -457,6 +469,7 @@ class KafkaConsumer(Consumer):
         )
         try:
             self._bridge = _ListenerBridge(listener, self._check_committed_in_log)
+            self._bridge.consumer = consumer
             consumer.subscribe(topics=list(topics), listener=self._bridge)
             _leave_even_from_generation_zero(consumer)
         except BaseException:
@@ -540,6 +553,12 @@ class KafkaConsumer(Consumer):
             self._started().resume(KafkaTopicPartition(tp.topic, tp.partition))
         except IllegalStateError:
             log.debug("resume of %s[%d]: not assigned to this member", tp.topic, tp.partition)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        try:
+            self._started().seek(KafkaTopicPartition(tp.topic, tp.partition), offset)
+        except IllegalStateError:
+            log.debug("seek of %s[%d]: not assigned to this member", tp.topic, tp.partition)
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if not offsets:

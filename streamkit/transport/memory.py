@@ -247,6 +247,10 @@ class MemoryConsumer(Consumer):
         self._paused.discard(tp)
         self.wakeup.set()
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp in self._positions:
+            self._positions[tp] = offset
+
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self._broker.commit(self._group_id, offsets)
 

@@ -1,0 +1,46 @@
+"""A counting table, for the failover and restore tests.
+
+Names come from the environment: SKT_APP_ID (the consumer group and the changelog
+prefix: `<app id>-counts-changelog`), SKT_INPUT and SKT_OUTPUT (4 partitions
+each), SKT_WORKER (the worker's name, set by tests/cluster.py).
+
+`sk_counting_table:app_when_told` is the same app, returned only once the file named
+by SKT_GO_FILE exists: a worker started that way has done its imports and joins the
+group within moments of the test creating the file.
+
+For each input the agent adds one to the key's count and outputs the key with
+`<count> <input partition> <input offset> <worker>`, so a test can tell which
+input, and which worker, produced each count.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import streamkit as sk
+
+WORKER = os.environ.get("SKT_WORKER", "?")
+
+app = sk.App(os.environ["SKT_APP_ID"])
+source = app.topic(os.environ["SKT_INPUT"], key_type=str, value_type=str, partitions=4)
+sink = app.topic(os.environ["SKT_OUTPUT"], key_type=str, value_type=str, partitions=4)
+counts = app.table("counts", key_type=str, value_type=int, default=int)
+
+
+@app.agent(source, sink=sink)
+async def count(stream: Any) -> Any:
+    async for event in stream.events():
+        counts[event.key] += 1
+        yield event.key, f"{counts[event.key]} {event.partition} {event.offset} {WORKER}"
+
+
+def app_when_told() -> sk.App:
+    go = os.environ["SKT_GO_FILE"]
+    deadline = time.monotonic() + 120
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{go} did not appear within 120 s")
+        time.sleep(0.01)
+    return app
