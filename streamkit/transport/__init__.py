@@ -25,7 +25,8 @@ def transport_for(url: str, kafka_options: Mapping[str, Any] | None = None) -> T
     """The transport for a broker URL; `kafka_options` go to the aiokafka clients."""
     scheme = url.partition("://")[0]
     if scheme == "memory":
-        return MemoryTransport(url)
+        options = kafka_options or {}
+        return MemoryTransport(url, options.get("auto_offset_reset", "earliest"))
     if scheme == "kafka":
         # Imported here so memory-only use never loads aiokafka.
         from .kafka import KafkaTransport

@@ -65,6 +65,7 @@ from .base import (
     TopicSpec,
     Transport,
 )
+from .offset_reset import POLICIES, resume_position
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class KafkaOptions:
             fail(
                 f"TLS settings need security_protocol SSL or SASL_SSL, not {self.security_protocol}"
             )
-        if self.auto_offset_reset not in ("earliest", "latest", "fail"):
+        if self.auto_offset_reset not in POLICIES:
             fail("auto_offset_reset must be earliest, latest or fail")
         if self.compression_type not in _COMPRESSION_TYPES:
             fail(f"compression_type must be one of {', '.join(map(str, _COMPRESSION_TYPES))}")
@@ -500,28 +501,11 @@ class KafkaConsumer(Consumer):
             first = firsts[tp]
             if committed is None or committed >= first:
                 continue
-            where = f"{tp.topic}[{tp.partition}]"
-            if policy == "fail":
-                raise TransportError(
-                    f"committed offset {committed} of {where} is below the log start {first}: "
-                    f"retention deleted {first - committed} records before they were "
-                    "processed; auto_offset_reset=fail stops here (earliest or latest go on)"
-                )
-            if policy == "earliest":
-                consumer.seek(tp, first)
-                resumed = first
-            else:
-                resumed = (await consumer.end_offsets([tp]))[tp]
-                consumer.seek(tp, resumed)
-            log.warning(
-                "committed offset %d of %s is below the log start %d (retention deleted "
-                "unprocessed records): auto_offset_reset=%s resumes at %d",
-                committed,
-                where,
-                first,
-                policy,
-                resumed,
+            end = (await consumer.end_offsets([tp]))[tp]
+            position = resume_position(
+                policy, TopicPartition(tp.topic, tp.partition), committed, first, end
             )
+            consumer.seek(tp, position)
 
     async def getmany(
         self, timeout_s: float, max_records: int

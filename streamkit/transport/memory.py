@@ -28,6 +28,7 @@ from .base import (
     TopicSpec,
     Transport,
 )
+from .offset_reset import resume_position
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ class MemoryBroker:
         self._configs: dict[str, dict[str, str]] = {}
         self._committed: dict[str, dict[TopicPartition, int]] = {}
         self._members: dict[str, MemoryConsumer] = {}
+        # Offsets below these are deleted (retention, or Kafka's DeleteRecords).
+        self._log_start: dict[TopicPartition, int] = {}
         self._wakeups: set[asyncio.Event] = set()
 
     @classmethod
@@ -120,12 +123,22 @@ class MemoryBroker:
         partitions = self._logs.get(topic)
         if partitions is None:
             raise TransportError(f"unknown topic {topic!r}")
-        if partition is not None:
-            return list(partitions[partition])
-        return [record for log in partitions for record in log]
+        chosen = range(len(partitions)) if partition is None else [partition]
+        return [
+            r for p in chosen for r in partitions[p][self.start_offset(TopicPartition(topic, p)) :]
+        ]
 
     def read(self, tp: TopicPartition, position: int, limit: int) -> list[MemoryRecord]:
+        position = max(position, self.start_offset(tp))
         return self._logs[tp.topic][tp.partition][position : position + limit]
+
+    def start_offset(self, tp: TopicPartition) -> int:
+        return self._log_start.get(tp, 0)
+
+    def delete_records(self, tp: TopicPartition, before_offset: int) -> None:
+        """Delete a partition's records below an offset, as retention or DeleteRecords do."""
+        end = self.end_offset(tp)
+        self._log_start[tp] = max(self.start_offset(tp), min(before_offset, end))
 
     def end_offset(self, tp: TopicPartition) -> int:
         if tp.topic not in self._logs:
@@ -164,8 +177,13 @@ class MemoryBroker:
 
 class MemoryConsumer(Consumer):
     def __init__(
-        self, broker: MemoryBroker, group_id: str, planner: AssignmentPlanner | None = None
+        self,
+        broker: MemoryBroker,
+        group_id: str,
+        planner: AssignmentPlanner | None = None,
+        auto_offset_reset: str = "earliest",
     ) -> None:
+        self._auto_offset_reset = auto_offset_reset
         self._broker = broker
         self._group_id = group_id
         self._planner = planner
@@ -200,7 +218,15 @@ class MemoryConsumer(Consumer):
             self._planner.on_assignment(data)
         for tp in assigned:
             committed = self._broker.committed(self._group_id, tp)
-            self._positions[tp] = 0 if committed is None else committed
+            first = self._broker.start_offset(tp)
+            if committed is None:
+                self._positions[tp] = first
+            elif committed < first:
+                self._positions[tp] = resume_position(
+                    self._auto_offset_reset, tp, committed, first, self._broker.end_offset(tp)
+                )
+            else:
+                self._positions[tp] = committed
         self._assigned = True
         assert self._listener is not None
         await self._listener.on_partitions_assigned(assigned)
@@ -326,7 +352,7 @@ class MemoryReader(PartitionReader):
         return self._positions[tp]
 
     async def offsets(self, tp: TopicPartition) -> tuple[int, int]:
-        return 0, self._broker.end_offset(tp)
+        return self._broker.start_offset(tp), self._broker.end_offset(tp)
 
 
 class MemoryAdmin(Admin):
@@ -343,12 +369,13 @@ class MemoryAdmin(Admin):
 
 
 class MemoryTransport(Transport):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, auto_offset_reset: str = "earliest") -> None:
         self.url = url
         self.broker = MemoryBroker.for_url(url)
+        self._auto_offset_reset = auto_offset_reset
 
     def consumer(self, group_id: str, planner: AssignmentPlanner | None = None) -> Consumer:
-        return MemoryConsumer(self.broker, group_id, planner)
+        return MemoryConsumer(self.broker, group_id, planner, self._auto_offset_reset)
 
     def producer(self) -> Producer:
         return MemoryProducer(self.broker)
