@@ -48,7 +48,10 @@ def windowed_app(url: str, data_dir: Path, seen: list[Any]) -> tuple[sk.App, sk.
     async def count(stream: sk.Stream) -> None:
         async for event in stream.events():
             if event.value == "report":
-                seen.append(list(per_window.fetch(event.key, 0, event.timestamp)))
+                mine = list(per_window.fetch(event.key, 0, event.timestamp))
+                everyone = per_window.fetch_all(0, event.timestamp)
+                assert [(s, e, v) for k, s, e, v in everyone if k == event.key] == mine
+                seen.append(mine)
                 continue
             for start in per_window.windows_for(event.timestamp):
                 per_window[event.key, start] += 1

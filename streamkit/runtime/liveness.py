@@ -35,7 +35,6 @@ class LoopWatchdog:
         self._stop = threading.Event()
         self._loop_thread = threading.get_ident()
         self._thread: threading.Thread | None = None
-        self.stalls = 0
 
     async def run(self) -> None:
         """The loop's side: beat while it is free to."""
@@ -57,7 +56,6 @@ class LoopWatchdog:
             if stalled < self._threshold_s or beat == reported_beat:
                 continue
             reported_beat = beat
-            self.stalls += 1
             frame = sys._current_frames().get(self._loop_thread)
             agent, where = self._blamed(frame)
             log.warning(

@@ -29,7 +29,6 @@ class StandbyTask:
         # every window until it becomes active.
         self._stores = task_stores(task_id, subtopology, services.state_dir, StreamTime())
         self._closing = asyncio.Event()
-        self.applied_records = 0
 
     def request_stop(self) -> None:
         self._closing.set()
@@ -49,7 +48,6 @@ class StandbyTask:
                         max_records=self._services.settings.max_poll_records * 5,
                         cancelled=self._closing.is_set,
                     )
-                self.applied_records += applied
                 if not applied:
                     try:
                         async with asyncio.timeout(POLL_WHEN_CAUGHT_UP_S):
