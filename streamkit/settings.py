@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     # Changed table keys a task holds before it commits early (write-behind cache
     # bound), and unchanged keys it keeps in memory to spare SQLite reads.
     store_cache_max_keys: int = 50_000
+    # ... and the changed keys' serialized size at which it commits early.
+    store_cache_max_bytes: int = 64 * 1024 * 1024
     # Warm copies of each stateful task on other workers (Kafka Streams'
     # num.standby.replicas); they tail the changelogs so a failover restores little.
     num_standby_replicas: int = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import read, running, wait_for
+from helpers import committed, read, running, wait_for
 from pydantic import BaseModel
 
 import streamkit as sk
@@ -294,3 +294,34 @@ async def test_ttl_forgets_keys_and_tombstones_them(memory_url: str, tmp_path: P
             what="a tombstone for the expired key",
         )
     assert stored_counts(tmp_path, "ttl", "recent").get("old") is None
+
+
+async def test_a_full_write_behind_cache_commits_early(memory_url: str, tmp_path: Path) -> None:
+    # Commits are an hour apart, but 1 KB values overflow a 20 KB cache: the task
+    # commits (changelog first, then input offsets) long before the interval.
+    app = sk.App(
+        "bulky",
+        broker=memory_url,
+        data_dir=tmp_path,
+        commit_interval_s=3600,
+        store_cache_max_bytes=20_000,
+        max_poll_records=10,
+    )
+    docs = app.topic("docs", key_type=str, value_type=str, partitions=1)
+    latest = app.table("latest", value_type=str)
+    seen: list[str] = []
+
+    @app.agent(docs)
+    async def keep(stream: sk.Stream) -> None:
+        async for key, text in stream.items():
+            latest[key] = text
+            seen.append(key)
+
+    for i in range(300):
+        await app.send(docs, key=f"doc{i}", value="x" * 1000)
+    async with running(app):
+        await wait_for(lambda: len(seen) == 300)
+        early = committed(app, docs)[0]
+        logged = len(changelog(memory_url, app, "latest"))
+    assert early is not None and early >= 200
+    assert logged >= 200  # the changelog got the changes before the offsets moved

@@ -238,8 +238,12 @@ class Task:
             await reader.stop()
 
     def _cache_full(self) -> bool:
-        limit = self._services.settings.store_cache_max_keys
-        return any(s.dirty_count() >= limit for s in self._stores.values())
+        settings = self._services.settings
+        return any(
+            s.dirty_count() >= settings.store_cache_max_keys
+            or s.dirty_bytes() >= settings.store_cache_max_bytes
+            for s in self._stores.values()
+        )
 
     async def _enter_suspension(self) -> None:
         assert self._suspend_done is not None

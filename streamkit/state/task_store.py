@@ -84,6 +84,8 @@ class TaskStore:
         # none for tables whose rows expire (the file decides what is still alive).
         self._clean: dict[Any, Any] = {}
         self._clean_limit = 0 if self._expires else clean_cache_keys
+        # Serialized bytes per change at the last commit; a guess until then.
+        self._bytes_per_change = 100.0
         self._next_expiry_check = 0.0
         self._clock = clock
 
@@ -172,6 +174,11 @@ class TaskStore:
     def dirty_count(self) -> int:
         return len(self._dirty)
 
+    def dirty_bytes(self) -> float:
+        """The changed keys' size, estimated from the last commit's serialized changes
+        (values are serialized only at commit, so their size is not known before)."""
+        return len(self._dirty) * self._bytes_per_change
+
     def send_changes(self, writer: RecordWriter) -> Changes:
         """Serialize the changed keys and send them to the changelog; keep them readable."""
         if not self._dirty:
@@ -184,8 +191,11 @@ class TaskStore:
             for k, v in self._dirty.items()
         ]
         topic = self.table.changelog
+        size = 0
         for kb, vb, _ in changes:
             writer.write_raw(topic, kb, vb, (), now, self.partition)
+            size += len(kb) + (len(vb) if vb is not None else 0)
+        self._bytes_per_change = size / len(changes)
         return changes
 
     def expire(self) -> None:
