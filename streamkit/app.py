@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, AgentFn, Timer, tables_used_by
+from .dsl.aggregate import TableSource
+from .dsl.graph import GraphBuilder
+from .dsl.kstream import KStream
+from .dsl.ktable import KTable
 from .errors import ConfigError
 from .metrics import Metrics
+from .processor import Record
 from .runtime.record_writer import RecordWriter
 from .runtime.topic_admin import ensure_topics
+from .serde import Serde
 from .settings import make_settings
 from .state.table import Table
 from .state.windowed import WindowedTable
@@ -58,6 +64,7 @@ class App:
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
         self.timers: list[Timer] = []
+        self.graph = GraphBuilder(app_id)
         self.metrics = Metrics()
         self._worker: Worker | None = None
 
@@ -200,10 +207,7 @@ class App:
         sources = (source,) if isinstance(source, Topic) else tuple(source)
         sinks = () if sink is None else (sink,) if isinstance(sink, Topic) else tuple(sink)
         for topic in (*sources, *sinks):
-            if self.topics.get(topic.name) is not topic:
-                raise ConfigError(
-                    f"topic {topic.name!r} was not declared with this app's app.topic()"
-                )
+            self.check_declared(topic)
 
         for table in tables:
             if self.tables.get(table.name) is not table:
@@ -231,6 +235,85 @@ class App:
 
         return register
 
+    # Streams DSL ---------------------------------------------------------------
+
+    def stream(
+        self,
+        topic: Topic | Sequence[Topic],
+        *,
+        on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+        timestamp_extractor: Callable[[Record], int] | None = None,
+    ) -> KStream:
+        """A KStream of every record of the topic(s); chain operators on it.
+
+        `on_error` applies to exceptions raised by this stream's operators (bad
+        input follows the topic's own policy); `timestamp_extractor(record) -> ms`
+        gives event time when the record timestamp is not it.
+        """
+        topics = (topic,) if isinstance(topic, Topic) else tuple(topic)
+        streams = [self._source(t, on_error, timestamp_extractor) for t in topics]
+        merged = streams[0]
+        for other in streams[1:]:
+            merged = merged.merge(other)
+        return merged
+
+    def _source(
+        self,
+        topic: Topic,
+        on_error: ErrorPolicy | str,
+        timestamp_extractor: Callable[[Record], int] | None,
+    ) -> KStream:
+        self.check_declared(topic)
+        node = self.graph.source(topic, ErrorPolicy(on_error), timestamp_extractor)
+        return KStream(self, node, topic.key_serde, topic.value_serde)
+
+    def ktable(
+        self,
+        topic: Topic,
+        *,
+        name: str | None = None,
+        on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+    ) -> KTable:
+        """The latest value per key of a topic; the topic itself is the store's changelog.
+
+        Its store (named `name`, default the topic's name) is restored from the
+        topic on a new worker, so no second topic is written.
+        """
+        self.check_declared(topic)
+        store = name or topic.name
+        _check_name("table", store)
+        if store in self.tables:
+            raise ConfigError(f"table {store!r} is declared twice")
+        if self.graph.source_for(topic) is not None:
+            raise ConfigError(f"topic {topic.name!r} is already read as a stream or table")
+        table = Table(store, topic, changelog_is_source=True)
+        self.tables[store] = table
+        source = self.graph.source(topic, ErrorPolicy(on_error), None)
+        node = self.graph.add(
+            "KTABLE-SOURCE", lambda: TableSource(table), (source,), stores=(table,)
+        )
+        return KTable(self, node, topic.key_serde, topic.value_serde, table.get)
+
+    def repartition_topic(
+        self, name: str, key_serde: Serde[Any], value_serde: Serde[Any], partitions: int | None
+    ) -> Topic:
+        """`{app_id}-{name}-repartition`; sized with the topology unless `partitions` is given."""
+        topic = Topic(
+            f"{self.id}-{name}-repartition",
+            key_type=key_serde,
+            value_type=value_serde,
+            declared_partitions=partitions,
+        )
+        _check_name("topic", topic.name)
+        if topic.name in self.graph.repartition_topics or topic.name in self.topics:
+            raise ConfigError(f"two repartition topics are named {topic.name!r}; pass name=")
+        self.graph.repartition_topics[topic.name] = topic
+        return topic
+
+    def check_declared(self, topic: Topic) -> None:
+        if self.topics.get(topic.name) is not topic:
+            raise ConfigError(f"topic {topic.name!r} was not declared with this app's app.topic()")
+
     def timer(self, seconds: float, *, name: str | None = None) -> Callable[[F], F]:
         """Run the decorated `async def f()` every `seconds` on every worker."""
         if seconds <= 0:
@@ -245,7 +328,7 @@ class App:
     # Derived -----------------------------------------------------------------
 
     def topology(self) -> Topology:
-        return Topology.build(self.agents)
+        return Topology.build(self.agents, self.graph)
 
     def dead_letter_topic_if_used(self) -> Topic | None:
         """`{app_id}-dlq`, declared only when some topic or agent routes records there."""

@@ -33,6 +33,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.dropped_records = Counter(
+            "streamkit_dropped_records",
+            "Records a processor could not use (late for their window, null key), by reason",
+            ["node", "reason"],
+            registry=self.registry,
+        )
+
     def serve(self, port: int) -> WSGIServer:
         """Serve `/metrics` for Prometheus on a background thread; shut it down after."""
         server, _thread = start_http_server(port, registry=self.registry)

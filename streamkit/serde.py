@@ -6,6 +6,7 @@ as a tombstone and a null key for "no key", so no serde may invent one.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import pydantic_core
@@ -125,6 +126,30 @@ class TypeAdapterSerde(Generic[T]):
 
     def deserialize(self, data: bytes | None) -> T | None:
         return None if data is None else self.adapter.validate_json(data)
+
+
+class PythonSerde:
+    """For internal topics and stores whose type was not declared: any picklable value.
+
+    Text is plain UTF-8, byte-compatible with Kafka's StringSerializer, so a
+    repartitioned string key lands on the same partition as in a string-keyed
+    topic (joins need that); anything else is a pickle, whose first byte (0x80)
+    can never start UTF-8 text. Only this app reads these bytes back.
+    """
+
+    def serialize(self, value: Any) -> bytes | None:
+        if value is None:
+            return None
+        if type(value) is str:
+            return value.encode()
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def deserialize(self, data: bytes | None) -> Any:
+        if data is None:
+            return None
+        if data[:1] == b"\x80":
+            return pickle.loads(data)
+        return data.decode()
 
 
 _BY_TYPE: dict[Any, Serde[Any]] = {

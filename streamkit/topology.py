@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .agent import Agent
+from .dsl.graph import CopartitionGroup, GraphBuilder, NodeKind, NodeSpec, ProcessorGraph
 from .errors import TopologyError
 from .state.table import Table
 from .topic import Topic
@@ -29,15 +30,20 @@ class TaskId(NamedTuple):
         return f"{self.subtopology}_{self.partition}"
 
 
+Member = Agent | ProcessorGraph
+
+
 @dataclass(frozen=True)
 class SubTopology:
     id: int
     sources: tuple[Topic, ...]
     agents: tuple[Agent, ...]
+    graphs: tuple[ProcessorGraph, ...] = ()
 
     @property
     def tables(self) -> tuple[Table, ...]:
-        return tuple(dict.fromkeys(t for a in self.agents for t in a.tables))
+        members: tuple[Member, ...] = (*self.agents, *self.graphs)
+        return tuple(dict.fromkeys(t for m in members for t in m.tables))
 
     @property
     def task_count(self) -> int:
@@ -55,46 +61,84 @@ class SubTopology:
 
 
 class Topology:
-    def __init__(self, subtopologies: Sequence[SubTopology]) -> None:
+    def __init__(
+        self,
+        subtopologies: Sequence[SubTopology],
+        repartition_topics: Sequence[Topic] = (),
+        copartition_groups: Sequence[CopartitionGroup] = (),
+        graph: GraphBuilder | None = None,
+    ) -> None:
         self.subtopologies = tuple(subtopologies)
+        self.repartition_topics = tuple(repartition_topics)
         self._by_topic = {t.name: s for s in self.subtopologies for t in s.sources}
+        self._size_repartition_topics()
+        if graph is not None:
+            for group in copartition_groups:
+                _check_copartitioned(group, graph, self.repartition_topics)
         for sub in self.subtopologies:
             for table in sub.tables:
                 _size_changelog(table, sub)
 
     def changelog_topics(self) -> list[Topic]:
-        return [t.changelog for s in self.subtopologies for t in s.tables]
+        """Changelogs to create: a KTable's source topic is its own, and exists already."""
+        return [
+            t.changelog for s in self.subtopologies for t in s.tables if not t.changelog_is_source
+        ]
+
+    def internal_topics(self) -> list[Topic]:
+        """Topics the topology creates: changelogs and repartition topics, sized by it."""
+        return [*self.changelog_topics(), *self.repartition_topics]
+
+    def _size_repartition_topics(self) -> None:
+        """A repartition topic gets as many partitions as the sub-topology writing it has
+        tasks, in declaration order, so that a chain of them is sized upstream first."""
+        for topic in self.repartition_topics:
+            if topic.declared_partitions is not None:
+                continue
+            writers = [s for s in self.subtopologies for g in s.graphs if topic in g.sinks]
+            topic.partitions = max((w.task_count for w in writers), default=1)
 
     @classmethod
-    def build(cls, agents: Iterable[Agent]) -> Topology:
-        declared = list(agents)
-        index = {id(a): i for i, a in enumerate(declared)}
-        groups: list[tuple[dict[str, Topic], list[Agent]]] = []
-        for agent in declared:
-            names = {t.name for t in agent.sources}
-            tables = {t.name for t in agent.tables}
+    def build(cls, agents: Iterable[Agent], graph: GraphBuilder | None = None) -> Topology:
+        members: list[Member] = [*agents, *(graph.graphs() if graph is not None else ())]
+        index = {id(m): i for i, m in enumerate(members)}
+        groups: list[tuple[dict[str, Topic], list[Member]]] = []
+        for member in members:
+            names = {t.name for t in member.sources}
+            tables = {t.name for t in member.tables}
             touching = [
                 g
                 for g in groups
-                if names & g[0].keys() or tables & {t.name for a in g[1] for t in a.tables}
+                if names & g[0].keys() or tables & {t.name for m in g[1] for t in m.tables}
             ]
-            merged_topics: dict[str, Topic] = {t.name: t for t in agent.sources}
-            merged_agents: list[Agent] = []
+            merged_topics: dict[str, Topic] = {t.name: t for t in member.sources}
+            merged: list[Member] = []
             for g in touching:
                 merged_topics.update(g[0])
-                merged_agents.extend(g[1])
+                merged.extend(g[1])
                 groups.remove(g)
-            merged_agents.append(agent)
-            groups.append((merged_topics, merged_agents))
+            merged.append(member)
+            groups.append((merged_topics, merged))
         # Number sub-topologies in declaration order, as users read their code.
-        groups.sort(key=lambda g: min(index[id(a)] for a in g[1]))
-        return cls(
-            [
+        groups.sort(key=lambda g: min(index[id(m)] for m in g[1]))
+        subtopologies = []
+        for i, (topics, group) in enumerate(groups):
+            ordered = sorted(group, key=lambda m: index[id(m)])
+            subtopologies.append(
                 SubTopology(
-                    i, tuple(topics.values()), tuple(sorted(group, key=lambda a: index[id(a)]))
+                    i,
+                    tuple(topics.values()),
+                    tuple(m for m in ordered if isinstance(m, Agent)),
+                    tuple(m for m in ordered if isinstance(m, ProcessorGraph)),
                 )
-                for i, (topics, group) in enumerate(groups)
-            ]
+            )
+        if graph is None:
+            return cls(subtopologies)
+        return cls(
+            subtopologies,
+            list(graph.repartition_topics.values()),
+            graph.copartition_groups,
+            graph,
         )
 
     def source_topics(self) -> list[str]:
@@ -118,8 +162,9 @@ class Topology:
         for sub in self.subtopologies:
             tasks = ", ".join(str(t) for t in sub.task_ids())
             lines.append(f"   Sub-topology: {sub.id} (tasks: {tasks})")
-            source_names = [f"source-{t.name}" for t in sub.sources]
-            for topic in sub.sources:
+            agent_sources = [t for t in sub.sources if any(t in a.sources for a in sub.agents)]
+            source_names = [f"source-{t.name}" for t in agent_sources]
+            for topic in agent_sources:
                 readers = [a.name for a in sub.agents if topic in a.sources]
                 lines.append(
                     f"    Source: source-{topic.name} (topic: {topic.name}, "
@@ -132,13 +177,18 @@ class Topology:
                 sinks = [f"sink-{t.name}" for t in agent.sinks]
                 lines.append(f"      --> {', '.join(sinks) or 'none'}")
                 parents = [
-                    n for n, t in zip(source_names, sub.sources, strict=True) if t in agent.sources
+                    n
+                    for n, t in zip(source_names, agent_sources, strict=True)
+                    if t in agent.sources
                 ]
                 lines.append(f"      <-- {', '.join(parents)}")
             for agent in sub.agents:
                 for topic in agent.sinks:
                     lines.append(f"    Sink: sink-{topic.name} (topic: {topic.name})")
                     lines.append(f"      <-- {agent.name}")
+            for graph in sub.graphs:
+                for node in graph.nodes:
+                    lines.extend(_describe_node(node))
             lines.append("")
         return "\n".join(lines)
 
@@ -153,4 +203,47 @@ def _size_changelog(table: Table, sub: SubTopology) -> None:
             f"table {table.name!r} is declared with {changelog.declared_partitions} "
             f"partitions but sub-topology {sub.id} (topics "
             f"{', '.join(t.name for t in sub.sources)}) has {sub.task_count} tasks"
+        )
+
+
+def _describe_node(node: NodeSpec) -> list[str]:
+    """Kafka Streams' describe() lines for one DSL or Processor API node."""
+    topics = ", ".join(t.name for t in node.topics)
+    if node.kind is NodeKind.SOURCE:
+        lines = [f"    Source: {node.name} (topics: [{topics}])"]
+    elif node.kind is NodeKind.SINK:
+        lines = [f"    Sink: {node.name} (topic: {topics or 'chosen per record'})"]
+    else:
+        stores = ", ".join(t.name for t in node.stores)
+        lines = [f"    Processor: {node.name} (stores: [{stores}])"]
+    if node.children:
+        lines.append(f"      --> {', '.join(c.name for c in node.children)}")
+    if node.parents:
+        lines.append(f"      <-- {', '.join(p.name for p in node.parents)}")
+    return lines
+
+
+def _check_copartitioned(
+    group: CopartitionGroup, graph: GraphBuilder, repartition_topics: Sequence[Topic]
+) -> None:
+    """Both sides of a join must read topics of one partition count (seed 001, DESIGN.md
+    invariant 5). Repartition topics not sized by the user follow the others."""
+    topics: dict[str, Topic] = {}
+    for side in group.sides:
+        for source in graph.upstream_sources(side):
+            topics.update((t.name, t) for t in source.topics)
+    internal = {t.name for t in repartition_topics if t.declared_partitions is None}
+    fixed = [t for t in topics.values() if t.name not in internal]
+    if fixed:
+        target = max(t.partitions for t in fixed)
+        for t in topics.values():
+            if t.name in internal:
+                t.partitions = target
+    counts = {t.name: t.partitions for t in topics.values()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name} has {n}" for name, n in counts.items())
+        raise TopologyError(
+            f"{group.what} needs co-partitioned inputs (the same number of partitions and "
+            f"the same partitioner), but {listed} partitions. Repartition one side to the "
+            "other's count (stream.repartition(partitions=N)), or join a GlobalKTable"
         )

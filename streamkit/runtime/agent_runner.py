@@ -12,6 +12,7 @@ from ..events import Event, StreamTime
 from ..state.table import current_stores
 from ..state.task_store import TaskStore
 from ..stream import Stream
+from ..topic import Topic
 from ..transport.base import RawRecord
 from .failures import FailureRouter
 from .record_writer import RecordWriter
@@ -33,8 +34,11 @@ class AgentRunner:
         raw_of: Callable[[Event], RawRecord],
         stores: Mapping[str, TaskStore],
         clock: StreamTime,
+        only_topics: Sequence[Topic] | None = None,
     ) -> None:
         self._clock = clock
+        # The agent's own sources, when its task also reads other topics (a shared table).
+        self._only = None if only_topics is None else frozenset(t.name for t in only_topics)
         self.agent = agent
         self._stores = {t.name: stores[t.name] for t in agent.tables}
         self._task_name = task_name
@@ -79,6 +83,9 @@ class AgentRunner:
 
     async def process(self, batch: Sequence[Event]) -> None:
         """Return once the agent has asked past the batch's last event."""
+        if self._only is not None:
+            only = self._only
+            batch = [e for e in batch if e.topic in only]
         remaining = batch
         while remaining:
             assert self._stream is not None and self._job is not None

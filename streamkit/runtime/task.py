@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import logging
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from operator import attrgetter
@@ -27,6 +27,7 @@ from ..topology import SubTopology, TaskId
 from ..transport.base import Consumer, RawRecord, TopicPartition, Transport
 from .agent_runner import AgentRunner
 from .failures import FailureRouter
+from .graph_runner import GraphRunner, wall_clock_ms
 from .partition_queue import PartitionQueue
 from .record_writer import RecordWriter
 
@@ -55,6 +56,9 @@ class TaskServices:
     metrics: Metrics
     settings: Settings
     state_dir: Path  # data_dir / app_id
+    app_id: str = ""
+    # Wall-clock time in ms: punctuations and tests that drive time read it here.
+    wall_clock: Callable[[], int] = wall_clock_ms
 
 
 class Task:
@@ -80,7 +84,23 @@ class Task:
             self._clock,
             services.settings.store_cache_max_keys,
         )
-        self._runners = [
+        self._graphs = [
+            GraphRunner(
+                g,
+                services.app_id,
+                str(task_id),
+                task_id.partition,
+                services.writer,
+                services.failures,
+                self._raw_of,
+                self._stores,
+                self._clock,
+                services.metrics,
+                services.wall_clock,
+            )
+            for g in subtopology.graphs
+        ]
+        self._runners: list[AgentRunner | GraphRunner] = [
             AgentRunner(
                 a,
                 str(task_id),
@@ -89,9 +109,11 @@ class Task:
                 self._raw_of,
                 self._stores,
                 self._clock,
+                None if set(a.sources) == set(subtopology.sources) else a.sources,
             )
             for a in subtopology.agents
         ]
+        self._runners.extend(self._graphs)
         self._wakeup = asyncio.Event()
         self._closing = False
         self._suspend_done: asyncio.Future[None] | None = None
@@ -182,15 +204,14 @@ class Task:
                 if self.state is TaskState.SUSPENDED:
                     await self._wait(None)
                     continue
+                self.punctuate_wall_clock()
                 chunks = self._take_chunks()
                 if chunks:
                     await self._process(chunks)
-                    if self._cache_full():
+                    if self._cache_full() or self._commit_requested():
                         await self.commit()
-                elif self._uncommitted:
-                    await self._wait(self._next_commit - loop.time())
                 else:
-                    await self._wait(None)
+                    await self._wait(self._idle_timeout(loop.time()))
                 if self._uncommitted and loop.time() >= self._next_commit:
                     await self.commit()
                     self._next_commit = loop.time() + interval
@@ -236,6 +257,30 @@ class Task:
                 )
         finally:
             await reader.stop()
+
+    def _idle_timeout(self, now: float) -> float | None:
+        """Sleep until the next commit or wall-clock punctuation, whichever comes first."""
+        deadlines = []
+        if self._uncommitted:
+            deadlines.append(self._next_commit - now)
+        wall = [d for g in self._graphs if (d := g.next_wall_clock_ms()) is not None]
+        if wall:
+            deadlines.append((min(wall) - self._services.wall_clock()) / 1000)
+        return min(deadlines) if deadlines else None
+
+    def punctuate_wall_clock(self) -> None:
+        """Fire due wall-clock punctuations: windows close even when no input comes."""
+        for graph in self._graphs:
+            due = graph.next_wall_clock_ms()
+            if due is not None and due <= self._services.wall_clock():
+                graph.punctuate_wall_clock()
+                self._uncommitted = True
+
+    def _commit_requested(self) -> bool:
+        requested = any(g.commit_requested for g in self._graphs)
+        for graph in self._graphs:
+            graph.commit_requested = False
+        return requested
 
     def _cache_full(self) -> bool:
         settings = self._services.settings
@@ -358,7 +403,11 @@ class Task:
         pending = [(s, s.send_changes(writer)) for s in self._stores.values()]
         acked = await writer.flush()
         for store, changes in pending:
-            store.persist(changes, acked.get(store.changelog_tp))
+            if store.table.changelog_is_source:
+                # A KTable's store reflects its topic up to what the task processed.
+                store.persist(changes, self._positions.get(store.changelog_tp))
+            else:
+                store.persist(changes, acked.get(store.changelog_tp))
         if self._uncommitted:
             offsets = dict(self._positions)
             self._uncommitted = False

@@ -67,7 +67,7 @@ class Worker:
             await ensure_topics(admin, app.all_topics())
             # Changelogs are sized by the tasks, known once source counts are settled.
             self.topology = topology = app.topology()
-            await ensure_topics(admin, [*topology.changelog_topics(), self._status_topic])
+            await ensure_topics(admin, [*topology.internal_topics(), self._status_topic])
         finally:
             await admin.close()
         planner = TaskPlanner(
@@ -88,6 +88,7 @@ class Worker:
             metrics=app.metrics,
             settings=self.settings,
             state_dir=self.settings.data_dir / app.id,
+            app_id=app.id,
         )
         self.coordinator = Coordinator(
             topology, services, self._fail, lambda: planner.assigned.standby

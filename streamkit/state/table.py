@@ -33,9 +33,13 @@ class Table:
         changelog: Topic,
         default: Callable[[], Any] | None = None,
         ttl_s: float | None = None,
+        *,
+        changelog_is_source: bool = False,
     ) -> None:
         self.name = name
         self.changelog = changelog
+        # A KTable's store: its source topic is its changelog, so commits write none.
+        self.changelog_is_source = changelog_is_source
         self.default = default
         # Keys not updated for this long are forgotten (and tombstoned in the changelog).
         self.ttl_s = ttl_s

@@ -191,9 +191,12 @@ class TaskStore:
             for k, v in self._dirty.items()
         ]
         topic = self.table.changelog
+        # A KTable's source topic already holds these changes: nothing to send.
+        send = not self.table.changelog_is_source
         size = 0
         for kb, vb, _ in changes:
-            writer.write_raw(topic, kb, vb, (), now, self.partition)
+            if send:
+                writer.write_raw(topic, kb, vb, (), now, self.partition)
             size += len(kb) + (len(vb) if vb is not None else 0)
         self._bytes_per_change = size / len(changes)
         return changes

@@ -1,0 +1,225 @@
+"""KTable: the latest value per key, and the changes that make it.
+
+Table nodes pass `Change(new, old)` values among themselves; `to_stream()` turns
+them back into plain records (a deletion is a record with value None). A derived
+table (filter, map_values) keeps no store of its own: lookups (joins) go through
+a value getter that applies the derivation to its parent's value, as Kafka
+Streams' KTableValueGetter does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..processor import Record
+from ..serde import Serde
+from . import operators as ops
+from .aggregate import Aggregator, Change, Initializer, TableAggregate, TableRegroup
+from .kstream import KStream, internal_serde
+
+if TYPE_CHECKING:
+    from ..app import App
+    from .graph import NodeSpec
+
+ValueGetter = Callable[[Any], Any]  # key -> current value or None; valid inside the task
+
+
+class _TableFilter(ops.DslProcessor):
+    def __init__(self, predicate: ops.KeyValueFn, keep_if: bool) -> None:
+        self.predicate = predicate
+        self.keep_if = keep_if
+
+    def _keep(self, key: Any, value: Any) -> Any:
+        if value is None or bool(self.predicate(key, value)) is not self.keep_if:
+            return None
+        return value
+
+    def process(self, record: Record) -> None:
+        change: Change = record.value
+        new, old = self._keep(record.key, change.new), self._keep(record.key, change.old)
+        if new is None and old is None:
+            return  # neither side passes: nothing changed downstream
+        self.context.forward(record.with_value(Change(new, old)))
+
+
+class _TableMapValues(ops.DslProcessor):
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def process(self, record: Record) -> None:
+        change: Change = record.value
+        fn = self.fn
+        new = None if change.new is None else fn(change.new)
+        old = None if change.old is None else fn(change.old)
+        self.context.forward(record.with_value(Change(new, old)))
+
+
+class _ToStream(ops.DslProcessor):
+    def process(self, record: Record) -> None:
+        self.context.forward(record.with_value(record.value.new))
+
+
+class KTable:
+    def __init__(
+        self,
+        app: App,
+        node: NodeSpec,
+        key_serde: Serde[Any] | None,
+        value_serde: Serde[Any] | None,
+        getter: ValueGetter,
+    ) -> None:
+        self.app = app
+        self.node = node
+        self.key_serde = key_serde
+        self.value_serde = value_serde
+        # Reads the table's current value for a key from inside a task of its graph.
+        self.getter = getter
+
+    def __repr__(self) -> str:
+        return f"<KTable {self.node.name}>"
+
+    def _derive(
+        self,
+        prefix: str,
+        processor: Callable[[], ops.DslProcessor],
+        name: str | None,
+        getter: ValueGetter,
+        value_serde: Serde[Any] | None,
+    ) -> KTable:
+        node = self.app.graph.add(prefix, processor, (self.node,), name=name)
+        return KTable(self.app, node, self.key_serde, value_serde, getter)
+
+    def filter(self, predicate: ops.KeyValueFn, *, name: str | None = None) -> KTable:
+        """Keys whose value passes; a value that stops passing is a deletion downstream."""
+        parent = self.getter
+
+        def get(key: Any) -> Any:
+            value = parent(key)
+            return value if value is not None and predicate(key, value) else None
+
+        return self._derive(
+            "KTABLE-FILTER", lambda: _TableFilter(predicate, True), name, get, self.value_serde
+        )
+
+    def filter_not(self, predicate: ops.KeyValueFn, *, name: str | None = None) -> KTable:
+        return self.filter(lambda k, v: not predicate(k, v), name=name)
+
+    def map_values(self, fn: Callable[[Any], Any], *, name: str | None = None) -> KTable:
+        parent = self.getter
+
+        def get(key: Any) -> Any:
+            value = parent(key)
+            return None if value is None else fn(value)
+
+        return self._derive("KTABLE-MAPVALUES", lambda: _TableMapValues(fn), name, get, None)
+
+    def to_stream(self, *, name: str | None = None) -> KStream:
+        """Every update as a record: (key, new value), value None for a deletion."""
+        node = self.app.graph.add("KTABLE-TOSTREAM", _ToStream, (self.node,), name=name)
+        return KStream(self.app, node, self.key_serde, self.value_serde)
+
+    def group_by(
+        self,
+        selector: Callable[[Any, Any], tuple[Any, Any]],
+        *,
+        name: str | None = None,
+        key_type: Any = None,
+        value_type: Any = None,
+    ) -> KGroupedTable:
+        """Re-key rows with `selector(key, value) -> (key, value)` to aggregate them."""
+        graph = self.app.graph
+        regroup = graph.add("KTABLE-SELECT", lambda: TableRegroup(selector), (self.node,))
+        base = name or graph.name("KTABLE-REPARTITION", None)
+        stream = KStream(self.app, regroup, None, None, rekeyed=True)
+        # Change values cross as Python objects; value_type is the aggregate's.
+        stream = stream._repartitioned(base, None, key_type, None)
+        return KGroupedTable(stream, internal_serde(value_type, None))
+
+    # Joins (implemented in joins.py) -------------------------------------------------
+
+    def join(self, other: KTable, joiner: Callable[[Any, Any], Any], **options: Any) -> KTable:
+        """Table-table inner join; with `foreign_key=` the foreign-key join."""
+        from .joins import table_join
+
+        return table_join(self, other, joiner, "inner", **options)
+
+    def left_join(self, other: KTable, joiner: Callable[[Any, Any], Any], **options: Any) -> KTable:
+        from .joins import table_join
+
+        return table_join(self, other, joiner, "left", **options)
+
+    def outer_join(
+        self, other: KTable, joiner: Callable[[Any, Any], Any], **options: Any
+    ) -> KTable:
+        from .joins import table_join
+
+        return table_join(self, other, joiner, "outer", **options)
+
+
+class KGroupedTable:
+    """A table's rows grouped by a new key: adders and subtractors keep aggregates right."""
+
+    def __init__(self, stream: KStream, value_serde: Serde[Any]) -> None:
+        self.stream = stream
+        self.value_serde = value_serde
+
+    def aggregate(
+        self,
+        initializer: Initializer,
+        adder: Aggregator,
+        subtractor: Aggregator,
+        *,
+        name: str | None = None,
+        value_type: Any = None,
+    ) -> KTable:
+        """`adder(key, value, agg)` for rows joining a group, `subtractor` for rows leaving."""
+        return self._fold(initializer, adder, subtractor, name, internal_serde(value_type, None))
+
+    def reduce(
+        self,
+        adder: Callable[[Any, Any], Any],
+        subtractor: Callable[[Any, Any], Any],
+        *,
+        name: str | None = None,
+        value_type: Any = None,
+    ) -> KTable:
+        none: Any = object()
+
+        def add(_key: Any, value: Any, agg: Any) -> Any:
+            return value if agg is none else adder(agg, value)
+
+        def subtract(_key: Any, value: Any, agg: Any) -> Any:
+            return subtractor(agg, value)
+
+        return self._fold(
+            lambda: none, add, subtract, name, internal_serde(value_type, self.value_serde)
+        )
+
+    def count(self, *, name: str | None = None) -> KTable:
+        from ..serde import serde_for
+
+        return self._fold(
+            int, lambda _k, _v, n: n + 1, lambda _k, _v, n: n - 1, name, serde_for(int)
+        )
+
+    def _fold(
+        self,
+        initializer: Initializer,
+        adder: Aggregator,
+        subtractor: Aggregator,
+        name: str | None,
+        value_serde: Serde[Any],
+    ) -> KTable:
+        app = self.stream.app
+        store = name or app.graph.name("KTABLE-AGGREGATE-STATE-STORE", None)
+        table = app.table(
+            store, key_type=internal_serde(None, self.stream.key_serde), value_type=value_serde
+        )
+        node = app.graph.add(
+            "KTABLE-AGGREGATE",
+            lambda: TableAggregate(table, initializer, adder, subtractor),
+            (self.stream.node,),
+            stores=(table,),
+        )
+        return KTable(app, node, self.stream.key_serde, value_serde, table.get)

@@ -1,0 +1,147 @@
+"""Processors behind the stateless KStream operators and the sinks.
+
+Each is a Processor API node; user functions get `(key, value)` as in Kafka
+Streams' lambdas (`map_values` gets the value alone, as `mapValues` does).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+from ..errors import ConfigError
+from ..processor import Processor, Record
+from ..topic import Topic
+
+if TYPE_CHECKING:
+    from ..runtime.graph_runner import NodeContext
+
+log = logging.getLogger("streamkit.processor")
+
+KeyValueFn = Callable[[Any, Any], Any]
+
+
+class DslProcessor(Processor):
+    """A DSL node: reaches the runtime's side of its context (sinks, drop counting)."""
+
+    @property
+    def node(self) -> NodeContext:
+        return cast("NodeContext", self.context)
+
+
+class Filter(DslProcessor):
+    def __init__(self, predicate: KeyValueFn, keep_if: bool) -> None:
+        self.predicate = predicate
+        self.keep_if = keep_if
+
+    def process(self, record: Record) -> None:
+        if bool(self.predicate(record.key, record.value)) is self.keep_if:
+            self.context.forward(record)
+
+
+class Map(DslProcessor):
+    def __init__(self, fn: KeyValueFn) -> None:
+        self.fn = fn
+
+    def process(self, record: Record) -> None:
+        key, value = self.fn(record.key, record.value)
+        self.context.forward(Record(key, value, record.timestamp, record.headers))
+
+
+class MapValues(DslProcessor):
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def process(self, record: Record) -> None:
+        self.context.forward(
+            Record(record.key, self.fn(record.value), record.timestamp, record.headers)
+        )
+
+
+class SelectKey(DslProcessor):
+    def __init__(self, fn: KeyValueFn) -> None:
+        self.fn = fn
+
+    def process(self, record: Record) -> None:
+        key = self.fn(record.key, record.value)
+        self.context.forward(Record(key, record.value, record.timestamp, record.headers))
+
+
+class FlatMap(DslProcessor):
+    def __init__(self, fn: Callable[[Any, Any], Iterable[tuple[Any, Any]]]) -> None:
+        self.fn = fn
+
+    def process(self, record: Record) -> None:
+        for key, value in self.fn(record.key, record.value):
+            self.context.forward(Record(key, value, record.timestamp, record.headers))
+
+
+class FlatMapValues(DslProcessor):
+    def __init__(self, fn: Callable[[Any], Iterable[Any]]) -> None:
+        self.fn = fn
+
+    def process(self, record: Record) -> None:
+        for value in self.fn(record.value):
+            self.context.forward(Record(record.key, value, record.timestamp, record.headers))
+
+
+class Peek(DslProcessor):
+    """`peek` forwards after the call; `foreach` is the same node with no children."""
+
+    def __init__(self, fn: KeyValueFn) -> None:
+        self.fn = fn
+
+    def process(self, record: Record) -> None:
+        self.fn(record.key, record.value)
+        self.context.forward(record)
+
+
+class PassThrough(DslProcessor):
+    """merge, and the head of each split branch."""
+
+    def process(self, record: Record) -> None:
+        self.context.forward(record)
+
+
+class Branch(DslProcessor):
+    """Sends each record to the first branch whose predicate holds (Kafka's split())."""
+
+    def __init__(self, branches: list[tuple[KeyValueFn | None, str]]) -> None:
+        # (predicate, child node name); a None predicate is the default branch.
+        self.branches = branches
+
+    def process(self, record: Record) -> None:
+        for predicate, child in self.branches:
+            if predicate is None or predicate(record.key, record.value):
+                self.context.forward(record, to=child)
+                return
+
+
+TopicChooser = Callable[[Any, Any, Record], "Topic | str"]
+
+
+class Sink(DslProcessor):
+    """Writes to a topic, fixed or chosen per record (Kafka's TopicNameExtractor)."""
+
+    def __init__(self, topic: Topic | TopicChooser, topics: dict[str, Topic]) -> None:
+        self.topic = topic
+        self.topics = topics
+
+    def process(self, record: Record) -> None:
+        target = self.topic
+        if not isinstance(target, Topic):
+            chosen = target(record.key, record.value, record)
+            target = self._resolve(chosen)
+        self.node.send(target, record)
+
+    def _resolve(self, chosen: Topic | str) -> Topic:
+        if isinstance(chosen, Topic):
+            return chosen
+        topic = self.topics.get(chosen)
+        if topic is None:
+            raise ConfigError(
+                f"the sink's topic chooser returned {chosen!r}, which is not declared: "
+                "declare every topic it may choose with app.topic()"
+            )
+        return topic

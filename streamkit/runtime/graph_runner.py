@@ -1,0 +1,332 @@
+"""One processor graph (DSL and Processor API nodes) inside one task.
+
+The task hands it a decoded batch; each record enters at its topic's source node
+and runs through the graph synchronously, depth first, as in Kafka Streams: a
+node's outputs reach the sinks and stores before the next record starts, so no
+await separates records and a batch costs one call. Stream-time punctuations
+fire between records; wall-clock ones when the task asks (it wakes for them even
+without input, so windows close on idle partitions).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from ..dsl.graph import NodeKind, NodeSpec, ProcessorGraph
+from ..errors import ConfigError, StreamkitError
+from ..events import Event, StreamTime
+from ..metrics import Metrics
+from ..processor import (
+    Cancellable,
+    Processor,
+    ProcessorContext,
+    PunctuationType,
+    Record,
+)
+from ..state.table import Table, current_stores
+from ..state.task_store import TaskStore
+from ..topic import ErrorPolicy, Topic
+from ..transport.base import RawRecord
+from .failures import FailureRouter
+from .record_writer import RecordWriter
+
+log = logging.getLogger("streamkit.processor")
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Punctuation(Cancellable):
+    __slots__ = ("callback", "cancelled", "context", "interval_ms", "kind", "next_ms")
+
+    def __init__(
+        self,
+        context: NodeContext,
+        interval_ms: int,
+        kind: PunctuationType,
+        callback: Callable[[int], None],
+        next_ms: int | None,
+    ) -> None:
+        self.context = context
+        self.interval_ms = interval_ms
+        self.kind = kind
+        self.callback = callback
+        self.next_ms = next_ms
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class NodeContext(ProcessorContext):
+    """A node's view of its task: its children, its stores, the record in hand."""
+
+    def __init__(self, runner: GraphRunner, node: NodeSpec) -> None:
+        self._runner = runner
+        self.node = node
+        self._children: list[Processor] = []
+        self._by_name: dict[str, Processor] = {}
+        self._stores = {t.name: t for t in node.stores}
+
+    def connect(self, processors: Mapping[str, Processor]) -> None:
+        self._children = [processors[c.name] for c in self.node.children]
+        self._by_name = {c.name: processors[c.name] for c in self.node.children}
+
+    @property
+    def app_id(self) -> str:
+        return self._runner.app_id
+
+    @property
+    def task_id(self) -> str:
+        return self._runner.task_name
+
+    @property
+    def partition(self) -> int:
+        return self._runner.partition
+
+    @property
+    def topic(self) -> str | None:
+        event = self._runner.current
+        return None if event is None else event.topic
+
+    @property
+    def offset(self) -> int | None:
+        event = self._runner.current
+        return None if event is None else event.offset
+
+    @property
+    def stream_time_ms(self) -> int | None:
+        return self._runner.clock.ms
+
+    @property
+    def wall_clock_ms(self) -> int:
+        return self._runner.wall_clock()
+
+    def forward(self, record: Record, to: str | None = None) -> None:
+        if to is None:
+            for child in self._children:
+                child.process(record)
+            return
+        child = self._by_name.get(to)
+        if child is None:
+            raise ConfigError(
+                f"node {self.node.name!r} has no child named {to!r}; its children are "
+                f"{', '.join(repr(c.name) for c in self.node.children) or 'none'}"
+            )
+        child.process(record)
+
+    def store(self, name: str) -> Table:
+        table = self._stores.get(name)
+        if table is None:
+            raise ConfigError(
+                f"node {self.node.name!r} is not connected to store {name!r}: pass "
+                f"stores=[...] where it is added (connected: {', '.join(self._stores) or 'none'})"
+            )
+        return table
+
+    def schedule(
+        self, interval_s: float, kind: PunctuationType, callback: Callable[[int], None]
+    ) -> Cancellable:
+        if interval_s <= 0:
+            raise ConfigError(f"node {self.node.name!r}: punctuation interval must be > 0")
+        return self._runner.schedule(self, int(interval_s * 1000), PunctuationType(kind), callback)
+
+    def commit(self) -> None:
+        self._runner.commit_requested = True
+
+    def dropped(self, record: Record, reason: str) -> None:
+        """A record this node cannot use: counted, and logged with where it came from."""
+        self._runner.dropped(self.node.name, record, reason)
+
+    def send(self, topic: Topic, record: Record, partition: int | None = None) -> None:
+        """What a sink node does: serialize and queue on the worker's producer."""
+        self._runner.writer.write(
+            topic, record.key, record.value, record.headers, record.timestamp, partition
+        )
+
+
+class GraphRunner:
+    def __init__(
+        self,
+        graph: ProcessorGraph,
+        app_id: str,
+        task_name: str,
+        partition: int,
+        writer: RecordWriter,
+        failures: FailureRouter,
+        raw_of: Callable[[Event], RawRecord],
+        stores: Mapping[str, TaskStore],
+        clock: StreamTime,
+        metrics: Metrics,
+        wall_clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.metrics = metrics
+        self._drops: dict[tuple[str, str], int] = {}
+        self.graph = graph
+        self.app_id = app_id
+        self.task_name = task_name
+        self.partition = partition
+        self.writer = writer
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._failures = failures
+        self._raw_of = raw_of
+        self._context = contextvars.copy_context()
+        self._context.run(current_stores.set, {t.name: stores[t.name] for t in graph.tables})
+        self._processors: dict[str, Processor] = {}
+        self._entry: dict[str, tuple[Processor, Callable[[Record], int] | None]] = {}
+        self._stream_punctuations: list[Punctuation] = []
+        self._wall_punctuations: list[Punctuation] = []
+        self._next_stream_ms: int | None = None
+        self.current: Event | None = None
+        self.commit_requested = False
+
+    def start(self) -> None:
+        """Instantiate and init the graph's processors for this task."""
+        self._context.run(self._start)
+
+    def _start(self) -> None:
+        nodes = self.graph.nodes
+        processors = {n.name: n.factory() for n in nodes}
+        contexts = {n.name: NodeContext(self, n) for n in nodes}
+        for context in contexts.values():
+            context.connect(processors)
+        self._processors = processors
+        self._entry = {
+            t.name: (processors[n.name], n.timestamp_extractor)
+            for n in nodes
+            if n.kind is NodeKind.SOURCE
+            for t in n.topics
+        }
+        for n in nodes:
+            processors[n.name].init(contexts[n.name])
+
+    def schedule(
+        self,
+        context: NodeContext,
+        interval_ms: int,
+        kind: PunctuationType,
+        callback: Callable[[int], None],
+    ) -> Punctuation:
+        if kind is PunctuationType.WALL_CLOCK:
+            p = Punctuation(context, interval_ms, kind, callback, self.wall_clock() + interval_ms)
+            self._wall_punctuations.append(p)
+        else:
+            start = None if self.clock.ms is None else self.clock.ms + interval_ms
+            p = Punctuation(context, interval_ms, kind, callback, start)
+            self._stream_punctuations.append(p)
+            self._next_stream_ms = self._earliest(self._stream_punctuations)
+        return p
+
+    @staticmethod
+    def _earliest(punctuations: list[Punctuation]) -> int | None:
+        due = [p.next_ms for p in punctuations if p.next_ms is not None and not p.cancelled]
+        return min(due) if due else None
+
+    async def process(self, batch: Sequence[Event]) -> None:
+        self._context.run(self._process, batch)
+
+    def _process(self, batch: Sequence[Event]) -> None:
+        entry = self._entry
+        clock = self.clock
+        for event in batch:
+            found = entry.get(event.topic)
+            if found is None:
+                continue
+            source, extractor = found
+            self.current = event
+            record = Record(event.key, event.value, event.timestamp, event.headers)
+            try:
+                if extractor is not None:
+                    record.timestamp = extractor(record)
+                if clock.ms is None or record.timestamp > clock.ms:
+                    clock.ms = record.timestamp
+                source.process(record)
+            except Exception as exc:
+                # Raises AgentError under the `fail` policy; otherwise the record is dealt with.
+                self._failures.agent_failed(
+                    self.graph.name, self._raw_of(event), exc, self.graph.on_error
+                )
+                log.debug("processor graph %s raised", self.graph.name, exc_info=exc)
+            if self._stream_punctuations and clock.ms is not None:
+                self._punctuate_stream(clock.ms)
+        self.current = None
+
+    def _punctuate_stream(self, now_ms: int) -> None:
+        for p in self._stream_punctuations:
+            if p.cancelled:
+                continue
+            if p.next_ms is None:
+                p.next_ms = now_ms + p.interval_ms
+            elif now_ms >= p.next_ms:
+                self._fire(p, now_ms)
+        self._stream_punctuations = [p for p in self._stream_punctuations if not p.cancelled]
+
+    def next_wall_clock_ms(self) -> int | None:
+        """When the earliest wall-clock punctuation is due; the task wakes for it."""
+        return self._earliest(self._wall_punctuations)
+
+    def punctuate_wall_clock(self) -> None:
+        self._context.run(self._punctuate_wall_clock)
+
+    def _punctuate_wall_clock(self) -> None:
+        now = self.wall_clock()
+        for p in self._wall_punctuations:
+            if not p.cancelled and p.next_ms is not None and now >= p.next_ms:
+                self._fire(p, now)
+        self._wall_punctuations = [p for p in self._wall_punctuations if not p.cancelled]
+
+    def _fire(self, p: Punctuation, now_ms: int) -> None:
+        assert p.next_ms is not None
+        # Once per due time, even if several intervals passed (as Kafka Streams does).
+        p.next_ms += ((now_ms - p.next_ms) // p.interval_ms + 1) * p.interval_ms
+        current, self.current = self.current, None
+        try:
+            p.callback(now_ms)
+        except Exception as exc:
+            node = p.context.node.name
+            if self.graph.on_error is ErrorPolicy.FAIL:
+                raise StreamkitError(
+                    f"task {self.task_name}: {p.kind.value} punctuation of node {node!r} "
+                    f"raised {type(exc).__name__}: {exc}"
+                ) from exc
+            log.exception(
+                "task %s: punctuation of node %r raised; it runs again", self.task_name, node
+            )
+        finally:
+            self.current = current
+
+    def dropped(self, node: str, record: Record, reason: str) -> None:
+        self.metrics.dropped_records.labels(node, reason).inc()
+        event = self.current
+        where = "" if event is None else f" ({event.topic}[{event.partition}]@{event.offset})"
+        count = self._drops[node, reason] = self._drops.get((node, reason), 0) + 1
+        # The first and then every 1000th: a flood of late records must not flood the log.
+        if count % 1000 == 1:
+            log.warning(
+                "task %s: node %s dropped a record%s with timestamp %d: %s (%d so far; "
+                "metric streamkit_dropped_records)",
+                self.task_name,
+                node,
+                where,
+                record.timestamp,
+                reason,
+                count,
+            )
+
+    async def close(self) -> None:
+        self._context.run(self._close)
+
+    def _close(self) -> None:
+        for name, processor in self._processors.items():
+            try:
+                processor.close()
+            except Exception:
+                log.exception("processor %s raised while closing", name)
+
+    def cancel(self) -> None:
+        """Nothing runs outside a call from the task: nothing to cancel."""
