@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import logging
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from operator import attrgetter
@@ -22,7 +22,7 @@ from ..events import Event, StreamTime
 from ..metrics import Metrics
 from ..settings import Settings
 from ..state.restore import restore
-from ..state.task_store import task_stores
+from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
 from ..transport.base import Consumer, RawRecord, TopicPartition, Transport
 from .agent_runner import AgentRunner
@@ -141,6 +141,10 @@ class Task:
         self._wakeup.set()
         return full
 
+    def stores(self) -> Mapping[str, TaskStore]:
+        """The task's table shards by table name (for the test driver and status)."""
+        return self._stores
+
     def has_queued(self) -> bool:
         return any(self._queues.values())
 
@@ -192,11 +196,8 @@ class Task:
         loop = asyncio.get_running_loop()
         interval = self._services.settings.commit_interval_s
         try:
-            await self._restore()
+            await self.open()
             self._next_commit = loop.time() + interval
-            for runner in self._runners:
-                runner.start()
-            self.state = TaskState.SUSPENDED if self._revoked_while_restoring else TaskState.RUNNING
             while not self._closing:
                 self._wakeup.clear()
                 if self._suspend_done is not None:
@@ -215,20 +216,39 @@ class Task:
                 if self._uncommitted and loop.time() >= self._next_commit:
                     await self.commit()
                     self._next_commit = loop.time() + interval
-            for runner in self._runners:
-                await runner.close()
-            await self.commit()
+            await self.close()
         except RecordError:
             await self.commit()  # everything before the failed record
             raise
         finally:
-            for runner in self._runners:
-                runner.cancel()
-            for store in self._stores.values():
-                store.sqlite.close()
-            self.state = TaskState.CLOSED
-            if self._suspend_done is not None and not self._suspend_done.done():
-                self._suspend_done.set_result(None)
+            self.release()
+
+    async def open(self) -> None:
+        """Restore the stores, then start the agents and processors: ready for input."""
+        await self._restore()
+        for runner in self._runners:
+            runner.start()
+        self.state = TaskState.SUSPENDED if self._revoked_while_restoring else TaskState.RUNNING
+
+    async def process_records(self, tp: TopicPartition, records: Sequence[RawRecord]) -> None:
+        """Process fetched records now, bypassing the queue (the test driver's way in)."""
+        await self._process([(tp, records)])
+
+    async def close(self) -> None:
+        """End the agents' streams and close the processors, then commit what they did."""
+        for runner in self._runners:
+            await runner.close()
+        await self.commit()
+
+    def release(self) -> None:
+        """Let go of everything the task holds, however it ended."""
+        for runner in self._runners:
+            runner.cancel()
+        for store in self._stores.values():
+            store.sqlite.close()
+        self.state = TaskState.CLOSED
+        if self._suspend_done is not None and not self._suspend_done.done():
+            self._suspend_done.set_result(None)
 
     async def _restore(self) -> None:
         """Bring every store up to its changelog's end before the first record."""
