@@ -2,6 +2,9 @@
 
 from .agent import Agent
 from .app import App
+from .dsl.aggregate import Change
+from .dsl.kstream import BranchedKStream, KGroupedStream, KStream
+from .dsl.ktable import KGroupedTable, KTable
 from .errors import (
     AgentError,
     BadInputError,
@@ -13,6 +16,15 @@ from .errors import (
     TransportError,
 )
 from .events import Event
+from .processor import (
+    STREAM_TIME,
+    WALL_CLOCK,
+    Cancellable,
+    Processor,
+    ProcessorContext,
+    PunctuationType,
+    Record,
+)
 from .serde import Serde
 from .settings import Settings
 from .stream import Stream
@@ -23,14 +35,27 @@ from .transport.memory import MemoryBroker
 __version__ = "0.1.0"
 
 __all__ = [
+    "STREAM_TIME",
+    "WALL_CLOCK",
     "Agent",
     "AgentError",
     "App",
     "BadInputError",
+    "BranchedKStream",
+    "Cancellable",
+    "Change",
     "ConfigError",
     "ErrorPolicy",
     "Event",
+    "KGroupedStream",
+    "KGroupedTable",
+    "KStream",
+    "KTable",
     "MemoryBroker",
+    "Processor",
+    "ProcessorContext",
+    "PunctuationType",
+    "Record",
     "RecordError",
     "Serde",
     "SerdeError",

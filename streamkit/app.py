@@ -332,8 +332,10 @@ class App:
 
     def dead_letter_topic_if_used(self) -> Topic | None:
         """`{app_id}-dlq`, declared only when some topic or agent routes records there."""
-        used = any(t.on_error is ErrorPolicy.DEAD_LETTER for t in self.topics.values()) or any(
-            a.on_error is ErrorPolicy.DEAD_LETTER for a in self.agents
+        used = (
+            any(t.on_error is ErrorPolicy.DEAD_LETTER for t in self.topics.values())
+            or any(a.on_error is ErrorPolicy.DEAD_LETTER for a in self.agents)
+            or any(n.on_error is ErrorPolicy.DEAD_LETTER for n in self.graph.nodes)
         )
         if not used:
             return None
