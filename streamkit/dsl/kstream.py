@@ -231,7 +231,10 @@ class KStream:
             name=f"{base}-repartition-source",
             kind=NodeKind.SOURCE,
             topics=(topic,),
-            on_error=self.node.on_error,
+            # Only sources carry the stream's policy: the repartitioned side keeps it.
+            on_error=next(
+                (s.on_error for s in graph.upstream_sources(self.node)), self.node.on_error
+            ),
         )
         return KStream(self.app, source, key_serde, value_serde)
 
