@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import read, running, wait_for
 
 import streamkit as sk
 from streamkit.errors import AgentError, ConfigError
@@ -433,6 +434,44 @@ def test_ktable_filter_not_keeps_the_rows_the_predicate_rejects() -> None:
     with TopologyTestDriver(app) as driver:
         driver.pipe_many(flags, [("a", True), ("b", False), ("a", False)])
         assert driver.read_output(off) == [("b", False), ("a", False)]
+
+
+def people_app(url: str, data_dir: Path) -> tuple[sk.App, sk.Topic, sk.Topic]:
+    app = sk.App("people", broker=url, data_dir=data_dir, commit_interval_s=0.05)
+    people = app.topic("people", key_type=str, value_type=str, partitions=2)
+    per_city = app.topic("per-city", key_type=str, value_type=int, partitions=2)
+    (
+        app.ktable(people)
+        .group_by(lambda name, city: (city, name), key_type=str, name="by-city")
+        .count(name="city-count")
+        .to_stream()
+        .to(per_city)
+    )
+    return app, people, per_city
+
+
+async def test_ktable_over_records_written_before_the_worker_ran_sees_true_old_values(
+    memory_url: str, tmp_path: Path
+) -> None:
+    """Records not yet processed are input, not state: a worker that restored them into
+    the table first would pass each one its own value as the old one, and the count
+    of the city a person left would never go down."""
+    app, people, per_city = people_app(memory_url, tmp_path)
+    for name in ("ann", "bob", "cid", "dan"):
+        await app.send(people, key=name, value="oslo")  # before any worker ran
+    async with running(app):
+        await wait_for(lambda: ("oslo", 4) in read(app, per_city), what="four in oslo")
+    assert dict(read(app, per_city)) == {"oslo": 4}
+    # Moves while no worker runs, then a new worker (same files, same broker).
+    app2, people2, per_city2 = people_app(memory_url, tmp_path)
+    await app2.send(people2, key="ann", value="rome")
+    await app2.send(people2, key="bob", value="rome")
+    await app2.send(people2, key="cid", value=None)
+    async with running(app2):
+        await wait_for(
+            lambda: dict(read(app2, per_city2)) == {"oslo": 1, "rome": 2},
+            what="counts after the moves",
+        )
 
 
 # KTable.group_by + KGroupedTable ----------------------------------------------------------

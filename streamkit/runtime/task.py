@@ -261,11 +261,17 @@ class Task:
             for store in self._stores.values():
                 store.sqlite.open()
                 began = asyncio.get_running_loop().time()
+                # A KTable's topic past the committed offset is input still to process:
+                # restoring it too would hand its records their own value as the old one.
+                stop_at = None
+                if store.table.changelog_is_source:
+                    stop_at = await self._services.consumer.committed(store.changelog_tp) or 0
                 applied = await restore(
                     store,
                     reader,
                     max_records=self._services.settings.max_poll_records * 5,
                     cancelled=lambda: self._closing,
+                    stop_at=stop_at,
                 )
                 self.restored_records += applied
                 log.info(

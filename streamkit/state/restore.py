@@ -32,8 +32,10 @@ async def restore(
     *,
     max_records: int,
     cancelled: Callable[[], bool] = lambda: False,
+    stop_at: int | None = None,
 ) -> int:
-    """Bring the store up to the changelog's end; return the records applied."""
+    """Bring the store up to the changelog's end, or to `stop_at` if that comes first;
+    return the records applied."""
     tp = store.changelog_tp
     first, end = await reader.offsets(tp)
     checkpoint = store.sqlite.checkpoint()
@@ -56,6 +58,8 @@ async def restore(
         )
         store.sqlite.wipe()
         checkpoint = None
+    if stop_at is not None:
+        end = min(end, stop_at)
     start = first if checkpoint is None else checkpoint
     if start >= end:
         return 0
@@ -75,12 +79,18 @@ async def restore(
     try:
         while reader.position(tp) < end and not cancelled():
             batch = (await reader.getmany(timeout_s=1.0, max_records=max_records)).get(tp)
+            reached = reader.position(tp)
+            if batch and stop_at is not None:
+                batch = [r for r in batch if r.offset < stop_at]
+                reached = min(reached, stop_at)
             if batch:
-                store.apply_changelog(batch, reader.position(tp))
+                store.apply_changelog(batch, reached)
                 applied += len(batch)
                 bar.update(len(batch))
             else:
                 _, end = await reader.offsets(tp)
+                if stop_at is not None:
+                    end = min(end, stop_at)
             last_report = _report(
                 store, applied, total, end - reader.position(tp), began, last_report
             )
