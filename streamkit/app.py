@@ -295,11 +295,17 @@ class App:
         return KTable(self, node, topic.key_serde, topic.value_serde, table.get)
 
     def repartition_topic(
-        self, name: str, key_serde: Serde[Any], value_serde: Serde[Any], partitions: int | None
+        self,
+        name: str,
+        key_serde: Serde[Any],
+        value_serde: Serde[Any],
+        partitions: int | None,
+        *,
+        suffix: str = "repartition",
     ) -> Topic:
-        """`{app_id}-{name}-repartition`; sized with the topology unless `partitions` is given."""
+        """`{app_id}-{name}-{suffix}`; sized with the topology unless `partitions` is given."""
         topic = Topic(
-            f"{self.id}-{name}-repartition",
+            f"{self.id}-{name}-{suffix}",
             key_type=key_serde,
             value_type=value_serde,
             declared_partitions=partitions,
@@ -309,6 +315,14 @@ class App:
             raise ConfigError(f"two repartition topics are named {topic.name!r}; pass name=")
         self.graph.repartition_topics[topic.name] = topic
         return topic
+
+    def add_store(self, table: Table) -> Table:
+        """Register a store an operator built itself (join buffers, subscription stores)."""
+        _check_name("table", table.name)
+        if table.name in self.tables:
+            raise ConfigError(f"table {table.name!r} is declared twice")
+        self.tables[table.name] = table
+        return table
 
     def check_declared(self, topic: Topic) -> None:
         if self.topics.get(topic.name) is not topic:

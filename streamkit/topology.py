@@ -233,7 +233,8 @@ def _check_copartitioned(
         for source in graph.upstream_sources(side):
             topics.update((t.name, t) for t in source.topics)
     internal = {t.name for t in repartition_topics if t.declared_partitions is None}
-    fixed = [t for t in topics.values() if t.name not in internal]
+    # Internal topics follow the user's; when every side is internal, the widest.
+    fixed = [t for t in topics.values() if t.name not in internal] or list(topics.values())
     if fixed:
         target = max(t.partitions for t in fixed)
         for t in topics.values():

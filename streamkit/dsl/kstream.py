@@ -25,6 +25,8 @@ from .graph import NodeKind, NodeSpec
 
 if TYPE_CHECKING:
     from ..app import App
+    from .global_table import GlobalKTable
+    from .joins import JoinWindows
     from .ktable import KTable
     from .windowed import SessionWindowedKStream, TimeWindowedKStream
     from .windows import SessionWindows, SlidingWindows, TimeWindows
@@ -267,25 +269,52 @@ class KStream:
 
     # Joins (implemented in joins.py) -------------------------------------------------
 
-    def join(self, other: Any, joiner: Callable[[Any, Any], Any], **options: Any) -> KStream:
-        """Inner join with a KStream (needs `window=`), a KTable, or a GlobalKTable
-        (needs `key_selector=`); see docs/dsl.md for each kind."""
+    def join(
+        self,
+        other: KStream | KTable | GlobalKTable,
+        joiner: Callable[[Any, Any], Any],
+        *,
+        window: JoinWindows | None = None,
+        key_selector: Callable[[Any, Any], Any] | None = None,
+        name: str | None = None,
+    ) -> KStream:
+        """Inner join, `joiner(value, other_value)`: with a KStream within `window`, with a
+        KTable as of each record's arrival, or with a GlobalKTable at
+        `key_selector(key, value)`; see docs/dsl.md for each kind."""
         from .joins import stream_join
 
-        return stream_join(self, other, joiner, "inner", **options)
+        return stream_join(
+            self, other, joiner, "inner", window=window, key_selector=key_selector, name=name
+        )
 
-    def left_join(self, other: Any, joiner: Callable[[Any, Any], Any], **options: Any) -> KStream:
+    def left_join(
+        self,
+        other: KStream | KTable | GlobalKTable,
+        joiner: Callable[[Any, Any], Any],
+        *,
+        window: JoinWindows | None = None,
+        key_selector: Callable[[Any, Any], Any] | None = None,
+        name: str | None = None,
+    ) -> KStream:
+        """Every record of this stream; `other_value` is None where nothing joins."""
         from .joins import stream_join
 
-        return stream_join(self, other, joiner, "left", **options)
+        return stream_join(
+            self, other, joiner, "left", window=window, key_selector=key_selector, name=name
+        )
 
     def outer_join(
-        self, other: KStream, joiner: Callable[[Any, Any], Any], **options: Any
+        self,
+        other: KStream,
+        joiner: Callable[[Any, Any], Any],
+        *,
+        window: JoinWindows,
+        name: str | None = None,
     ) -> KStream:
-        """Stream-stream only, as in Kafka Streams."""
+        """Stream-stream only, as in Kafka Streams: unmatched records of either side."""
         from .joins import stream_join
 
-        return stream_join(self, other, joiner, "outer", **options)
+        return stream_join(self, other, joiner, "outer", window=window, name=name)
 
 
 class BranchedKStream:

@@ -138,23 +138,38 @@ class KTable:
 
     # Joins (implemented in joins.py) -------------------------------------------------
 
-    def join(self, other: KTable, joiner: Callable[[Any, Any], Any], **options: Any) -> KTable:
-        """Table-table inner join; with `foreign_key=` the foreign-key join."""
+    def join(
+        self,
+        other: KTable,
+        joiner: Callable[[Any, Any], Any],
+        *,
+        foreign_key: Callable[[Any], Any] | None = None,
+        name: str | None = None,
+    ) -> KTable:
+        """Table-table inner join on the key; with `foreign_key(value) -> other's key`,
+        the foreign-key join."""
         from .joins import table_join
 
-        return table_join(self, other, joiner, "inner", **options)
+        return table_join(self, other, joiner, "inner", foreign_key=foreign_key, name=name)
 
-    def left_join(self, other: KTable, joiner: Callable[[Any, Any], Any], **options: Any) -> KTable:
-        from .joins import table_join
-
-        return table_join(self, other, joiner, "left", **options)
-
-    def outer_join(
-        self, other: KTable, joiner: Callable[[Any, Any], Any], **options: Any
+    def left_join(
+        self,
+        other: KTable,
+        joiner: Callable[[Any, Any], Any],
+        *,
+        foreign_key: Callable[[Any], Any] | None = None,
+        name: str | None = None,
     ) -> KTable:
         from .joins import table_join
 
-        return table_join(self, other, joiner, "outer", **options)
+        return table_join(self, other, joiner, "left", foreign_key=foreign_key, name=name)
+
+    def outer_join(
+        self, other: KTable, joiner: Callable[[Any, Any], Any], *, name: str | None = None
+    ) -> KTable:
+        from .joins import table_join
+
+        return table_join(self, other, joiner, "outer", name=name)
 
 
 class KGroupedTable:

@@ -1,0 +1,747 @@
+"""Joins: stream-stream (windowed), stream-table, table-table and foreign-key table-table,
+with Kafka Streams' semantics; stream-GlobalKTable joins are dispatched to global_table.py.
+
+Every join but the global one needs both inputs in one task: it registers a
+co-partition group, which the Topology checks at start-up (DESIGN.md invariant
+5), and a stream whose key may have changed is repartitioned first. A
+foreign-key join cannot be co-partitioned (the right table is keyed by the
+foreign key), so it crosses between the two tables' tasks through two internal
+topics, as KIP-213 does: subscriptions keyed by the foreign key, responses keyed
+by the left key.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from ..errors import ConfigError
+from ..processor import Record
+from ..serde import PythonSerde, Serde, serde_for
+from ..state.join_store import (
+    LEFT,
+    RIGHT,
+    JoinBuffer,
+    PendingJoins,
+    SubscriptionStore,
+    ValuesSerde,
+)
+from ..state.table import Table
+from ..topic import Topic
+from . import operators as ops
+from .aggregate import Change
+from .graph import CopartitionGroup, NodeKind, NodeSpec
+from .kstream import KStream, internal_serde
+from .ktable import KTable, ValueGetter
+
+if TYPE_CHECKING:
+    from ..app import App
+
+JoinHow = Literal["inner", "left", "outer"]
+Joiner = Callable[[Any, Any], Any]  # (left value, right value) -> joined value
+Duration = float | timedelta  # seconds, or a timedelta
+
+_PYTHON = PythonSerde()
+_DAY_MS = 86_400_000
+
+
+def _ms(duration: Duration) -> int:
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+    return round(seconds * 1000)
+
+
+class JoinWindows:
+    """How far apart in event time two records may be to join, and how late they may come.
+
+    A left record at t joins right records in [t - before, t + after]. A record
+    whose timestamp is more than `grace` behind stream time is late: dropped and
+    counted, as no window that could still take it is open. Left and outer joins
+    emit a record that found no partner once its window has closed (stream time
+    past t + after + grace for a left record, t + before + grace for a right one).
+    """
+
+    __slots__ = ("after_ms", "before_ms", "grace_ms")
+
+    def __init__(self, *, before: Duration, after: Duration, grace: Duration = 0) -> None:
+        self.before_ms = _ms(before)
+        self.after_ms = _ms(after)
+        self.grace_ms = _ms(grace)
+        if self.before_ms + self.after_ms < 0:
+            raise ConfigError(
+                f"JoinWindows: before + after must be >= 0 (the window's size), got "
+                f"before={self.before_ms} ms, after={self.after_ms} ms"
+            )
+        if self.grace_ms < 0:
+            raise ConfigError(f"JoinWindows: grace must be >= 0, got {self.grace_ms} ms")
+
+    @classmethod
+    def of(cls, difference: Duration, grace: Duration = 0) -> JoinWindows:
+        """Records at most `difference` apart, either way (Kafka's ofTimeDifference...)."""
+        return cls(before=difference, after=difference, grace=grace)
+
+    def __repr__(self) -> str:
+        return (
+            f"JoinWindows(before={self.before_ms} ms, after={self.after_ms} ms, "
+            f"grace={self.grace_ms} ms)"
+        )
+
+
+# Entry points (KStream / KTable methods call these) ------------------------------------
+
+
+def stream_join(
+    stream: KStream,
+    other: Any,
+    joiner: Joiner,
+    how: JoinHow,
+    *,
+    window: JoinWindows | None = None,
+    key_selector: Callable[[Any, Any], Any] | None = None,
+    name: str | None = None,
+) -> KStream:
+    if isinstance(other, KStream):
+        if window is None:
+            raise ConfigError("a stream-stream join needs window=JoinWindows(...)")
+        _refuse(key_selector is not None, "key_selector= is for GlobalKTable joins")
+        _same_app(stream.app, other.app)
+        return _stream_stream(stream, other, joiner, how, window, name)
+    if isinstance(other, KTable):
+        _refuse(how == "outer", "a KStream has no outer join with a KTable (Kafka Streams)")
+        _refuse(window is not None, "window= is for stream-stream joins")
+        _refuse(key_selector is not None, "key_selector= is for GlobalKTable joins")
+        _same_app(stream.app, other.app)
+        return _stream_table(stream, other, joiner, how, name)
+    _refuse(window is not None, "window= is for stream-stream joins")
+    joined = _global_join(stream, other, joiner, how, key_selector)
+    if joined is None:
+        raise ConfigError(
+            f"a KStream joins a KStream, a KTable or a GlobalKTable, not {type(other).__name__}"
+        )
+    return joined
+
+
+def table_join(
+    table: KTable,
+    other: KTable,
+    joiner: Joiner,
+    how: JoinHow,
+    *,
+    foreign_key: Callable[[Any], Any] | None = None,
+    name: str | None = None,
+) -> KTable:
+    if not isinstance(other, KTable):
+        raise ConfigError(f"a KTable joins a KTable, not {type(other).__name__}")
+    _same_app(table.app, other.app)
+    if foreign_key is not None:
+        _refuse(how == "outer", "a foreign-key join is inner or left (Kafka Streams)")
+        return _foreign_key_join(table, other, joiner, how, foreign_key, name)
+    return _table_table(table, other, joiner, how, name)
+
+
+def _refuse(condition: bool, reason: str) -> None:
+    if condition:
+        raise ConfigError(reason)
+
+
+def _same_app(a: App, b: App) -> None:
+    if a is not b:
+        raise ConfigError(f"cannot join across apps ({a.id!r} and {b.id!r})")
+
+
+def _global_join(
+    stream: KStream,
+    other: Any,
+    joiner: Joiner,
+    how: JoinHow,
+    key_selector: Callable[[Any, Any], Any] | None,
+) -> KStream | None:
+    """Lazily: global tables live in their own module, which must not import this one."""
+    try:
+        from .global_table import GlobalKTable, global_join
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__package__}.global_table":
+            raise
+        return None
+    if not isinstance(other, GlobalKTable):
+        return None
+    _refuse(how == "outer", "a KStream has no outer join with a GlobalKTable (Kafka Streams)")
+    if key_selector is None:
+        raise ConfigError(
+            "a GlobalKTable join needs key_selector=lambda key, value: <the table's key>"
+        )
+    result: KStream = global_join(stream, other, joiner, how, key_selector)
+    return result
+
+
+# Shared building blocks ---------------------------------------------------------------
+
+
+def _combine(how: JoinHow, joiner: Joiner, left: Any, right: Any) -> Any:
+    """The joined value of a table row pair, None when the join has no row for it."""
+    if left is None and (how != "outer" or right is None):
+        return None
+    if right is None and how == "inner":
+        return None
+    return joiner(left, right)
+
+
+def _stores_behind(node: NodeSpec) -> tuple[Table, ...]:
+    """The stores a table's value getter may read: those of the node and its ancestors.
+
+    A lookup node declares them so that it runs in the task that holds them (one
+    sub-topology) and its graph reaches their shards.
+    """
+    found: dict[str, Table] = {}
+    pending, seen = [node], {id(node)}
+    while pending:
+        current = pending.pop()
+        found.update((t.name, t) for t in current.stores)
+        for parent in current.parents:
+            if id(parent) not in seen:
+                seen.add(id(parent))
+                pending.append(parent)
+    return tuple(found.values())
+
+
+def _copartition(app: App, what: str, left: NodeSpec, right: NodeSpec) -> None:
+    app.graph.copartition_groups.append(CopartitionGroup(what=what, sides=(left, right)))
+
+
+def _changelog(app: App, store: str, key: Serde[Any], value: Serde[Any], **config: str) -> Topic:
+    return Topic(f"{app.id}-{store}-changelog", key_type=key, value_type=value, config=config)
+
+
+# Stream-stream ------------------------------------------------------------------------
+
+
+class _Sided(NamedTuple):
+    side: int
+    value: Any
+
+
+class _TagSide(ops.DslProcessor):
+    """Marks which input a record came from: both sides feed one join processor."""
+
+    def __init__(self, side: int) -> None:
+        self.side = side
+
+    def process(self, record: Record) -> None:
+        self.context.forward(record.with_value(_Sided(self.side, record.value)))
+
+
+class _StreamStreamJoin(ops.DslProcessor):
+    """Both sides of a windowed join in one processor, so the unmatched records of both
+    sides are emitted in timestamp order from one place when their windows close.
+
+    Pending (unmatched) records are indexed in memory by a heap per side, rebuilt
+    from the pending store when a task opens, so a record costs no scan.
+    """
+
+    def __init__(
+        self,
+        joiner: Joiner,
+        windows: JoinWindows,
+        buffers: tuple[JoinBuffer, JoinBuffer],
+        pending: PendingJoins | None,
+        emits_unmatched: tuple[bool, bool],
+    ) -> None:
+        self.joiner = joiner
+        self.grace = windows.grace_ms
+        # A record of side s joins the other side's records in [t - back[s], t + ahead[s]].
+        self.back = (windows.before_ms, windows.after_ms)
+        self.ahead = (windows.after_ms, windows.before_ms)
+        self.buffers = buffers
+        self.pending = pending
+        self.emits_unmatched = emits_unmatched
+        self._heaps: tuple[list[tuple[int, int, Any]], list[tuple[int, int, Any]]] | None = None
+        self._seq = itertools.count()
+
+    def process(self, record: Record) -> None:
+        side, value = record.value
+        key, ts = record.key, record.timestamp
+        if key is None or value is None:
+            self.node.dropped(record, "null key" if key is None else "null value")
+            return
+        now = self.context.stream_time_ms
+        now = ts if now is None else now
+        if ts + self.grace < now:
+            self.node.dropped(record, "late for the join window (beyond its grace)")
+            return
+        if self.pending is not None:
+            self._emit_closed(now)
+        other = RIGHT - side
+        lo, hi = ts - self.back[side], ts + self.ahead[side]
+        matched = False
+        for other_ts, values in self.buffers[other].between(key, lo, hi):
+            matched = True
+            if self.emits_unmatched[other]:
+                self._matched(key, other_ts, other)
+            out_ts = max(ts, other_ts)
+            for other_value in values:
+                self._forward(key, side, value, other_value, out_ts, record.headers)
+        self.buffers[side].add(key, ts, value)
+        if not matched and self.emits_unmatched[side]:
+            self._hold(key, ts, side, value)
+
+    def _forward(self, key: Any, side: int, value: Any, other: Any, ts: int, headers: Any) -> None:
+        left, right = (value, other) if side == LEFT else (other, value)
+        self.context.forward(Record(key, self.joiner(left, right), ts, headers))
+
+    def _matched(self, key: Any, ts: int, side: int) -> None:
+        assert self.pending is not None
+        row = (key, ts, side)
+        if row in self.pending:
+            self.pending.delete(row)
+
+    def _hold(self, key: Any, ts: int, side: int, value: Any) -> None:
+        assert self.pending is not None
+        row = (key, ts, side)
+        values = self.pending.get(row)
+        self.pending[row] = [value] if values is None else [*values, value]
+        if values is None:
+            heapq.heappush(self._index()[side], (ts, next(self._seq), key))
+
+    def _index(self) -> tuple[list[tuple[int, int, Any]], list[tuple[int, int, Any]]]:
+        if self._heaps is None:
+            assert self.pending is not None
+            heaps: tuple[list[tuple[int, int, Any]], list[tuple[int, int, Any]]] = ([], [])
+            for (key, ts, side), _values in self.pending.items():
+                heaps[side].append((ts, next(self._seq), key))
+            for heap in heaps:
+                heapq.heapify(heap)
+            self._heaps = heaps
+        return self._heaps
+
+    def _emit_closed(self, now: int) -> None:
+        """Unmatched records whose window closed, oldest first, with None for the other side."""
+        assert self.pending is not None
+        heaps = self._index()
+        while True:
+            due = [
+                s
+                for s in (LEFT, RIGHT)
+                if heaps[s] and heaps[s][0][0] + self.ahead[s] + self.grace < now
+            ]
+            if not due:
+                return
+            side = min(due, key=lambda s: heaps[s][0][0])
+            ts, _, key = heapq.heappop(heaps[side])
+            row = (key, ts, side)
+            values = self.pending.get(row)
+            if values is None:
+                continue  # matched since it was held
+            self.pending.delete(row)
+            for value in values:
+                self._forward(key, side, value, None, ts, ())
+
+
+def _stream_stream(
+    left: KStream,
+    right: KStream,
+    joiner: Joiner,
+    how: JoinHow,
+    windows: JoinWindows,
+    name: str | None,
+) -> KStream:
+    app, graph = left.app, left.app.graph
+    left = left.keyed_for_grouping(f"{name}-left" if name else None)
+    right = right.keyed_for_grouping(f"{name}-right" if name else None)
+    this = graph.add(
+        "KSTREAM-JOINTHIS",
+        lambda: _TagSide(LEFT),
+        (left.node,),
+        name=f"{name}-this" if name else None,
+    )
+    that = graph.add(
+        "KSTREAM-JOINOTHER",
+        lambda: _TagSide(RIGHT),
+        (right.node,),
+        name=f"{name}-other" if name else None,
+    )
+    prefix = {"inner": "KSTREAM-JOIN", "left": "KSTREAM-LEFTJOIN", "outer": "KSTREAM-OUTERJOIN"}
+    join_name = graph.name(prefix[how], name)
+    grace = windows.grace_ms
+    buffers = (
+        _buffer(app, f"{this.name}-store", left, windows.after_ms + grace),
+        _buffer(app, f"{that.name}-store", right, windows.before_ms + grace),
+    )
+    emits_unmatched = (how in ("left", "outer"), how == "outer")
+    pending = None
+    if how != "inner":
+        store = f"{join_name}-outer-shared-store"
+        key_serde = internal_serde(None, left.key_serde)
+        value_serde = ValuesSerde(_PYTHON)
+        pending = PendingJoins(
+            store,
+            _changelog(app, store, key_serde, value_serde, **{"cleanup.policy": "compact"}),
+        )
+        app.add_store(pending)
+    stores = (*buffers, *([pending] if pending is not None else []))
+    node = graph.add(
+        prefix[how],
+        lambda: _StreamStreamJoin(joiner, windows, buffers, pending, emits_unmatched),
+        (this, that),
+        name=join_name,
+        stores=stores,
+    )
+    _copartition(app, f"join {join_name}", left.node, right.node)
+    return KStream(app, node, left.key_serde, None)
+
+
+def _buffer(app: App, store: str, side: KStream, retention_ms: int) -> JoinBuffer:
+    """A side's buffer keeps a record while records of the other side may still join it."""
+    retention = max(0, retention_ms)
+    changelog = _changelog(
+        app,
+        store,
+        internal_serde(None, side.key_serde),
+        ValuesSerde(internal_serde(None, side.value_serde)),
+        **{"cleanup.policy": "compact,delete", "retention.ms": str(retention + _DAY_MS)},
+    )
+    buffer = JoinBuffer(store, changelog, retention)
+    app.add_store(buffer)
+    return buffer
+
+
+# Stream-table -------------------------------------------------------------------------
+
+
+class _StreamTableJoin(ops.DslProcessor):
+    """Looks the table up as each stream record arrives; table updates emit nothing."""
+
+    def __init__(self, getter: ValueGetter, joiner: Joiner, left: bool) -> None:
+        self.getter = getter
+        self.joiner = joiner
+        self.left = left
+
+    def process(self, record: Record) -> None:
+        if record.key is None or record.value is None:
+            self.node.dropped(record, "null key" if record.key is None else "null value")
+            return
+        found = self.getter(record.key)
+        if found is None and not self.left:
+            return
+        self.context.forward(record.with_value(self.joiner(record.value, found)))
+
+
+def _stream_table(
+    stream: KStream, table: KTable, joiner: Joiner, how: JoinHow, name: str | None
+) -> KStream:
+    app = stream.app
+    stream = stream.keyed_for_grouping(f"{name}-left" if name else None)
+    node = app.graph.add(
+        "KSTREAM-JOIN" if how == "inner" else "KSTREAM-LEFTJOIN",
+        lambda: _StreamTableJoin(table.getter, joiner, how == "left"),
+        (stream.node,),
+        name=name,
+        stores=_stores_behind(table.node),
+    )
+    _copartition(app, f"join {node.name}", stream.node, table.node)
+    return KStream(app, node, stream.key_serde, None)
+
+
+# Table-table --------------------------------------------------------------------------
+
+
+class _TableJoinSide(ops.DslProcessor):
+    """An update of one table, joined with the other's current row: old and new results."""
+
+    def __init__(self, side: int, other: ValueGetter, joiner: Joiner, how: JoinHow) -> None:
+        self.side = side
+        self.other = other
+        self.joiner = joiner
+        self.how = how
+
+    def process(self, record: Record) -> None:
+        if record.key is None:
+            self.node.dropped(record, "null key")
+            return
+        change: Change = record.value
+        other = self.other(record.key)
+        if self.side == LEFT:
+            new = _combine(self.how, self.joiner, change.new, other)
+            old = _combine(self.how, self.joiner, change.old, other)
+        else:
+            new = _combine(self.how, self.joiner, other, change.new)
+            old = _combine(self.how, self.joiner, other, change.old)
+        if new is None and old is None:
+            return  # no row of the join changed
+        self.context.forward(record.with_value(Change(new, old)))
+
+
+def _table_table(
+    left: KTable, right: KTable, joiner: Joiner, how: JoinHow, name: str | None
+) -> KTable:
+    app, graph = left.app, left.app.graph
+    this = graph.add(
+        "KTABLE-JOINTHIS",
+        lambda: _TableJoinSide(LEFT, right.getter, joiner, how),
+        (left.node,),
+        name=f"{name}-this" if name else None,
+        stores=_stores_behind(right.node),
+    )
+    that = graph.add(
+        "KTABLE-JOINOTHER",
+        lambda: _TableJoinSide(RIGHT, left.getter, joiner, how),
+        (right.node,),
+        name=f"{name}-other" if name else None,
+        stores=_stores_behind(left.node),
+    )
+    merge = graph.add("KTABLE-MERGE", ops.PassThrough, (this, that), name=name)
+    left_get, right_get = left.getter, right.getter
+
+    def get(key: Any) -> Any:
+        return _combine(how, joiner, left_get(key), right_get(key))
+
+    _copartition(app, f"join {merge.name}", left.node, right.node)
+    return KTable(app, merge, left.key_serde, None, get)
+
+
+# Foreign-key table-table (KIP-213) ---------------------------------------------------
+
+_SUBSCRIBE, _UNSUBSCRIBE = 1, 0
+
+
+def _settle(result: Table, key: Any, new: Any, source: Record) -> Record | None:
+    """Store a left row's new join result; the change to pass on, if anything changed."""
+    old = result.get(key)
+    if new is None:
+        if old is None:
+            return None
+        result.delete(key)
+    else:
+        result[key] = new
+    return Record(key, Change(new, old), source.timestamp, source.headers)
+
+
+class _SubscriptionSend(ops.DslProcessor):
+    """Left side: subscribe each row to its foreign key, unsubscribe it from the old one.
+
+    A row without a foreign key (deleted, or referencing nothing) needs no answer
+    from the right side: its result is settled here.
+    """
+
+    def __init__(
+        self,
+        foreign_key: Callable[[Any], Any],
+        joiner: Joiner,
+        left: bool,
+        result: Table,
+        sink: str,
+        output: str,
+    ) -> None:
+        self.foreign_key = foreign_key
+        self.joiner = joiner
+        self.left = left
+        self.result = result
+        self.sink = sink
+        self.output = output
+
+    def process(self, record: Record) -> None:
+        key = record.key
+        if key is None:
+            self.node.dropped(record, "null key")
+            return
+        change: Change = record.value
+        new_fk = None if change.new is None else self.foreign_key(change.new)
+        old_fk = None if change.old is None else self.foreign_key(change.old)
+        ts, headers = record.timestamp, record.headers
+        if old_fk is not None and old_fk != new_fk:
+            self.context.forward(Record(old_fk, (_UNSUBSCRIBE, key), ts, headers), to=self.sink)
+        if new_fk is not None:
+            self.context.forward(Record(new_fk, (_SUBSCRIBE, key), ts, headers), to=self.sink)
+            return
+        if change.new is not None and not self.left:
+            self.node.dropped(record, "null foreign key")
+        new = self.joiner(change.new, None) if self.left and change.new is not None else None
+        settled = _settle(self.result, key, new, record)
+        if settled is not None:
+            self.context.forward(settled, to=self.output)
+
+
+class _SubscriptionReceive(ops.DslProcessor):
+    """Right side: record who references a foreign key; answer with the right row now."""
+
+    def __init__(self, subscriptions: SubscriptionStore, right: ValueGetter) -> None:
+        self.subscriptions = subscriptions
+        self.right = right
+
+    def process(self, record: Record) -> None:
+        foreign_key = record.key
+        op, left_key = record.value
+        row = (foreign_key, left_key)
+        if op == _UNSUBSCRIBE:
+            if row in self.subscriptions:
+                self.subscriptions.delete(row)
+            return
+        if row not in self.subscriptions:
+            self.subscriptions[row] = 1
+        self.context.forward(
+            Record(
+                left_key, (foreign_key, self.right(foreign_key)), record.timestamp, record.headers
+            )
+        )
+
+
+class _ForeignChange(ops.DslProcessor):
+    """Right side: a right row changed; every left row referencing it gets the new value."""
+
+    def __init__(self, subscriptions: SubscriptionStore) -> None:
+        self.subscriptions = subscriptions
+
+    def process(self, record: Record) -> None:
+        if record.key is None:
+            self.node.dropped(record, "null key")
+            return
+        change: Change = record.value
+        for left_key in self.subscriptions.subscribers(record.key):
+            self.context.forward(
+                Record(left_key, (record.key, change.new), record.timestamp, record.headers)
+            )
+
+
+class _ResponseJoin(ops.DslProcessor):
+    """Left side: join a right row with the left row as it is now.
+
+    A response for a foreign key the left row no longer references is stale (a
+    later subscription, or the row's deletion, decides) and is ignored, as KIP-213
+    ignores responses whose hash no longer matches. Responses of one foreign key
+    arrive in order, so the last one carries the right row's latest value.
+    """
+
+    def __init__(
+        self,
+        left: ValueGetter,
+        foreign_key: Callable[[Any], Any],
+        joiner: Joiner,
+        left_join: bool,
+        result: Table,
+    ) -> None:
+        self.left = left
+        self.foreign_key = foreign_key
+        self.joiner = joiner
+        self.left_join = left_join
+        self.result = result
+
+    def process(self, record: Record) -> None:
+        foreign_key, right = record.value
+        current = self.left(record.key)
+        if current is None or self.foreign_key(current) != foreign_key:
+            return
+        new = None if right is None and not self.left_join else self.joiner(current, right)
+        settled = _settle(self.result, record.key, new, record)
+        if settled is not None:
+            self.context.forward(settled)
+
+
+def _foreign_key_join(
+    left: KTable,
+    right: KTable,
+    joiner: Joiner,
+    how: JoinHow,
+    foreign_key: Callable[[Any], Any],
+    name: str | None,
+) -> KTable:
+    app, graph = left.app, left.app.graph
+    base = name or graph.name("KTABLE-FK-JOIN", None)
+    fk_serde = internal_serde(None, right.key_serde)
+    key_serde = internal_serde(None, left.key_serde)
+    registration = app.repartition_topic(
+        base, fk_serde, _PYTHON, None, suffix="subscription-registration"
+    )
+    response = app.repartition_topic(base, key_serde, _PYTHON, None, suffix="subscription-response")
+    result = app.table(f"{base}-output-store", key_type=key_serde, value_type=_PYTHON)
+    store = f"{base}-subscription-store"
+    subscriptions = SubscriptionStore(
+        store,
+        _changelog(app, store, fk_serde, serde_for(int), **{"cleanup.policy": "compact"}),
+        key_serde,
+    )
+    app.add_store(subscriptions)
+    names = {
+        part: f"{base}-{part}"
+        for part in (
+            "subscription-send",
+            "subscription-registration-sink",
+            "subscription-registration-source",
+            "subscription-receive",
+            "foreign-change",
+            "subscription-response-sink",
+            "subscription-response-source",
+            "response-join",
+            "output",
+        )
+    }
+    left_join = how == "left"
+
+    # Left side: subscriptions out.
+    send = graph.add(
+        "KTABLE-FK-JOIN-SUBSCRIPTION-SEND",
+        lambda: _SubscriptionSend(
+            foreign_key,
+            joiner,
+            left_join,
+            result,
+            names["subscription-registration-sink"],
+            names["output"],
+        ),
+        (left.node,),
+        name=names["subscription-send"],
+        stores=(result,),
+    )
+    _sink(app, registration, send, names["subscription-registration-sink"])
+
+    # Right side: subscriptions in, right rows out (on subscription and on change).
+    incoming = _source(app, registration, names["subscription-registration-source"])
+    receive = graph.add(
+        "KTABLE-FK-JOIN-SUBSCRIPTION-RECEIVE",
+        lambda: _SubscriptionReceive(subscriptions, right.getter),
+        (incoming,),
+        name=names["subscription-receive"],
+        stores=(subscriptions, *_stores_behind(right.node)),
+    )
+    changes = graph.add(
+        "KTABLE-FK-JOIN-FOREIGN-CHANGE",
+        lambda: _ForeignChange(subscriptions),
+        (right.node,),
+        name=names["foreign-change"],
+        stores=(subscriptions,),
+    )
+    _sink(app, response, receive, names["subscription-response-sink"], changes)
+
+    # Left side: responses in, results out.
+    answers = _source(app, response, names["subscription-response-source"])
+    joined = graph.add(
+        "KTABLE-FK-JOIN-RESPONSE",
+        lambda: _ResponseJoin(left.getter, foreign_key, joiner, left_join, result),
+        (answers,),
+        name=names["response-join"],
+        stores=(result, *_stores_behind(left.node)),
+    )
+    output = graph.add(
+        "KTABLE-FK-JOIN-OUTPUT", ops.PassThrough, (send, joined), name=names["output"]
+    )
+
+    _copartition(app, f"foreign-key join {base} (subscriptions)", incoming, right.node)
+    _copartition(app, f"foreign-key join {base} (responses)", answers, left.node)
+    return KTable(app, output, left.key_serde, None, result.get)
+
+
+def _sink(app: App, topic: Topic, parent: NodeSpec, name: str, *more: NodeSpec) -> NodeSpec:
+    return app.graph.add(
+        "KSTREAM-SINK",
+        lambda: ops.Sink(topic, {}),
+        (parent, *more),
+        name=name,
+        kind=NodeKind.SINK,
+        topics=(topic,),
+    )
+
+
+def _source(app: App, topic: Topic, name: str) -> NodeSpec:
+    return app.graph.add(
+        "KSTREAM-SOURCE", ops.PassThrough, (), name=name, kind=NodeKind.SOURCE, topics=(topic,)
+    )
