@@ -9,6 +9,7 @@ with the changelog offset they reach.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -78,6 +79,10 @@ class TaskStore:
         self._value_serde = table.changelog.value_serde
         self._partitions = table.changelog.partitions
         self._dirty: dict[Any, Any] = {}
+        # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
+        # lookup) reads its slice of them, not every change since the last commit.
+        self._dirty_order: list[bytes] = []
+        self._dirty_keys: dict[bytes, Any] = {}
         self._expires = table.expiry_horizon_s is not None
         # Values known to match the file (persisted or read), so that a key's first
         # read after a commit is no SELECT. Dropped whole when it outgrows its bound;
@@ -125,11 +130,18 @@ class TaskStore:
                 f"table {self.table.name!r}: None is a deletion in a changelog; use del"
             )
         self._check_partition(key)
-        self._dirty[key] = value
+        self._change(key, value)
 
     def delete(self, key: Any) -> None:
         self._check_partition(key)
-        self._dirty[key] = _DELETED
+        self._change(key, _DELETED)
+
+    def _change(self, key: Any, value: Any) -> None:
+        if key not in self._dirty:
+            kb = self._key_bytes(key)
+            bisect.insort(self._dirty_order, kb)
+            self._dirty_keys[kb] = key
+        self._dirty[key] = value
 
     def range(self, start: Any, end: Any) -> Iterator[tuple[Any, Any]]:
         low = None if start is None else self._key_bytes(start)
@@ -138,10 +150,12 @@ class TaskStore:
         merged: dict[bytes, Any] = {
             k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high, since)
         }
-        for key, value in self._dirty.items():
-            kb = self._key_bytes(key)
-            if (low is None or kb >= low) and (high is None or kb < high):
-                merged[kb] = _DELETED if self._expired(key, since) else value
+        order = self._dirty_order
+        first = 0 if low is None else bisect.bisect_left(order, low)
+        last = len(order) if high is None else bisect.bisect_left(order, high)
+        for kb in order[first:last]:
+            key = self._dirty_keys[kb]
+            merged[kb] = _DELETED if self._expired(key, since) else self._dirty[key]
         for kb in sorted(merged):
             value = merged[kb]
             if value is not _DELETED:
@@ -210,7 +224,9 @@ class TaskStore:
         self._next_expiry_check = time.monotonic() + min(EXPIRY_CHECK_S, horizon / 4)
         if self.table.tombstones_on_expiry:
             for kb in self.sqlite.expired(cutoff):
-                self._dirty.setdefault(self._key_serde.deserialize(kb), _DELETED)
+                key = self._key_serde.deserialize(kb)
+                if key not in self._dirty:
+                    self._change(key, _DELETED)
         else:
             self.sqlite.delete_before(cutoff)
 
@@ -224,6 +240,8 @@ class TaskStore:
         if len(self._dirty) <= self._clean_limit:
             self._clean.update(self._dirty)
         self._dirty.clear()
+        self._dirty_order.clear()
+        self._dirty_keys.clear()
 
     # Restore -----------------------------------------------------------------
 
