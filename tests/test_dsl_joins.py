@@ -434,6 +434,30 @@ def test_foreign_key_join_ignores_responses_for_a_foreign_key_left_behind() -> N
         assert driver.store("oc-output-store") == {"o1": "c1:11|Alice"}
 
 
+async def test_foreign_key_join_across_sub_topologies_in_a_worker(
+    memory_url: str, tmp_path: Path
+) -> None:
+    app = sk.App("fkworker", broker=memory_url, data_dir=tmp_path, commit_interval_s=0.05)
+    orders, customers, out = topics(app, ("orders", 3), ("customers", 2), ("out", 3))
+    joined = app.ktable(orders).join(
+        app.ktable(customers), show, foreign_key=lambda v: v.split(":")[0]
+    )
+    joined.to_stream().to(out)
+    expected = {f"o{i}": f"c1:{i}|Alice" for i in range(6)}
+
+    def latest() -> dict[str, str]:
+        return dict(read(app, out))  # partition order keeps each key's updates in order
+
+    async with running(app):
+        await app.send(customers, key="c1", value="Alice")
+        for i in range(6):
+            await app.send(orders, key=f"o{i}", value=f"c1:{i}")
+        await wait_for(lambda: latest() == expected, what="every order joined")
+        await app.send(customers, key="c1", value="Bob")
+        renamed = {k: v.replace("Alice", "Bob") for k, v in expected.items()}
+        await wait_for(lambda: latest() == renamed, what="the update fanned out")
+
+
 def test_foreign_key_outer_join_is_refused() -> None:
     app = sk.App("fkouter")
     a, b = topics(app, ("a", 1), ("b", 1))

@@ -77,6 +77,8 @@ class JoinBuffer(WindowedTable):
         self, key: Any, time_from_ms: int, time_to_ms: int
     ) -> Iterator[tuple[int, list[Any]]]:
         """(timestamp, values) of the key's records in [from, to], oldest first."""
+        if time_to_ms < 0:
+            return  # timestamps are never negative
         for start, _end, values in self.fetch(key, max(0, time_from_ms), max(0, time_to_ms)):
             yield start, values
 
