@@ -517,14 +517,15 @@ async def test_copartition_mismatch_stops_a_worker_before_it_consumes(memory_url
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("streamkit.dsl.global_table") is None,
-    reason="streamkit.dsl.global_table has not landed yet",
+    importlib.util.find_spec("streamkit.dsl.global_table") is None
+    or not hasattr(sk.App, "global_ktable"),
+    reason="GlobalKTable (streamkit.dsl.global_table, app.global_ktable) has not landed yet",
 )
 def test_stream_global_table_join_is_dispatched() -> None:
     app = sk.App("globaljoin")
     orders, products, out = topics(app, ("orders", 2), ("products", 1), ("out", 2))
     products_global = app.global_ktable(products)  # type: ignore[attr-defined]
-    app.stream(orders).join(products_global, show, key_selector=lambda _k, v: v).to(out)
+    app.stream(orders).join(products_global, show, key_selector=lambda _k, v: v, name="g").to(out)
     with TopologyTestDriver(app) as driver:
         driver.pipe(products, "p1", "Pen", timestamp_ms=1)
         driver.pipe(orders, "o1", "p1", timestamp_ms=2)

@@ -115,7 +115,7 @@ def stream_join(
         _same_app(stream.app, other.app)
         return _stream_table(stream, other, joiner, how, name)
     _refuse(window is not None, "window= is for stream-stream joins")
-    joined = _global_join(stream, other, joiner, how, key_selector)
+    joined = _global_join(stream, other, joiner, how, key_selector, name)
     if joined is None:
         raise ConfigError(
             f"a KStream joins a KStream, a KTable or a GlobalKTable, not {type(other).__name__}"
@@ -157,6 +157,7 @@ def _global_join(
     joiner: Joiner,
     how: JoinHow,
     key_selector: Callable[[Any, Any], Any] | None,
+    name: str | None,
 ) -> KStream | None:
     """Lazily: global tables live in their own module, which must not import this one."""
     try:
@@ -172,7 +173,7 @@ def _global_join(
         raise ConfigError(
             "a GlobalKTable join needs key_selector=lambda key, value: <the table's key>"
         )
-    result: KStream = global_join(stream, other, joiner, how, key_selector)
+    result: KStream = global_join(stream, other, joiner, how, key_selector, name=name)
     return result
 
 
