@@ -3,6 +3,7 @@
 from .agent import Agent
 from .app import App
 from .dsl.aggregate import Change
+from .dsl.joins import JoinWindows
 from .dsl.kstream import BranchedKStream, KGroupedStream, KStream
 from .dsl.ktable import KGroupedTable, KTable
 from .errors import (
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "ErrorPolicy",
     "Event",
+    "JoinWindows",
     "KGroupedStream",
     "KGroupedTable",
     "KStream",
