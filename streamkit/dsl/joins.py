@@ -218,6 +218,9 @@ def _changelog(app: App, store: str, key: Serde[Any], value: Serde[Any], **confi
 # Stream-stream ------------------------------------------------------------------------
 
 
+_Heap = list[tuple[int, int, Any]]  # (timestamp, sequence, key) of pending records
+
+
 class _Sided(NamedTuple):
     side: int
     value: Any
@@ -257,7 +260,7 @@ class _StreamStreamJoin(ops.DslProcessor):
         self.buffers = buffers
         self.pending = pending
         self.emits_unmatched = emits_unmatched
-        self._heaps: tuple[list[tuple[int, int, Any]], list[tuple[int, int, Any]]] | None = None
+        self._heaps: tuple[_Heap, _Heap] | None = None
         self._seq = itertools.count()
 
     def process(self, record: Record) -> None:
@@ -305,10 +308,10 @@ class _StreamStreamJoin(ops.DslProcessor):
         if values is None:
             heapq.heappush(self._index()[side], (ts, next(self._seq), key))
 
-    def _index(self) -> tuple[list[tuple[int, int, Any]], list[tuple[int, int, Any]]]:
+    def _index(self) -> tuple[_Heap, _Heap]:
         if self._heaps is None:
             assert self.pending is not None
-            heaps: tuple[list[tuple[int, int, Any]], list[tuple[int, int, Any]]] = ([], [])
+            heaps: tuple[_Heap, _Heap] = ([], [])
             for (key, ts, side), _values in self.pending.items():
                 heaps[side].append((ts, next(self._seq), key))
             for heap in heaps:
