@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, AgentFn, Timer, tables_used_by
 from .dsl.aggregate import TableSource
+from .dsl.global_table import GlobalKTable
 from .dsl.graph import GraphBuilder
 from .dsl.kstream import KStream
 from .dsl.ktable import KTable
@@ -63,6 +64,7 @@ class App:
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
+        self.global_tables: dict[str, GlobalKTable] = {}
         self.timers: list[Timer] = []
         self.graph = GraphBuilder(app_id)
         self.metrics = Metrics()
@@ -293,6 +295,23 @@ class App:
             "KTABLE-SOURCE", lambda: TableSource(table), (source,), stores=(table,)
         )
         return KTable(self, node, topic.key_serde, topic.value_serde, table.get)
+
+    def global_ktable(self, topic: Topic, *, name: str | None = None) -> GlobalKTable:
+        """The latest value per key of a whole topic, copied into every worker.
+
+        Each worker loads all partitions before its tasks start and follows the topic
+        while running; streams join it at any key (`key_selector`), with no
+        co-partitioning. Its store is `{data_dir}/{app_id}/global/{name}.sqlite`.
+        """
+        self.check_declared(topic)
+        store = name or topic.name
+        _check_name("table", store)
+        if store in self.tables or store in self.global_tables:
+            raise ConfigError(f"table {store!r} is declared twice")
+        if self.graph.source_for(topic) is not None:
+            raise ConfigError(f"topic {topic.name!r} is already read as a stream or table")
+        self.global_tables[store] = table = GlobalKTable(self, topic, store)
+        return table
 
     def repartition_topic(
         self,

@@ -30,6 +30,7 @@ from typing import Any
 from .app import App
 from .errors import ConfigError
 from .runtime.failures import FailureRouter
+from .runtime.global_tables import GlobalTables
 from .runtime.record_writer import RecordWriter
 from .runtime.task import Task, TaskServices
 from .runtime.topic_admin import ensure_topics
@@ -162,6 +163,8 @@ class TopologyTestDriver:
             wall_clock=lambda: self._wall_ms,
         )
         app._attach(self)  # type: ignore[arg-type]  # app.send inside agents writes here
+        self._globals = GlobalTables(app.global_tables.values(), services)
+        await self._globals.load()
         for sub in self.topology.subtopologies:
             for task_id in sub.task_ids():
                 task = Task(task_id, sub, sub.partitions_of(task_id), services)
@@ -229,6 +232,7 @@ class TopologyTestDriver:
         sources = {t.name for t in self.topology.subtopologies for t in t.sources}
         while True:
             await self.writer.flush()
+            await self._globals.catch_up()  # global tables first: they serve every task
             delivered = False
             for name in sorted(sources):
                 count = self.broker.partition_count(name) or 0
@@ -280,11 +284,12 @@ class TopologyTestDriver:
         """A store's contents across every task, as a dict (windowed stores by
         `(key, window_start_ms, window_end_ms)`)."""
         self._check_open()
+        if name in self.app.global_tables:
+            return dict(self.app.global_tables[name].store.items())
         table = self.app.tables.get(name)
         if table is None:
-            raise ConfigError(
-                f"no store named {name!r}; stores: {', '.join(sorted(self.app.tables)) or 'none'}"
-            )
+            names = sorted([*self.app.tables, *self.app.global_tables])
+            raise ConfigError(f"no store named {name!r}; stores: {', '.join(names) or 'none'}")
         merged: dict[Any, Any] = {}
         for task in self._tasks.values():
             shard = task.stores().get(name)
@@ -329,6 +334,7 @@ class TopologyTestDriver:
         finally:
             for task in self._tasks.values():
                 task.release()
+            await self._globals.stop()
 
     def _release(self) -> None:
         self.app._detach(self)  # type: ignore[arg-type]

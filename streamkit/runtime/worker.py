@@ -21,6 +21,7 @@ from ..transport.base import Consumer, Producer, RawRecord, TopicPartition
 from .assignor import MemberInfo, TaskPlanner
 from .coordinator import Coordinator
 from .failures import FailureRouter
+from .global_tables import GlobalTables
 from .liveness import LoopWatchdog, watch_progress
 from .record_writer import RecordWriter
 from .status import StatusReporter, status_topic
@@ -49,6 +50,7 @@ class Worker:
         self.watchdog: LoopWatchdog | None = None
         self._status_topic = status_topic(app.id)
         self.status: StatusReporter | None = None
+        self.global_tables: GlobalTables | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -99,7 +101,12 @@ class Worker:
             if self.settings.metrics_port is None
             else app.metrics.serve(self.settings.metrics_port)
         )
+        self.global_tables = GlobalTables(app.global_tables.values(), services)
         try:
+            # Whole before the group is joined: no task sees a half-loaded global table.
+            if not await self.global_tables.load(cancelled=self._stopping.is_set):
+                return  # stopped while loading: the group never saw this worker
+            self.global_tables.start_tailing(self._fail)
             await consumer.start(topology.source_topics(), self.coordinator)
             self.watchdog = LoopWatchdog(app.agents, self.settings.loop_stall_warning_s)
             self._background = [
@@ -221,6 +228,9 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
+            if self.global_tables is not None:
+                with contextlib.suppress(Exception):
+                    await self.global_tables.stop()
             with contextlib.suppress(Exception):
                 await producer.stop()
 
