@@ -86,12 +86,16 @@ class GlobalStore:
         if positions:
             db = self.sqlite.db
             db.execute("BEGIN")
-            db.executemany(
-                "INSERT INTO meta(name, value) VALUES(?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
-                [(f"{_PREFIX}{p}", offset) for p, offset in positions.items()],
-            )
-            db.execute("COMMIT")
+            try:
+                db.executemany(
+                    "INSERT INTO meta(name, value) VALUES(?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                    [(f"{_PREFIX}{p}", offset) for p, offset in positions.items()],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def _refresh(self, rows: Iterable[Row]) -> None:
         """Update the keys readers have cached; a load adds none (it would only churn)."""
