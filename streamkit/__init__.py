@@ -3,6 +3,7 @@
 from .agent import Agent
 from .app import App
 from .dsl.aggregate import Change
+from .dsl.global_table import GlobalKTable
 from .dsl.joins import JoinWindows
 from .dsl.kstream import BranchedKStream, KGroupedStream, KStream
 from .dsl.ktable import KGroupedTable, KTable
@@ -48,6 +49,7 @@ __all__ = [
     "ConfigError",
     "ErrorPolicy",
     "Event",
+    "GlobalKTable",
     "JoinWindows",
     "KGroupedStream",
     "KGroupedTable",

@@ -140,9 +140,7 @@ class App:
         (seconds or a timedelta), keys not updated for that long are forgotten and
         tombstoned in the changelog, so state does not grow without bound.
         """
-        _check_name("table", name)
-        if name in self.tables:
-            raise ConfigError(f"table {name!r} is declared twice")
+        self._claim_store_name(name)
         changelog = Topic(
             f"{self.id}-{name}-changelog",
             key_type=key_type,
@@ -172,9 +170,7 @@ class App:
         `advance`. Windows that ended `retention` (default: one day, at least the
         size) before the task's stream time are dropped.
         """
-        _check_name("table", name)
-        if name in self.tables:
-            raise ConfigError(f"table {name!r} is declared twice")
+        self._claim_store_name(name)
         size_s, advance_s = _seconds(size), _seconds(advance if advance is not None else size)
         retention_s = _seconds(retention) if retention is not None else max(size_s, 86_400.0)
         if not 0 < advance_s <= size_s or retention_s < size_s:
@@ -266,6 +262,7 @@ class App:
         timestamp_extractor: Callable[[Record], int] | None,
     ) -> KStream:
         self.check_declared(topic)
+        self._check_not_global(topic)
         node = self.graph.source(topic, ErrorPolicy(on_error), timestamp_extractor)
         return KStream(self, node, topic.key_serde, topic.value_serde)
 
@@ -283,9 +280,8 @@ class App:
         """
         self.check_declared(topic)
         store = name or topic.name
-        _check_name("table", store)
-        if store in self.tables:
-            raise ConfigError(f"table {store!r} is declared twice")
+        self._claim_store_name(store)
+        self._check_not_global(topic)
         if self.graph.source_for(topic) is not None:
             raise ConfigError(f"topic {topic.name!r} is already read as a stream or table")
         table = Table(store, topic, changelog_is_source=True)
@@ -305,9 +301,7 @@ class App:
         """
         self.check_declared(topic)
         store = name or topic.name
-        _check_name("table", store)
-        if store in self.tables or store in self.global_tables:
-            raise ConfigError(f"table {store!r} is declared twice")
+        self._claim_store_name(store)
         if self.graph.source_for(topic) is not None:
             raise ConfigError(f"topic {topic.name!r} is already read as a stream or table")
         self.global_tables[store] = table = GlobalKTable(self, topic, store)
@@ -337,11 +331,22 @@ class App:
 
     def add_store(self, table: Table) -> Table:
         """Register a store an operator built itself (join buffers, subscription stores)."""
-        _check_name("table", table.name)
-        if table.name in self.tables:
-            raise ConfigError(f"table {table.name!r} is declared twice")
+        self._claim_store_name(table.name)
         self.tables[table.name] = table
         return table
+
+    def _check_not_global(self, topic: Topic) -> None:
+        if any(g.topic is topic for g in self.global_tables.values()):
+            raise ConfigError(
+                f"topic {topic.name!r} is a GlobalKTable's; a topic is read as a stream, a "
+                "table or a global table, not two of them"
+            )
+
+    def _claim_store_name(self, name: str) -> None:
+        """Tables, KTable and GlobalKTable stores and operator stores share one namespace."""
+        _check_name("table", name)
+        if name in self.tables or name in self.global_tables:
+            raise ConfigError(f"table {name!r} is declared twice")
 
     def check_declared(self, topic: Topic) -> None:
         if self.topics.get(topic.name) is not topic:
@@ -361,7 +366,7 @@ class App:
     # Derived -----------------------------------------------------------------
 
     def topology(self) -> Topology:
-        return Topology.build(self.agents, self.graph)
+        return Topology.build(self.agents, self.graph, list(self.global_tables.values()))
 
     def dead_letter_topic_if_used(self) -> Topic | None:
         """`{app_id}-dlq`, declared only when some topic or agent routes records there."""

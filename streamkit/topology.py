@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .agent import Agent
+from .dsl.global_table import GlobalKTable
 from .dsl.graph import CopartitionGroup, GraphBuilder, NodeKind, NodeSpec, ProcessorGraph
 from .errors import TopologyError
 from .state.table import Table
@@ -69,6 +70,8 @@ class Topology:
         graph: GraphBuilder | None = None,
     ) -> None:
         self.subtopologies = tuple(subtopologies)
+        # Read whole by every worker, outside the tasks; shown by describe().
+        self.global_tables: tuple[GlobalKTable, ...] = ()
         self.repartition_topics = tuple(repartition_topics)
         self._by_topic = {t.name: s for s in self.subtopologies for t in s.sources}
         self._size_repartition_topics()
@@ -99,7 +102,12 @@ class Topology:
             topic.partitions = max((w.task_count for w in writers), default=1)
 
     @classmethod
-    def build(cls, agents: Iterable[Agent], graph: GraphBuilder | None = None) -> Topology:
+    def build(
+        cls,
+        agents: Iterable[Agent],
+        graph: GraphBuilder | None = None,
+        global_tables: Sequence[GlobalKTable] = (),
+    ) -> Topology:
         members: list[Member] = [*agents, *(graph.graphs() if graph is not None else ())]
         index = {id(m): i for i, m in enumerate(members)}
         groups: list[tuple[dict[str, Topic], list[Member]]] = []
@@ -134,12 +142,14 @@ class Topology:
             )
         if graph is None:
             return cls(subtopologies)
-        return cls(
+        topology = cls(
             subtopologies,
             list(graph.repartition_topics.values()),
             graph.copartition_groups,
             graph,
         )
+        topology.global_tables = tuple(global_tables)
+        return topology
 
     def source_topics(self) -> list[str]:
         return list(self._by_topic)
@@ -190,6 +200,11 @@ class Topology:
                 for node in graph.nodes:
                     lines.extend(_describe_node(node))
             lines.append("")
+        for table in self.global_tables:
+            lines.append(
+                f"   Global store: {table.name} (topic: {table.topic.name}, every partition "
+                "on every worker; no tasks)"
+            )
         return "\n".join(lines)
 
 

@@ -155,6 +155,7 @@ def test_global_topic_is_no_source_of_the_topology() -> None:
     assert orders.name in topology.source_topics()
     # Orders have 4 partitions, products 3: no co-partitioning is asked for.
     assert topology.subtopologies[0].task_ids()[-1].partition == 3
+    assert f"Global store: catalog (topic: {products.name}" in topology.describe()
 
 
 def test_declaration_errors_name_the_problem() -> None:
@@ -163,6 +164,12 @@ def test_declaration_errors_name_the_problem() -> None:
         app.global_ktable(products, name="catalog")
     with pytest.raises(sk.ConfigError, match="already read as a stream"):
         app.global_ktable(orders)
+    with pytest.raises(sk.ConfigError, match="is a GlobalKTable's"):
+        app.stream(products)
+    with pytest.raises(sk.ConfigError, match="is a GlobalKTable's"):
+        app.ktable(products, name="products-again")
+    with pytest.raises(sk.ConfigError, match="declared twice"):
+        app.table("catalog")
     with pytest.raises(sk.ConfigError, match="'inner' or 'left'"):
         global_join(app.stream(orders), catalog, enrich, "outer", lambda k, v: k)  # type: ignore[arg-type]
     with pytest.raises(sk.ConfigError, match="key_selector"):
