@@ -37,7 +37,15 @@ from .kafka import (
 )
 from .procs import CpuMeter, Proc, Processes, find_broker_process, worker_argv
 
-WORKLOADS = ("ceilings", "count", "restore", "scaling", "passthrough")
+WORKLOADS = (
+    "ceilings",
+    "count",
+    "windowed_count",
+    "stream_table_join",
+    "restore",
+    "scaling",
+    "passthrough",
+)
 OWNS = re.compile(r"streamkit\.coordinator: owns tasks: (.*)$", re.MULTILINE)
 RESTORED = re.compile(
     r"streamkit\.task: task (\d+_\d+) restored (\d+) records of (\S+) in ([\d.]+) s", re.MULTILINE
@@ -130,6 +138,7 @@ class Run:
         *,
         log_level: str = "warning",
         input_topic: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> Proc:
         data_dir = self.workdir / "data" / name
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +148,7 @@ class Run:
             "SKB_OUTPUT": output,
             "SKB_PARTITIONS": str(self.cfg.partitions),
             "STREAMKIT_KAFKA_OPTIONS": json.dumps(self.cfg.worker_kafka_options()),
+            **(extra_env or {}),
         }
         argv = worker_argv(f"benchmarks.apps.{app}:app", self.url, data_dir, log_level)
         return self.procs.start(name, argv, env)
@@ -329,22 +339,42 @@ class Run:
 
     # streamkit workloads -------------------------------------------------------------
 
-    async def count(self) -> None:
-        app_id = self.name("count")
-        observer = await self.observe(self.name("count-out"))
-        worker = self.worker("count", "count", app_id, observer.topic)
+    async def _one_output_per_record(
+        self, label: str, extra_env: dict[str, str] | None = None
+    ) -> None:
+        """One worker of `benchmarks/apps/<label>.py`, which emits one output per input."""
+        app_id = self.name(label)
+        observer = await self.observe(self.name(f"{label}-out"))
+        worker = self.worker(label, label, app_id, observer.topic, extra_env=extra_env)
         try:
-            result = await self._throughput(observer, [worker], "count")
+            result = await self._throughput(observer, [worker], label)
         finally:
             await self._stop(worker)
             await observer.stop()
         result["rss_mb"] = worker.rss_mb
-        self.results["count"] = result
+        self.results[label] = result
         say(
-            f"count: {result['records_per_s']:,.0f} records/s, first output "
+            f"{label}: {result['records_per_s']:,.0f} records/s, first output "
             f"{result['startup_s']:.2f} s after launch, peak RSS {worker.rss_mb:.0f} MB; "
             f"{cpu_text(result['cpu_cores'])}"
         )
+
+    async def count(self) -> None:
+        await self._one_output_per_record("count")
+
+    async def windowed_count(self) -> None:
+        await self._one_output_per_record("windowed_count")
+
+    async def stream_table_join(self) -> None:
+        """The users table is filled first, so its rows precede the payments in time."""
+        users = self.name("users")
+        await create_topics(self.url, [users], self.cfg.partitions)
+        rows = [
+            (user_id(k).encode(), json.dumps({"user_id": user_id(k), "tier": "gold"}).encode())
+            for k in range(self.cfg.keys)
+        ]
+        await fill(self.url, users, self.cfg.partitions, rows)
+        await self._one_output_per_record("stream_table_join", {"SKB_TABLE": users})
 
     async def restore(self) -> None:
         cfg = self.cfg
