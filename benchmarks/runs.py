@@ -44,6 +44,7 @@ WORKLOADS = (
     "stream_table_join",
     "restore",
     "scaling",
+    "passthrough_dsl",
     "passthrough",
 )
 OWNS = re.compile(r"streamkit\.coordinator: owns tasks: (.*)$", re.MULTILINE)
@@ -361,6 +362,9 @@ class Run:
 
     async def count(self) -> None:
         await self._one_output_per_record("count")
+
+    async def passthrough_dsl(self) -> None:
+        await self._one_output_per_record("passthrough_dsl")
 
     async def windowed_count(self) -> None:
         await self._one_output_per_record("windowed_count")
