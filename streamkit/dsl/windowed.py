@@ -1,0 +1,666 @@
+"""Windowed aggregations of a grouped stream: count, reduce and aggregate per window.
+
+`grouped.windowed_by(TimeWindows | SlidingWindows | SessionWindows)` gives a
+windowed grouped stream; its aggregations are KTables keyed by
+`Windowed(key, start_ms, end_ms)`, with Kafka Streams' semantics:
+
+- Stream time is the task's: the largest record timestamp it has seen. A window
+  is closed once stream time reaches its end plus the grace period (a session's
+  end + gap + grace: no later record can reach it then). A record whose windows
+  are all closed is late: counted in `streamkit_dropped_records{reason="late"}`
+  and dropped, or written unchanged to `late_topic` (and still counted). A record
+  too late for only some of its windows (hopping, sliding) updates the others and
+  is counted as "late for some windows".
+- `emit="update"` forwards every change of a window. `emit="final"` forwards each
+  window once, when it closes, as Kafka's `suppress(untilWindowCloses)` does: the
+  windows not emitted yet wait in a store with a changelog, so a failover neither
+  loses them nor emits one twice. A record that would change an emitted window is
+  late.
+- Merging sessions retracts the merged ones downstream: a record with the old
+  windowed key and the value None, as Kafka Streams does (a session a record only
+  extends or updates is updated in place, not retracted first).
+- Results carry the timestamp of the record that changed them (a session's: its
+  end; a sliding window's and an emitted final result's: their latest record's).
+- The aggregation's store (`name=`; `driver.store(name)`) holds the aggregate per
+  `Windowed` key, for the retention of its windows (at least their size, or gap,
+  plus the grace); a sliding one holds `ValueAndTimestamp(value, timestamp)`, the
+  latest record time being how a record finds its neighbouring windows.
+
+One deliberate difference from Kafka Streams: with `emit="final"`, windows also
+close when the input goes quiet. Kafka Streams closes windows only as stream time
+advances, so a partition that stops receiving records never emits its last
+windows, a long-standing complaint against stream processing libraries. Here a
+wall-clock punctuation runs every `close_idle_after` seconds (default 1 s): when no
+record has advanced the task's stream time for that long, it takes stream time to
+have moved on by the wall-clock time elapsed since the last record that did, and
+emits the windows that are then closed. A record that arrives later for one of
+those windows is late, as if stream time had really advanced. After a restart
+with no input yet, the latest record time among the windows still pending stands
+in for the stream time. `close_idle_after=None` keeps Kafka's behaviour.
+"""
+
+from __future__ import annotations
+
+import abc
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import ConfigError
+from ..processor import WALL_CLOCK, ProcessorContext, ProcessorFactory, Record
+from ..serde import Serde, serde_for
+from ..state.table import Table
+from ..state.window_stores import (
+    PendingWindows,
+    SessionStore,
+    TimestampedSerde,
+    TimeWindowStore,
+    ValueAndTimestamp,
+    Windowed,
+)
+from ..topic import Topic
+from . import operators as ops
+from .aggregate import Aggregator, Change, Initializer, reducer_as_aggregator
+from .kstream import internal_serde
+from .ktable import KTable, ValueGetter
+from .windows import Duration, SessionWindows, SlidingWindows, TimeWindows, duration_ms
+
+if TYPE_CHECKING:
+    from ..app import App
+    from .kstream import KGroupedStream, KStream
+
+Emit = Literal["update", "final"]
+Merger = Callable[[Any, Any, Any], Any]  # (key, aggregate, aggregate) -> aggregate
+_DAY_MS = 86_400_000
+
+
+def windowed_stream(
+    grouped: KGroupedStream, windows: TimeWindows | SlidingWindows | SessionWindows
+) -> TimeWindowedKStream | SessionWindowedKStream:
+    if isinstance(windows, SessionWindows):
+        return SessionWindowedKStream(grouped, windows)
+    if isinstance(windows, TimeWindows | SlidingWindows):
+        return TimeWindowedKStream(grouped, windows)
+    raise ConfigError(
+        "windowed_by() takes TimeWindows, SlidingWindows or SessionWindows, "
+        f"not {type(windows).__name__}"
+    )
+
+
+# The user's side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Emit:
+    """How results leave the aggregation, checked when it is declared."""
+
+    final: bool
+    late_topic: Topic | None
+    close_idle_ms: int | None
+
+
+def _emit_options(
+    app: App, emit: str, late_topic: Topic | None, close_idle_after: Duration | None
+) -> _Emit:
+    if emit not in ("update", "final"):
+        raise ConfigError(f"emit must be 'update' or 'final', got {emit!r}")
+    if late_topic is not None:
+        app.check_declared(late_topic)
+    idle_ms = None if close_idle_after is None else duration_ms(close_idle_after)
+    if idle_ms is not None and idle_ms <= 0:
+        raise ConfigError(f"close_idle_after must be > 0 seconds or None, got {close_idle_after!r}")
+    return _Emit(emit == "final", late_topic, idle_ms)
+
+
+def _count(_key: Any, _value: Any, n: int) -> int:
+    return n + 1
+
+
+def _sum(_key: Any, a: int, b: int) -> int:
+    return a + b
+
+
+class _WindowedKStream(abc.ABC):
+    def __init__(self, grouped: KGroupedStream) -> None:
+        self.grouped = grouped
+
+    def count(
+        self,
+        *,
+        name: str | None = None,
+        emit: Emit = "update",
+        late_topic: Topic | None = None,
+        close_idle_after: Duration | None = 1.0,
+    ) -> KTable:
+        """Records per key and window."""
+        options = _emit_options(self._app, emit, late_topic, close_idle_after)
+        return self._build(int, _count, _sum, name, serde_for(int), "KSTREAM-AGGREGATE", options)
+
+    def reduce(
+        self,
+        reducer: Callable[[Any, Any], Any],
+        *,
+        name: str | None = None,
+        value_type: Any = None,
+        emit: Emit = "update",
+        late_topic: Topic | None = None,
+        close_idle_after: Duration | None = 1.0,
+    ) -> KTable:
+        """`reducer(aggregate, value) -> aggregate`; a window's first value is its start."""
+        initializer, adder = reducer_as_aggregator(reducer)
+        first = initializer()
+
+        def merge(_key: Any, a: Any, b: Any) -> Any:
+            return b if a is first else reducer(a, b)
+
+        serde = internal_serde(value_type, self.grouped.stream.value_serde)
+        options = _emit_options(self._app, emit, late_topic, close_idle_after)
+        return self._build(initializer, adder, merge, name, serde, "KSTREAM-REDUCE", options)
+
+    @property
+    def _app(self) -> App:
+        return self.grouped.stream.app
+
+    @abc.abstractmethod
+    def _build(
+        self,
+        initializer: Initializer,
+        aggregator: Aggregator,
+        merger: Merger | None,
+        name: str | None,
+        value_serde: Serde[Any],
+        prefix: str,
+        options: _Emit,
+    ) -> KTable: ...
+
+    def _store_name(self, name: str | None, prefix: str) -> str:
+        return name or self._app.graph.name(f"{prefix}-STATE-STORE", None)
+
+    def _finish(
+        self,
+        prefix: str,
+        factory: ProcessorFactory,
+        stores: tuple[Table, ...],
+        value_serde: Serde[Any],
+        getter: ValueGetter,
+    ) -> KTable:
+        stream: KStream = self.grouped.stream
+        node = self._app.graph.add(prefix, factory, (stream.node,), stores=stores)
+        return KTable(self._app, node, stores[0].changelog.key_serde, value_serde, getter)
+
+
+class TimeWindowedKStream(_WindowedKStream):
+    """A grouped stream in tumbling, hopping or sliding windows."""
+
+    def __init__(self, grouped: KGroupedStream, windows: TimeWindows | SlidingWindows) -> None:
+        super().__init__(grouped)
+        self.windows = windows
+
+    def aggregate(
+        self,
+        initializer: Initializer,
+        aggregator: Aggregator,
+        *,
+        name: str | None = None,
+        value_type: Any = None,
+        emit: Emit = "update",
+        late_topic: Topic | None = None,
+        close_idle_after: Duration | None = 1.0,
+    ) -> KTable:
+        """`aggregator(key, value, aggregate) -> aggregate`, each window from `initializer()`."""
+        options = _emit_options(self._app, emit, late_topic, close_idle_after)
+        serde = internal_serde(value_type, None)
+        return self._build(initializer, aggregator, None, name, serde, "KSTREAM-AGGREGATE", options)
+
+    def _build(
+        self,
+        initializer: Initializer,
+        aggregator: Aggregator,
+        merger: Merger | None,
+        name: str | None,
+        value_serde: Serde[Any],
+        prefix: str,
+        options: _Emit,
+    ) -> KTable:
+        app, windows = self._app, self.windows
+        store_name = self._store_name(name, prefix)
+        key_serde = internal_serde(None, self.grouped.stream.key_serde)
+        if isinstance(windows, SlidingWindows):
+            # Sliding windows keep each aggregate's latest record time: it finds neighbours.
+            size, stored = windows.time_difference_ms, TimestampedSerde(value_serde)
+        else:
+            size, stored = windows.size_ms, value_serde
+        changelog = _window_changelog(app, store_name, key_serde, stored, windows.retention_ms)
+        store = TimeWindowStore(store_name, changelog, size, windows.retention_ms)
+        app.add_store(store)
+        pending = _pending(app, store, key_serde, value_serde, options)
+        setup = _Setup(store, pending, initializer, aggregator, windows.closes_at, options)
+        if isinstance(windows, SlidingWindows):
+            factory: ProcessorFactory = partial(_SlidingWindowAggregate, setup, windows)
+            getter = partial(_latest_value, store)
+        else:
+            factory, getter = partial(_TimeWindowAggregate, setup, windows), store.get
+        return self._finish(prefix, factory, setup.stores, value_serde, getter)
+
+
+def _latest_value(store: Table, window: Windowed) -> Any:
+    held = store.get(window)
+    return None if held is None else held.value
+
+
+class SessionWindowedKStream(_WindowedKStream):
+    """A grouped stream in sessions: aggregates merge when sessions do."""
+
+    def __init__(self, grouped: KGroupedStream, windows: SessionWindows) -> None:
+        super().__init__(grouped)
+        self.windows = windows
+
+    def aggregate(
+        self,
+        initializer: Initializer,
+        aggregator: Aggregator,
+        *,
+        merger: Merger,
+        name: str | None = None,
+        value_type: Any = None,
+        emit: Emit = "update",
+        late_topic: Topic | None = None,
+        close_idle_after: Duration | None = 1.0,
+    ) -> KTable:
+        """`aggregator(key, value, aggregate)`; `merger(key, agg1, agg2) -> aggregate`
+        combines two sessions a record bridges."""
+        options = _emit_options(self._app, emit, late_topic, close_idle_after)
+        serde = internal_serde(value_type, None)
+        return self._build(
+            initializer, aggregator, merger, name, serde, "KSTREAM-AGGREGATE", options
+        )
+
+    def _build(
+        self,
+        initializer: Initializer,
+        aggregator: Aggregator,
+        merger: Merger | None,
+        name: str | None,
+        value_serde: Serde[Any],
+        prefix: str,
+        options: _Emit,
+    ) -> KTable:
+        app, windows = self._app, self.windows
+        store_name = self._store_name(name, prefix)
+        key_serde = internal_serde(None, self.grouped.stream.key_serde)
+        changelog = _window_changelog(app, store_name, key_serde, value_serde, windows.retention_ms)
+        store = SessionStore(store_name, changelog, windows.retention_ms)
+        app.add_store(store)
+        pending = _pending(app, store, key_serde, value_serde, options)
+        setup = _Setup(store, pending, initializer, aggregator, windows.closes_at, options)
+        assert merger is not None  # count, reduce and aggregate always pass one
+        factory = partial(_SessionWindowAggregate, setup, windows, merger)
+        return self._finish(prefix, factory, setup.stores, value_serde, store.get)
+
+
+def _window_changelog(
+    app: App, store: str, key: Serde[Any], value: Serde[Any], retention_ms: int
+) -> Topic:
+    """Compacted, and deleted by time a day after the store forgets its windows."""
+    config = {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms + _DAY_MS)}
+    return Topic(f"{app.id}-{store}-changelog", key_type=key, value_type=value, config=config)
+
+
+def _pending(
+    app: App, store: Table, key_serde: Serde[Any], value_serde: Serde[Any], options: _Emit
+) -> PendingWindows | None:
+    """Emit-final's buffer, `{store}-suppress`, keyed like the window store."""
+    if not options.final:
+        return None
+    name = f"{store.name}-suppress"
+    changelog = Topic(
+        f"{app.id}-{name}-changelog",
+        key_type=key_serde,
+        value_type=TimestampedSerde(value_serde),
+        config={"cleanup.policy": "compact"},
+    )
+    pending = PendingWindows(name, changelog, store.changelog.key_serde)
+    app.add_store(pending)
+    return pending
+
+
+# The processors ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Setup:
+    store: Any  # TimeWindowStore | SessionStore
+    pending: PendingWindows | None
+    initializer: Initializer
+    aggregator: Aggregator
+    closes_at: Callable[[int], int]  # window end -> the stream time at which it is closed
+    options: _Emit
+
+    @property
+    def stores(self) -> tuple[Table, ...]:
+        return (self.store,) if self.pending is None else (self.store, self.pending)
+
+
+class _WindowAggregate(ops.DslProcessor):
+    """What every windowed aggregation shares: lateness, and emit-final's buffer and clock.
+
+    Emit-final keeps the windows not emitted yet in `PendingWindows` (restored with
+    the task) and, in memory, a heap of them by closing time, rebuilt from that
+    store when the task opens, so that closing windows costs no scan per record.
+    """
+
+    def __init__(self, setup: _Setup) -> None:
+        self.setup = setup
+        self.store = setup.store
+        self.pending = setup.pending
+        self.initializer = setup.initializer
+        self.aggregator = setup.aggregator
+        self._idle_ms = setup.options.close_idle_ms
+        self._heap: list[tuple[int, int, Windowed]] | None = None
+        self._seq = itertools.count()
+        # The task's stream time when this node last saw it move, and the wall clock then.
+        self._seen: int | None = None
+        self._moved_at = 0
+        # Stream time as moved on by the wall clock while the input stood still.
+        self._idle_time: int | None = None
+        # The latest record time among the pending windows: stream time after a restart.
+        self._restored: int | None = None
+
+    def init(self, context: ProcessorContext) -> None:
+        super().init(context)
+        self._moved_at = context.wall_clock_ms
+        if self.pending is not None and self._idle_ms is not None:
+            context.schedule(self._idle_ms / 1000, WALL_CLOCK, self._close_idle)
+
+    def process(self, record: Record) -> None:
+        if record.key is None or record.value is None:
+            self.node.dropped(record, "null key" if record.key is None else "null value")
+            return
+        if record.timestamp < 0:
+            self.node.dropped(record, "negative timestamp")
+            return
+        now = self._stream_time(record)
+        self.aggregate(record, now)
+        if self.pending is not None:
+            self._emit_closed(now)
+
+    @abc.abstractmethod
+    def aggregate(self, record: Record, now: int) -> None:
+        """Fold the record into its windows, given the stream time."""
+
+    # For the aggregations ----------------------------------------------------------------
+
+    def closed(self, window: Windowed, now: int) -> bool:
+        return now >= self.setup.closes_at(window.end_ms)
+
+    def emitted(self, window: Windowed) -> bool:
+        """With emit-final, whether a window that has a row was emitted already: it has no
+        pending result. This holds across a restart, which forgets stream time."""
+        return self.pending is not None and window not in self.pending
+
+    def accepts(self, window: Windowed, now: int, stored: bool) -> bool:
+        """Whether a window (`stored`: it has a row) may still change."""
+        return not self.closed(window, now) and not (stored and self.emitted(window))
+
+    def result(self, record: Record, window: Windowed, new: Any, old: Any, ts: int) -> None:
+        if self.pending is not None:
+            self._hold(window, new, ts)
+        else:
+            self.context.forward(Record(window, Change(new, old), ts, record.headers))
+
+    def retract(self, record: Record, window: Windowed, old: Any) -> None:
+        """A window merged away: emitted results are taken back, pending ones dropped."""
+        if self.pending is not None:
+            self.pending.delete(window)
+        else:
+            self.context.forward(Record(window, Change(None, old), window.end_ms, record.headers))
+
+    def late(self, record: Record) -> None:
+        """Never silent: counted, and dropped or written unchanged to the late topic."""
+        topic = self.setup.options.late_topic
+        if topic is not None:
+            self.node.send(topic, record)
+        self.node.dropped(record, "late")
+
+    # Stream time, and emit-final --------------------------------------------------------
+
+    def _stream_time(self, record: Record) -> int:
+        now = self.context.stream_time_ms
+        if now is None:
+            now = record.timestamp
+        if self._seen is None or now > self._seen:
+            self._seen, self._moved_at = now, self.context.wall_clock_ms
+        return now if self._idle_time is None else max(now, self._idle_time)
+
+    def _close_idle(self, wall_ms: int) -> None:
+        """If stream time stood still for the interval, move it on by the wall-clock time
+        since it last moved, and emit the windows that closes."""
+        now = self.context.stream_time_ms
+        if now is not None and (self._seen is None or now > self._seen):
+            self._seen, self._moved_at = now, wall_ms  # moved by records this node did not see
+            return
+        idle = wall_ms - self._moved_at
+        if idle < self._idle_ms:
+            return
+        self._index()
+        base = self._seen if self._seen is not None else self._restored
+        if base is None:
+            return  # nothing seen and nothing pending
+        moved = base + idle
+        self._idle_time = moved if self._idle_time is None else max(self._idle_time, moved)
+        self._emit_closed(self._idle_time if now is None else max(now, self._idle_time))
+
+    def _index(self) -> list[tuple[int, int, Windowed]]:
+        if self._heap is None:
+            assert self.pending is not None
+            closes_at = self.setup.closes_at
+            heap, latest = [], None
+            for window, held in self.pending.items():
+                heap.append((closes_at(window.end_ms), next(self._seq), window))
+                latest = held.timestamp if latest is None else max(latest, held.timestamp)
+            heapq.heapify(heap)
+            self._heap, self._restored = heap, latest
+        return self._heap
+
+    def _hold(self, window: Windowed, value: Any, ts: int) -> None:
+        assert self.pending is not None
+        heap = self._index()
+        held = self.pending.get(window)
+        if held is None:
+            heapq.heappush(heap, (self.setup.closes_at(window.end_ms), next(self._seq), window))
+        else:
+            ts = max(ts, held.timestamp)
+        self.pending.set(window, ValueAndTimestamp(value, ts))
+
+    def _emit_closed(self, now: int) -> None:
+        """Emit the pending windows closed at `now`, in closing order."""
+        assert self.pending is not None
+        heap = self._index()
+        while heap and heap[0][0] <= now:
+            window = heapq.heappop(heap)[2]
+            held = self.pending.get(window)
+            if held is None:
+                continue  # merged into another session since
+            self.pending.delete(window)
+            self.context.forward(Record(window, Change(held.value, None), held.timestamp))
+
+
+class _TimeWindowAggregate(_WindowAggregate):
+    """Tumbling and hopping windows: the record updates each window it falls in."""
+
+    def __init__(self, setup: _Setup, windows: TimeWindows) -> None:
+        super().__init__(setup)
+        self.windows = windows
+
+    def aggregate(self, record: Record, now: int) -> None:
+        key, value, ts = record.key, record.value, record.timestamp
+        size = self.windows.size_ms
+        added = skipped = 0
+        for start in self.windows.starts_for(ts):
+            window = Windowed(key, start, start + size)
+            old = self.store.get(window)
+            if not self.accepts(window, now, old is not None):
+                skipped += 1
+                continue
+            new = self.aggregator(key, value, self.initializer() if old is None else old)
+            self.store.set(window, new)
+            self.result(record, window, new, old, ts)
+            added += 1
+        if not added:
+            self.late(record)
+        elif skipped:
+            self.node.dropped(record, "late for some windows")
+
+
+class _SlidingWindowAggregate(_WindowAggregate):
+    """Kafka Streams' sliding windows: a window per distinct set of records within the
+    time difference of each other, found from the windows around the record alone.
+
+    Each record has a left window [t - d, t] and, when later records fall within d
+    of it, a right window [t + 1, t + 1 + d]; every window keeps its aggregate with
+    its latest record time, which is how a record finds its predecessor. Records
+    before d (which would start windows before 0) share the window [0, d].
+    """
+
+    def __init__(self, setup: _Setup, windows: SlidingWindows) -> None:
+        super().__init__(setup)
+        self.d = windows.time_difference_ms
+        self._skipped = 0
+
+    def aggregate(self, record: Record, now: int) -> None:
+        if now >= self.setup.closes_at(record.timestamp + self.d):
+            self.late(record)  # even the latest window holding it has closed
+            return
+        self._skipped = 0
+        if record.timestamp < self.d:
+            self._early(record, now)
+        else:
+            self._in_order(record, now)
+        if self._skipped:
+            self.node.dropped(record, "late for some windows")
+
+    def _in_order(self, record: Record, now: int) -> None:
+        key, t, d = record.key, record.timestamp, self.d
+        starts: set[int] = set()
+        left: ValueAndTimestamp | None = None
+        right: ValueAndTimestamp | None = None
+        left_exists = right_exists = False
+        previous: int | None = None  # the latest record time before t, when one is near
+        for start, end, held in list(self.store.fetch(key, max(0, t - 2 * d), t + 1)):
+            starts.add(start)
+            if end < t:
+                left, previous = held, held.timestamp
+            elif end == t:
+                left_exists = True
+                if held.timestamp < t:
+                    previous = held.timestamp
+                self._add(record, Windowed(key, start, end), held, None, now)
+            elif start <= t:
+                right = held
+                self._add(record, Windowed(key, start, end), held, None, now)
+            else:  # start == t + 1: the record's right window exists already
+                right_exists = True
+        if previous is not None and previous + 1 not in starts and previous + 1 + d >= t:
+            # The previous record's right window, which this record is the first of.
+            self._add(record, Windowed(key, previous + 1, previous + 1 + d), None, None, now)
+        if not left_exists:
+            near = left is not None and previous is not None and previous >= t - d
+            base = left.value if near and left is not None else self.initializer()
+            self._add(record, Windowed(key, t - d, t), None, base, now)
+        if not right_exists and right is not None and right.timestamp > t:
+            self._open_right(record, right)
+
+    def _early(self, record: Record, now: int) -> None:
+        key, t, d = record.key, record.timestamp, self.d
+        starts: set[int] = set()
+        combined: tuple[Windowed, ValueAndTimestamp] | None = None
+        right: ValueAndTimestamp | None = None
+        right_exists = False
+        previous: int | None = None
+        for start, end, held in list(self.store.fetch(key, 0, t + 1)):
+            starts.add(start)
+            if start == 0:
+                combined = (Windowed(key, start, end), held)
+                if held.timestamp < t:
+                    previous = held.timestamp
+            elif start <= t:
+                right = held
+                self._add(record, Windowed(key, start, end), held, None, now)
+            else:
+                right_exists = True
+        if right is None and combined is not None and combined[1].timestamp > t:
+            right = combined[1]  # holds only records after t, or a right window would exist
+        if not right_exists and right is not None and right.timestamp > t:
+            self._open_right(record, right)
+        if previous is not None and previous + 1 not in starts:
+            self._add(record, Windowed(key, previous + 1, previous + 1 + d), None, None, now)
+        if combined is None:
+            self._add(record, Windowed(key, 0, d), None, None, now)
+        else:
+            self._add(record, combined[0], combined[1], None, now)
+
+    def _add(
+        self,
+        record: Record,
+        window: Windowed,
+        held: ValueAndTimestamp | None,
+        base: Any,
+        now: int,
+    ) -> None:
+        """Fold the record into a window: its row `held`, or a new one from `base`
+        (None: the initializer's)."""
+        if not self.accepts(window, now, held is not None):
+            self._skipped += 1
+            return
+        if held is None:
+            start = self.initializer() if base is None else base
+            old, ts = None, record.timestamp
+        else:
+            start = old = held.value
+            ts = max(record.timestamp, held.timestamp)
+        new = self.aggregator(record.key, record.value, start)
+        self.store.set(window, ValueAndTimestamp(new, ts))
+        self.result(record, window, new, old, ts)
+
+    def _open_right(self, record: Record, right: ValueAndTimestamp) -> None:
+        """The record's right window: the later records' aggregate, without the record."""
+        t = record.timestamp
+        window = Windowed(record.key, t + 1, t + 1 + self.d)
+        self.store.set(window, right)
+        self.result(record, window, right.value, None, right.timestamp)
+
+
+class _SessionWindowAggregate(_WindowAggregate):
+    """Sessions: a record joins (and may bridge) the key's sessions within a gap of it."""
+
+    def __init__(self, setup: _Setup, windows: SessionWindows, merger: Merger) -> None:
+        super().__init__(setup)
+        self.gap = windows.gap_ms
+        self.merger = merger
+
+    def aggregate(self, record: Record, now: int) -> None:
+        key, ts = record.key, record.timestamp
+        found = self.store.find(key, ts - self.gap, ts + self.gap)
+        start = min([ts, *(w.start_ms for w, _ in found)])
+        end = max([ts, *(w.end_ms for w, _ in found)])
+        merged = Windowed(key, start, end)
+        # As in Kafka Streams, only the merged session must be open; with emit-final, no
+        # session it absorbs may have been emitted.
+        if self.closed(merged, now) or any(self.emitted(w) for w, _ in found):
+            self.late(record)
+            return
+        aggregate, old = self.initializer(), None
+        for _, value in found:
+            aggregate = self.merger(key, aggregate, value)
+        aggregate = self.aggregator(key, record.value, aggregate)
+        for window, value in found:
+            if window == merged:
+                old = value
+            else:
+                self.store.delete(window)
+                self.retract(record, window, value)
+        self.store.set(merged, aggregate)
+        self.result(record, merged, aggregate, old, end)

@@ -1,0 +1,148 @@
+"""Windows in event time for `grouped.windowed_by(...)`, as Kafka Streams defines them.
+
+- `TimeWindows`: fixed-size windows [start, end) aligned to the epoch; tumbling
+  (advance = size, each record in one window) or hopping (advance < size, each
+  record in size / advance windows).
+- `SlidingWindows`: one window per distinct set of records within
+  `time_difference` of each other, [start, end] with end - start = time_difference.
+- `SessionWindows`: a key's activity: records at most `inactivity_gap` apart
+  share a session, and a record that bridges two sessions merges them.
+
+`grace` is how long after a window ends it still takes out-of-order records.
+Past it the window is closed: a record for it is late, and emit-final results are
+emitted. Durations are seconds (float) or timedeltas; a window key is a
+`Windowed(key, start_ms, end_ms)`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ..errors import ConfigError
+from ..state.window_stores import Windowed
+
+__all__ = ["Duration", "SessionWindows", "SlidingWindows", "TimeWindows", "Windowed"]
+
+Duration = float | timedelta  # seconds, or a timedelta
+
+
+def duration_ms(duration: Duration) -> int:
+    seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+    return round(seconds * 1000)
+
+
+def _check(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ConfigError(problem)
+
+
+class TimeWindows:
+    """Tumbling windows of `size`, or hopping ones that start every `advance`."""
+
+    __slots__ = ("advance_ms", "grace_ms", "size_ms")
+
+    def __init__(
+        self, size: Duration, *, advance: Duration | None = None, grace: Duration = 0
+    ) -> None:
+        self.size_ms = duration_ms(size)
+        self.advance_ms = self.size_ms if advance is None else duration_ms(advance)
+        self.grace_ms = duration_ms(grace)
+        _check(self.size_ms > 0, f"TimeWindows: size must be > 0, got {self.size_ms} ms")
+        _check(
+            0 < self.advance_ms <= self.size_ms,
+            f"TimeWindows: need 0 < advance <= size, got advance={self.advance_ms} ms, "
+            f"size={self.size_ms} ms",
+        )
+        _check(self.grace_ms >= 0, f"TimeWindows: grace must be >= 0, got {self.grace_ms} ms")
+
+    @classmethod
+    def of(cls, size: Duration, *, grace: Duration = 0) -> TimeWindows:
+        """Tumbling windows (Kafka's TimeWindows.ofSizeAndGrace)."""
+        return cls(size, grace=grace)
+
+    def advance_by(self, advance: Duration) -> TimeWindows:
+        """The same windows, hopping: a new one starts every `advance`."""
+        return TimeWindows(self.size_ms / 1000, advance=advance, grace=self.grace_ms / 1000)
+
+    def starts_for(self, timestamp_ms: int) -> range:
+        """Starts of the windows holding a (non-negative) timestamp, oldest first."""
+        advance = self.advance_ms
+        first = max(0, timestamp_ms - self.size_ms + advance) // advance * advance
+        return range(first, timestamp_ms + 1, advance)
+
+    def closes_at(self, end_ms: int) -> int:
+        """The stream time at which the window ending at `end_ms` (excluded) is closed."""
+        return end_ms + self.grace_ms
+
+    @property
+    def retention_ms(self) -> int:
+        return self.size_ms + self.grace_ms
+
+    def __repr__(self) -> str:
+        return (
+            f"TimeWindows(size={self.size_ms} ms, advance={self.advance_ms} ms, "
+            f"grace={self.grace_ms} ms)"
+        )
+
+
+class SlidingWindows:
+    """Windows over records at most `time_difference` apart (Kafka's SlidingWindows)."""
+
+    __slots__ = ("grace_ms", "time_difference_ms")
+
+    def __init__(self, time_difference: Duration, *, grace: Duration = 0) -> None:
+        self.time_difference_ms = duration_ms(time_difference)
+        self.grace_ms = duration_ms(grace)
+        _check(
+            self.time_difference_ms >= 0,
+            f"SlidingWindows: time_difference must be >= 0, got {self.time_difference_ms} ms",
+        )
+        _check(self.grace_ms >= 0, f"SlidingWindows: grace must be >= 0, got {self.grace_ms} ms")
+
+    @classmethod
+    def of(cls, time_difference: Duration, *, grace: Duration = 0) -> SlidingWindows:
+        return cls(time_difference, grace=grace)
+
+    def closes_at(self, end_ms: int) -> int:
+        """The stream time at which the window ending at `end_ms` (included) is closed."""
+        return end_ms + self.grace_ms + 1
+
+    @property
+    def retention_ms(self) -> int:
+        """A record reads windows up to two time differences back (its predecessor's)."""
+        return 2 * self.time_difference_ms + self.grace_ms
+
+    def __repr__(self) -> str:
+        return (
+            f"SlidingWindows(time_difference={self.time_difference_ms} ms, "
+            f"grace={self.grace_ms} ms)"
+        )
+
+
+class SessionWindows:
+    """Per-key sessions: records at most `inactivity_gap` apart share one."""
+
+    __slots__ = ("gap_ms", "grace_ms")
+
+    def __init__(self, inactivity_gap: Duration, *, grace: Duration = 0) -> None:
+        self.gap_ms = duration_ms(inactivity_gap)
+        self.grace_ms = duration_ms(grace)
+        _check(self.gap_ms > 0, f"SessionWindows: inactivity_gap must be > 0, got {self.gap_ms} ms")
+        _check(self.grace_ms >= 0, f"SessionWindows: grace must be >= 0, got {self.grace_ms} ms")
+
+    @classmethod
+    def of(cls, inactivity_gap: Duration, *, grace: Duration = 0) -> SessionWindows:
+        return cls(inactivity_gap, grace=grace)
+
+    def closes_at(self, end_ms: int) -> int:
+        """A session is closed once no record within the grace can reach it any more:
+        stream time past its end + gap + grace (Kafka Streams' session close time)."""
+        return end_ms + self.gap_ms + self.grace_ms + 1
+
+    @property
+    def retention_ms(self) -> int:
+        """A gap beyond closing, so that a closed session is still there to refuse late joins."""
+        return 2 * self.gap_ms + self.grace_ms
+
+    def __repr__(self) -> str:
+        return f"SessionWindows(inactivity_gap={self.gap_ms} ms, grace={self.grace_ms} ms)"
