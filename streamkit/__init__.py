@@ -7,6 +7,8 @@ from .dsl.global_table import GlobalKTable
 from .dsl.joins import JoinWindows
 from .dsl.kstream import BranchedKStream, KGroupedStream, KStream
 from .dsl.ktable import KGroupedTable, KTable
+from .dsl.windowed import SessionWindowedKStream, TimeWindowedKStream
+from .dsl.windows import SessionWindows, SlidingWindows, TimeWindows, Windowed
 from .errors import (
     AgentError,
     BadInputError,
@@ -63,13 +65,19 @@ __all__ = [
     "RecordError",
     "Serde",
     "SerdeError",
+    "SessionWindowedKStream",
+    "SessionWindows",
     "Settings",
+    "SlidingWindows",
     "Stream",
     "StreamkitError",
     "TaskId",
+    "TimeWindowedKStream",
+    "TimeWindows",
     "Topic",
     "Topology",
     "TopologyError",
     "TransportError",
+    "Windowed",
     "__version__",
 ]

@@ -423,7 +423,7 @@ class _WindowAggregate(ops.DslProcessor):
         topic = self.setup.options.late_topic
         if topic is not None:
             self.node.send(topic, record)
-        self.node.dropped(record, "late")
+        self.node.dropped(record, "late", topic)
 
     # Stream time, and emit-final --------------------------------------------------------
 

@@ -138,9 +138,10 @@ class NodeContext(ProcessorContext):
     def commit(self) -> None:
         self._runner.commit_requested = True
 
-    def dropped(self, record: Record, reason: str) -> None:
-        """A record this node cannot use: counted, and logged with where it came from."""
-        self._runner.dropped(self.node.name, record, reason)
+    def dropped(self, record: Record, reason: str, routed_to: Topic | None = None) -> None:
+        """A record this node cannot use: counted, and logged with where it came from
+        (and where it went instead, when a policy routes it to a topic)."""
+        self._runner.dropped(self.node.name, record, reason, routed_to)
 
     def send(self, topic: Topic, record: Record, partition: int | None = None) -> None:
         """What a sink node does: serialize and queue on the worker's producer."""
@@ -300,7 +301,9 @@ class GraphRunner:
         finally:
             self.current = current
 
-    def dropped(self, node: str, record: Record, reason: str) -> None:
+    def dropped(
+        self, node: str, record: Record, reason: str, routed_to: Topic | None = None
+    ) -> None:
         self.metrics.dropped_records.labels(node, reason).inc()
         event = self.current
         where = "" if event is None else f" ({event.topic}[{event.partition}]@{event.offset})"
@@ -308,10 +311,11 @@ class GraphRunner:
         # The first and then every 1000th: a flood of late records must not flood the log.
         if count % 1000 == 1:
             log.warning(
-                "task %s: node %s dropped a record%s with timestamp %d: %s (%d so far; "
+                "task %s: node %s %s a record%s with timestamp %d: %s (%d so far; "
                 "metric streamkit_dropped_records)",
                 self.task_name,
                 node,
+                "dropped" if routed_to is None else f"wrote to {routed_to.name} instead of using",
                 where,
                 record.timestamp,
                 reason,

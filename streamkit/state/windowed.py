@@ -69,9 +69,9 @@ class WindowedTable(Table):
         default: Callable[[], Any] | None = None,
     ) -> None:
         super().__init__(name, changelog, default)
-        self.size_ms = int(size_s * 1000)
-        self.advance_ms = int(advance_s * 1000)
-        self.retention_ms = int(retention_s * 1000)
+        self.size_ms = round(size_s * 1000)
+        self.advance_ms = round(advance_s * 1000)
+        self.retention_ms = round(retention_s * 1000)
         self._inner_key_serde = changelog.key_serde
         changelog.key_serde = WindowKeySerde(changelog.key_serde)
 
