@@ -17,8 +17,8 @@ from streamkit.testing import TopologyTestDriver
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_example(name: str, data_dir: Path) -> str:
-    """Run the example to its end; its stdout, after checking it ended cleanly."""
+def run_example(name: str, data_dir: Path) -> tuple[str, str]:
+    """Run the example to its end; its stdout and stderr, once it ended cleanly."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKIT_")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     args = ["worker", f"examples.{name}:app", "--stop-when-idle", "2", "--data-dir"]
@@ -34,7 +34,7 @@ def run_example(name: str, data_dir: Path) -> str:
     assert done.returncode == 0, report
     assert "Traceback" not in done.stderr, report
     assert done.stderr.rstrip().endswith("worker stopped cleanly"), report
-    return done.stdout
+    return done.stdout, done.stderr
 
 
 def load_example(name: str) -> ModuleType:
@@ -49,7 +49,7 @@ def load_example(name: str) -> ModuleType:
 
 
 def test_orders_enrichment_joins_customers_and_products(tmp_path: Path) -> None:
-    out = run_example("orders_enrichment", tmp_path)
+    out, _ = run_example("orders_enrichment", tmp_path)
     # Orders of one customer keep their order; o4 (unknown customer) and o5
     # (unknown product) find no partner in an inner join.
     assert sorted(out.splitlines()) == [
@@ -80,3 +80,56 @@ def test_orders_enrichment_topology_through_the_test_kit() -> None:
             ("c1", "o1", "gold", 189.0),
             ("c1", "o6", "platinum", 12.75),
         ]
+
+
+PAGE_VIEW_COUNTS = {
+    # page: views in minutes 0, 1, 2, 3 (stragglers within the grace included)
+    "/": [3, 4, 5, 2],
+    "/docs": [4, 5, 3, 3],
+    "/pricing": [4, 3, 4, 4],
+    "/blog": [2, 3, 5, 2],
+}
+
+
+def test_page_views_prints_one_final_count_per_page_and_minute(tmp_path: Path) -> None:
+    out, log = run_example("page_views", tmp_path)
+    seen: dict[str, list[tuple[str, int]]] = {}
+    for line in out.splitlines():
+        page, window, views, unit = line.split()
+        assert unit == "views", out
+        seen.setdefault(page, []).append((window.rstrip(":"), int(views)))
+    # Each window once, in order per page; minute 5 is still open at the end.
+    windows = ["00:00-00:01", "00:01-00:02", "00:02-00:03", "00:03-00:04"]
+    assert seen == {p: list(zip(windows, n, strict=True)) for p, n in PAGE_VIEW_COUNTS.items()}
+    # The one view that came after its window closed was dropped, and said so.
+    assert log.count("dropped a record") == 1 and ": late (1 so far" in log, log
+
+
+def test_page_views_topology_emits_a_window_once_it_closes() -> None:
+    ex = load_example("page_views")
+    start = ex.START_MS
+
+    def view(user: str, page: str, seconds: int) -> tuple[str, object, int]:
+        return user, ex.PageView(user=user, page=page), start + seconds * 1000
+
+    with TopologyTestDriver(ex.app) as driver:
+        driver.pipe_many(ex.views, [view("ada", "/", 10), view("ken", "/", 50)])
+        driver.pipe_many(ex.views, [view("ada", "/", 65)])
+        assert driver.read_output(ex.counts) == []  # minute 0 is open until 1:10
+        driver.pipe_many(ex.views, [view("ken", "/", 58)])  # within the grace: counts
+        driver.pipe_many(ex.views, [view("ada", "/", 71)])
+        assert driver.read_output(ex.counts) == [
+            ("/", ex.WindowCount(window_start=start, window_end=start + 60_000, views=3))
+        ]
+        driver.pipe_many(ex.views, [view("ken", "/", 59)])  # minute 0 closed: dropped
+        driver.pipe_many(ex.views, [view("ada", "/", 200)])
+        assert driver.read_output(ex.counts) == [
+            ("/", ex.WindowCount(window_start=start + 60_000, window_end=start + 120_000, views=2))
+        ]
+    assert (
+        sum(
+            ex.app.metrics.value("dropped_records", node=n.name, reason="late")
+            for n in ex.app.graph.nodes
+        )
+        == 1
+    )
