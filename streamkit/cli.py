@@ -102,8 +102,15 @@ def _banner(app: App) -> str:
         lines.append(f"  agent {agent.name}: {sources} -> {sinks}")
     for timer in app.timers:
         lines.append(f"  timer {timer.name}: every {timer.interval_s:g} s")
+    for graph in (g for sub in topology.subtopologies for g in sub.graphs):
+        sources = ", ".join(t.name for t in graph.sources)
+        lines.append(f"  stream graph {graph.name}: {sources} ({len(graph.nodes)} nodes)")
     for sub in topology.subtopologies:
-        tasks = " ".join(str(t) for t in sub.task_ids())
+        if any(t.declared_partitions is None for t in sub.sources):
+            # Counts not declared are the broker's, known only once the worker asks it.
+            tasks = "one per partition of its widest source, as the broker reports"
+        else:
+            tasks = " ".join(str(t) for t in sub.task_ids())
         lines.append(f"  sub-topology {sub.id} tasks: {tasks}")
     return "\n".join(lines)
 

@@ -562,6 +562,10 @@ def test_on_error_fail_stops_at_the_record_and_names_where_it_is() -> None:
         1,
     )
     assert errors_counted(app, "fail") == 1
+    # The operator whose function raised is named, not the graph's source.
+    mapper = next(n.name for n in app.graph.nodes if n.name.startswith("KSTREAM-MAPVALUES"))
+    assert f"agent {mapper}" in str(error)
+    assert app.metrics.value("agent_errors", agent=mapper, policy="fail") == 1
 
 
 def test_on_error_skip_logs_counts_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:

@@ -136,10 +136,9 @@ class Sink(DslProcessor):
         self.node.send(target, record)
 
     def _resolve(self, chosen: Topic | str) -> Topic:
-        if isinstance(chosen, Topic):
-            return chosen
-        topic = self.topics.get(chosen)
-        if topic is None:
+        name = chosen.name if isinstance(chosen, Topic) else chosen
+        topic = self.topics.get(name)
+        if topic is None or (isinstance(chosen, Topic) and topic is not chosen):
             raise ConfigError(
                 f"the sink's topic chooser returned {chosen!r}, which is not declared: "
                 "declare every topic it may choose with app.topic()"

@@ -249,13 +249,27 @@ class GraphRunner:
                 source.process(record)
             except Exception as exc:
                 # Raises AgentError under the `fail` policy; otherwise the record is dealt with.
-                self._failures.agent_failed(
-                    self.graph.name, self._raw_of(event), exc, self.graph.on_error
-                )
-                log.debug("processor graph %s raised", self.graph.name, exc_info=exc)
+                node = self._node_that_raised(exc)
+                self._failures.agent_failed(node, self._raw_of(event), exc, self.graph.on_error)
+                log.debug("node %s raised", node, exc_info=exc)
             if self._stream_punctuations and clock.ms is not None:
                 self._punctuate_stream(clock.ms)
         self.current = None
+
+    def _node_that_raised(self, exc: BaseException) -> str:
+        """The innermost processor in the traceback: the operator whose function raised.
+
+        Found only when something failed, so the hot path pays nothing for it.
+        """
+        names = {id(p): name for name, p in self._processors.items()}
+        found = self.graph.name
+        tb = exc.__traceback__
+        while tb is not None:
+            name = names.get(id(tb.tb_frame.f_locals.get("self")))
+            if name is not None:
+                found = name
+            tb = tb.tb_next
+        return found
 
     def _punctuate_stream(self, now_ms: int) -> None:
         for p in self._stream_punctuations:
@@ -295,6 +309,7 @@ class GraphRunner:
                     f"task {self.task_name}: {p.kind.value} punctuation of node {node!r} "
                     f"raised {type(exc).__name__}: {exc}"
                 ) from exc
+            self.metrics.agent_errors.labels(node, self.graph.on_error.value).inc()
             log.exception(
                 "task %s: punctuation of node %r raised; it runs again", self.task_name, node
             )
