@@ -71,6 +71,9 @@ async def _clients(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=1_048_576,
+        # streamkit's own default: Tansu holds a fetch for its whole max wait, so the
+        # client default (500 ms) would idle the ceiling and flatter every ratio.
+        fetch_max_wait_ms=25,
     )
     await consumer.start()
     tps = [TopicPartition(topic, p) for p in range(args.partitions)]
