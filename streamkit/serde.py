@@ -98,6 +98,10 @@ class ModelSerde(Generic[M]):
 
     def __init__(self, model: type[M]) -> None:
         self.model = model
+        # pydantic-core's own entry points: model_validate_json and model_dump_json
+        # add a Python frame (and a str round trip) per record around these.
+        self._validate_json = model.__pydantic_validator__.validate_json
+        self._to_json = model.__pydantic_serializer__.to_json
 
     def serialize(self, value: M | dict[str, Any] | None) -> bytes | None:
         if value is None:
@@ -107,10 +111,10 @@ class ModelSerde(Generic[M]):
             value = self.model.model_validate(value)
         if not isinstance(value, self.model):
             raise SerdeError(f"expected {self.model.__name__}, got {type(value).__name__}")
-        return value.model_dump_json().encode()
+        return self._to_json(value)
 
     def deserialize(self, data: bytes | None) -> M | None:
-        return None if data is None else self.model.model_validate_json(data)
+        return None if data is None else self._validate_json(data)
 
 
 class TypeAdapterSerde(Generic[T]):
