@@ -129,15 +129,16 @@ class TaskStore:
             raise StateError(
                 f"table {self.table.name!r}: None is a deletion in a changelog; use del"
             )
-        self._check_partition(key)
         self._change(key, value)
 
     def delete(self, key: Any) -> None:
-        self._check_partition(key)
         self._change(key, _DELETED)
 
     def _change(self, key: Any, value: Any) -> None:
+        # A key changed before in this commit interval was checked and indexed then:
+        # a hot key costs a dict write, not a serialization and a partitioner call.
         if key not in self._dirty:
+            self._check_partition(key)
             kb = self._key_bytes(key)
             bisect.insort(self._dirty_order, kb)
             self._dirty_keys[kb] = key
