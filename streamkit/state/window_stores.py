@@ -25,7 +25,6 @@ from .table import Table
 from .windowed import WindowedTable, WindowKeySerde
 
 _LEN = struct.Struct(">I")
-_SPAN = struct.Struct(">qq")
 _TIME = struct.Struct(">q")
 _LATEST = 2**63 - 1
 
@@ -51,32 +50,14 @@ class ValueAndTimestamp(NamedTuple):
 class WindowedKeySerde(WindowKeySerde):
     """`len | key | start | end`, read back as `Windowed`."""
 
-    def deserialize(self, data: bytes | None) -> Windowed | None:
-        found = super().deserialize(data)
-        return None if found is None else Windowed(*found)
+    def _window(self, key: Any, start: int, end: int) -> Windowed:
+        return Windowed(key, start, end)
 
 
-class SessionKeySerde:
+class SessionKeySerde(WindowedKeySerde):
     """`len | key | end | start`: one key's sessions adjacent, ordered by end."""
 
-    def __init__(self, inner: Serde[Any]) -> None:
-        self.inner = inner
-
-    def serialize(self, value: tuple[Any, int, int] | None) -> bytes | None:
-        if value is None:
-            return None
-        key, start, end = value
-        kb = self.inner.serialize(key)
-        if kb is None:
-            return None
-        return _LEN.pack(len(kb)) + kb + _SPAN.pack(end, start)
-
-    def deserialize(self, data: bytes | None) -> Windowed | None:
-        if data is None:
-            return None
-        (length,) = _LEN.unpack_from(data)
-        end, start = _SPAN.unpack_from(data, 4 + length)
-        return Windowed(self.inner.deserialize(data[4 : 4 + length]), start, end)
+    end_first = True
 
 
 class TimestampedSerde:

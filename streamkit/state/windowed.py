@@ -24,7 +24,13 @@ WindowKey = tuple[Any, int, int]  # key, start_ms, end_ms
 
 
 class WindowKeySerde:
-    """(key, start_ms, end_ms) <-> bytes, with the key's own serde inside."""
+    """(key, start_ms, end_ms) <-> `len | key | start | end`, the key with its own serde.
+
+    `end_first` writes `len | key | end | start` instead: sessions order a key's
+    windows by end, time windows by start.
+    """
+
+    end_first = False
 
     def __init__(self, inner: Serde[Any]) -> None:
         self.inner = inner
@@ -36,14 +42,19 @@ class WindowKeySerde:
         kb = self.inner.serialize(key)
         if kb is None:
             return None
-        return _LEN.pack(len(kb)) + kb + _SPAN.pack(start, end)
+        span = _SPAN.pack(end, start) if self.end_first else _SPAN.pack(start, end)
+        return _LEN.pack(len(kb)) + kb + span
 
     def deserialize(self, data: bytes | None) -> WindowKey | None:
         if data is None:
             return None
         (length,) = _LEN.unpack_from(data)
-        start, end = _SPAN.unpack_from(data, 4 + length)
-        return self.inner.deserialize(data[4 : 4 + length]), start, end
+        first, second = _SPAN.unpack_from(data, 4 + length)
+        start, end = (second, first) if self.end_first else (first, second)
+        return self._window(self.inner.deserialize(data[4 : 4 + length]), start, end)
+
+    def _window(self, key: Any, start: int, end: int) -> WindowKey:
+        return key, start, end
 
 
 def window_end(data: bytes) -> int:
