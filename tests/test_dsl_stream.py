@@ -204,6 +204,17 @@ def test_to_a_chosen_topic_that_is_not_declared_fails_the_record_naming_it() -> 
     assert (failure.value.topic, failure.value.offset) == ("events", 0)
 
 
+def test_a_chooser_returning_another_apps_topic_fails_the_record() -> None:
+    app = new_app()
+    src = app.topic("events", key_type=str, value_type=str)
+    foreign = sk.App("other").topic("events-out", key_type=str, value_type=str)
+    app.topic("events-out", key_type=str, value_type=str)  # same name, not the same topic
+    app.stream(src).to(lambda k, v, r: foreign)
+    with TopologyTestDriver(app) as driver, pytest.raises(AgentError) as failure:
+        driver.pipe(src, "a", "x")
+    assert "'events-out'" in str(failure.value) and "not declared" in str(failure.value)
+
+
 def test_to_an_undeclared_topic_object_is_refused_when_declared() -> None:
     app = new_app()
     other = sk.App("other").topic("elsewhere")

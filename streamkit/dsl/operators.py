@@ -140,7 +140,7 @@ class Sink(DslProcessor):
         topic = self.topics.get(name)
         if topic is None or (isinstance(chosen, Topic) and topic is not chosen):
             raise ConfigError(
-                f"the sink's topic chooser returned {chosen!r}, which is not declared: "
-                "declare every topic it may choose with app.topic()"
+                f"the sink's topic chooser returned topic {name!r}, which is not declared "
+                "by this app: declare every topic it may choose with app.topic()"
             )
         return topic
