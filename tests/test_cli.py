@@ -384,3 +384,18 @@ def test_bad_input_under_fail_policy_stops_the_worker_with_one_line(tmp_path: Pa
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: value deserialization failed on orders[0]@2: "), str(result)
     assert "Invalid JSON" in last
+
+
+def test_banner_lists_stream_graphs_and_does_not_guess_broker_partition_counts() -> None:
+    import streamkit as sk
+    from streamkit.cli import _banner
+
+    app = sk.App("banner")
+    declared = app.topic("declared", key_type=str, value_type=str, partitions=2)
+    adopted = app.topic("adopted", key_type=str, value_type=str)  # the broker's count
+    app.stream(declared).filter(lambda k, v: True).to(adopted)
+    app.stream(adopted).foreach(lambda k, v: None)
+    banner = _banner(app)
+    assert "stream graph KSTREAM-SOURCE-0000000000: declared (3 nodes)" in banner
+    assert "sub-topology 0 tasks: 0_0 0_1" in banner
+    assert "sub-topology 1 tasks: one per partition of its widest source" in banner
