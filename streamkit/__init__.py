@@ -31,6 +31,7 @@ from .processor import (
 )
 from .serde import Serde
 from .settings import Settings
+from .state.restore_listener import RestoreListener
 from .stream import Stream
 from .topic import ErrorPolicy, Topic
 from .topology import TaskId, Topology
@@ -63,6 +64,7 @@ __all__ = [
     "PunctuationType",
     "Record",
     "RecordError",
+    "RestoreListener",
     "Serde",
     "SerdeError",
     "SessionWindowedKStream",

@@ -21,6 +21,7 @@ from .runtime.record_writer import RecordWriter
 from .runtime.topic_admin import ensure_topics
 from .serde import Serde
 from .settings import make_settings
+from .state.restore_listener import RestoreListener
 from .state.table import Table
 from .state.windowed import WindowedTable
 from .topic import ErrorPolicy, Topic
@@ -68,10 +69,15 @@ class App:
         self.timers: list[Timer] = []
         self.graph = GraphBuilder(app_id)
         self.metrics = Metrics()
+        self.restore_listener = RestoreListener()
         self._worker: Worker | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.id} broker={self.settings.broker}>"
+
+    def set_restore_listener(self, listener: RestoreListener) -> None:
+        """Hear of every task store restore on this app's workers (see RestoreListener)."""
+        self.restore_listener = listener
 
     def configure(self, **overrides: Any) -> None:
         """Override settings after construction (the CLI's --broker, --data-dir, ...)."""

@@ -161,6 +161,7 @@ class TopologyTestDriver:
             state_dir=self._dir / app.id,
             app_id=app.id,
             wall_clock=lambda: self._wall_ms,
+            restore_listener=app.restore_listener,
         )
         app._attach(self)  # type: ignore[arg-type]  # app.send inside agents writes here
         self._globals = GlobalTables(app.global_tables.values(), services)

@@ -325,3 +325,54 @@ async def test_a_full_write_behind_cache_commits_early(memory_url: str, tmp_path
         logged = len(changelog(memory_url, app, "latest"))
     assert early is not None and early >= 200
     assert logged >= 200  # the changelog got the changes before the offsets moved
+
+
+class Recorder(sk.RestoreListener):
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def on_restore_start(self, *args: Any) -> None:
+        self.calls.append(("start", *args))
+
+    async def on_batch_restored(self, *args: Any) -> None:
+        self.calls.append(("batch", *args))
+
+    async def on_restore_end(self, *args: Any) -> None:
+        self.calls.append(("end", *args))
+
+
+async def test_a_restore_listener_hears_each_store_restore_from_start_to_end(
+    memory_url: str, tmp_path: Path
+) -> None:
+    app, clicks, views = design_app(memory_url, tmp_path)
+    sent = await send(app, clicks, 260)
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == 260)
+    for path in (tmp_path / "clicks").glob("*/view-counts.sqlite*"):
+        path.unlink()
+    ends = Counter(r.partition for r in changelog(memory_url, app, "view-counts"))
+
+    app2, clicks2, views2 = design_app(memory_url, tmp_path, max_poll_records=2)
+    heard = Recorder()
+    app2.set_restore_listener(heard)
+    sent += await send(app2, clicks2, 130, start=260)
+    async with running(app2):
+        await wait_for(lambda: len(read(app2, views2)) == 390)
+    by_task: dict[str, list[tuple[Any, ...]]] = {}
+    for call in heard.calls:
+        by_task.setdefault(str(call[1]), []).append(call)
+    assert sorted(by_task) == [f"0_{p}" for p in sorted(ends)]
+    tp = sk.transport.TopicPartition
+    for task, calls in by_task.items():
+        p = int(task.split("_")[1])
+        changelog_tp = tp("clicks-view-counts-changelog", p)
+        assert calls[0][2:] == ("view-counts", changelog_tp, 0, ends[p])
+        assert calls[-1][2:] == ("view-counts", changelog_tp, ends[p])
+        batches = [c for c in calls[1:-1] if c[0] == "batch"]
+        assert len(batches) == len(calls) - 2
+        # Batches of up to 10 records (5 x max_poll_records), offsets rising to the end.
+        assert [c[4] for c in batches] == sorted({c[4] for c in batches})
+        assert batches[-1][4] == ends[p]
+        assert sum(c[5] for c in batches) == ends[p]
+        assert max(c[5] for c in batches) <= 10
+    assert latest_outputs(app2, views2) == dict(sent)

@@ -12,7 +12,7 @@ import heapq
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import attrgetter
 from pathlib import Path
@@ -22,6 +22,7 @@ from ..events import Event, StreamTime
 from ..metrics import Metrics
 from ..settings import Settings
 from ..state.restore import restore
+from ..state.restore_listener import RestoreListener
 from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
 from ..transport.base import Consumer, RawRecord, TopicPartition, Transport
@@ -59,6 +60,7 @@ class TaskServices:
     app_id: str = ""
     # Wall-clock time in ms: punctuations and tests that drive time read it here.
     wall_clock: Callable[[], int] = wall_clock_ms
+    restore_listener: RestoreListener = field(default_factory=RestoreListener)
 
 
 class Task:
@@ -272,6 +274,7 @@ class Task:
                     max_records=self._services.settings.max_poll_records * 5,
                     cancelled=lambda: self._closing,
                     stop_at=stop_at,
+                    listener=(self._services.restore_listener, self.id),
                 )
                 self.restored_records += applied
                 log.info(

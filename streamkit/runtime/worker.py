@@ -91,6 +91,7 @@ class Worker:
             settings=self.settings,
             state_dir=self.settings.data_dir / app.id,
             app_id=app.id,
+            restore_listener=app.restore_listener,
         )
         self.coordinator = Coordinator(
             topology, services, self._fail, lambda: planner.assigned.standby

@@ -14,10 +14,15 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from ..transport.base import PartitionReader
+from .restore_listener import RestoreListener
+
+if TYPE_CHECKING:
+    from ..topology import TaskId
 from .task_store import TaskStore
 
 log = logging.getLogger("streamkit.restore")
@@ -33,9 +38,10 @@ async def restore(
     max_records: int,
     cancelled: Callable[[], bool] = lambda: False,
     stop_at: int | None = None,
+    listener: tuple[RestoreListener, TaskId] | None = None,
 ) -> int:
     """Bring the store up to the changelog's end, or to `stop_at` if that comes first;
-    return the records applied."""
+    return the records applied. `listener` hears of it on behalf of the task."""
     tp = store.changelog_tp
     first, end = await reader.offsets(tp)
     checkpoint = store.sqlite.checkpoint()
@@ -65,6 +71,9 @@ async def restore(
         return 0
     total = end - start
     reader.assign({tp: start})
+    name = store.table.name
+    if listener is not None:
+        await listener[0].on_restore_start(listener[1], name, tp, start, end)
     applied = 0
     began = last_report = time.monotonic()
     # A bar for people watching a terminal; logs (below) for everyone else.
@@ -87,6 +96,8 @@ async def restore(
                 store.apply_changelog(batch, reached)
                 applied += len(batch)
                 bar.update(len(batch))
+                if listener is not None:
+                    await listener[0].on_batch_restored(listener[1], name, tp, reached, len(batch))
             else:
                 _, end = await reader.offsets(tp)
                 if stop_at is not None:
@@ -96,6 +107,8 @@ async def restore(
             )
     finally:
         bar.close()
+    if listener is not None:
+        await listener[0].on_restore_end(listener[1], name, tp, applied)
     return applied
 
 

@@ -8,6 +8,10 @@ each), SKT_WORKER (the worker's name, set by tests/cluster.py).
 by SKT_GO_FILE exists: a worker started that way has done its imports and joins the
 group within moments of the test creating the file.
 
+With SKT_HOLD_RESTORE_FILE set, every restore holds after its first batch until
+that file exists: a test arranges a rebalance while a restore is still going on,
+however fast the machine restores.
+
 For each input the agent adds one to the key's count and outputs the key with
 `<count> <input partition> <input offset> <worker>`, so a test can tell which
 input, and which worker, produced each count.
@@ -15,6 +19,7 @@ input, and which worker, produced each count.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -27,6 +32,20 @@ app = sk.App(os.environ["SKT_APP_ID"])
 source = app.topic(os.environ["SKT_INPUT"], key_type=str, value_type=str, partitions=4)
 sink = app.topic(os.environ["SKT_OUTPUT"], key_type=str, value_type=str, partitions=4)
 counts = app.table("counts", key_type=str, value_type=int, default=int)
+
+
+class HoldRestore(sk.RestoreListener):
+    def __init__(self, release: str) -> None:
+        self.release = release
+
+    async def on_batch_restored(self, *_: Any) -> None:
+        # A file another process creates: nothing to await but time.
+        while not os.path.exists(self.release):  # noqa: ASYNC110, ASYNC240
+            await asyncio.sleep(0.02)
+
+
+if "SKT_HOLD_RESTORE_FILE" in os.environ:
+    app.set_restore_listener(HoldRestore(os.environ["SKT_HOLD_RESTORE_FILE"]))
 
 
 @app.agent(source, sink=sink)
