@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     progress_warning_s: float = 60.0
     # Serve the app's Prometheus metrics on this port (http://host:PORT/metrics).
     metrics_port: int | None = None
+    # Allocations between young garbage collections while a worker runs (Python's
+    # default is 700, which makes every batch's objects survive into older, costlier
+    # collections); 0 leaves the interpreter's setting alone.
+    gc_young_threshold: int = Field(default=10_000, ge=0)
     loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Passed to the aiokafka clients: session_timeout_ms, security_protocol, sasl_*,
     # compression_type, linger_ms, ... (STREAMKIT_KAFKA_OPTIONS takes JSON).

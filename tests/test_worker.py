@@ -267,3 +267,27 @@ async def test_app_stop_from_an_agent(memory_url: str) -> None:
         await app.send(numbers, key="k", value=i)
     await asyncio.wait_for(Worker(app).run(), 10)
     assert committed(app, numbers)[0] is not None
+
+
+@pytest.mark.parametrize("threshold", [25_000, 0])
+async def test_the_gc_young_threshold_holds_while_the_worker_runs(
+    memory_url: str, threshold: int
+) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    app = sk.App("gc", broker=memory_url, gc_young_threshold=threshold)
+    ticks = app.topic("ticks", key_type=str, value_type=int, partitions=1)
+    seen: list[tuple[int, int, int]] = []
+
+    @app.agent(ticks)
+    async def watch(stream: sk.Stream) -> None:
+        async for _ in stream:
+            seen.append(gc.get_threshold())
+
+    await app.send(ticks, key="k", value=1)
+    async with running(app):
+        await wait_for(lambda: len(seen) == 1)
+    expected = (threshold, *before[1:]) if threshold else before
+    assert seen == [expected]
+    assert gc.get_threshold() == before  # the interpreter's own setting is back

@@ -21,6 +21,7 @@ from ..transport.base import Consumer, Producer, RawRecord, TopicPartition
 from .assignor import MemberInfo, TaskPlanner
 from .coordinator import Coordinator
 from .failures import FailureRouter
+from .gc_tuning import gc_tuned
 from .global_tables import GlobalTables
 from .liveness import LoopWatchdog, watch_progress
 from .record_writer import RecordWriter
@@ -62,6 +63,10 @@ class Worker:
 
     async def run(self) -> None:
         """Start, fetch until stopped, shut down; raise the failure that stopped it, if any."""
+        with gc_tuned(self.settings.gc_young_threshold):
+            await self._run()
+
+    async def _run(self) -> None:
         app = self.app
         transport = transport_for(self.settings.broker, self.settings.transport_options())
         admin = transport.admin()
