@@ -286,9 +286,17 @@ class PacedProducer:
     stamped records in all, sent with the batch API (acks are not awaited in line)."""
 
     def __init__(
-        self, url: str, topic: str, partitions: int, keys: Sequence[bytes], rate: int, tick_s: float
+        self,
+        url: str,
+        topic: str,
+        partitions: int,
+        keys: Sequence[bytes],
+        rate: int,
+        tick_s: float,
+        limit: int | None = None,
     ) -> None:
         self._url = url
+        self._limit = limit  # stop by itself after this many records
         self._topic = topic
         self._partitions = partitions
         self._keys = keys
@@ -310,7 +318,7 @@ class PacedProducer:
         pending: set[asyncio.Future[Any]] = set()
         try:
             next_tick = time.monotonic()
-            while not self._stop.is_set():
+            while not self._stop.is_set() and (self._limit is None or self.sent < self._limit):
                 if time.monotonic() - next_tick > self._tick_s:
                     self.late_ticks += 1
                 batches: dict[int, Any] = {}
@@ -349,7 +357,8 @@ class PacedProducer:
     def check(self) -> None:
         if self._job is not None and self._job.done():
             self._job.result()
-            raise BenchError("the paced producer stopped early")
+            if self._limit is None or self.sent < self._limit:
+                raise BenchError("the paced producer stopped early")
 
 
 async def high_watermarks(url: str, topic: str, partitions: int) -> dict[int, int | None]:

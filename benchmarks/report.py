@@ -126,7 +126,7 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     join = doc.get("group_join_s")
     startups = [x["startup_s"] for x in (p, c) if x.get("startup_s") is not None]
     beyond = max(startups) - join if startups and join is not None else None
-    rss = [x["rss_mb"] for x in w.values() if x.get("rss_mb") is not None]
+    rss = [x[k] for x in w.values() for k in ("rss_mb", "latency_rss_mb") if x.get(k) is not None]
 
     def target(name: str, value: float | None, limit: float, op: str) -> dict[str, Any]:
         met = None

@@ -2,8 +2,8 @@
 
 All runs share one pre-filled input topic (each app is its own consumer group, so
 each reads it all from the start) and get their own app id and output topic. The
-order keeps every run on the same data: the latency run, which appends stamped
-records to the input, comes last.
+latency run, at a paced load, has input and output topics of its own that start
+empty (see `Run._latency`).
 """
 
 from __future__ import annotations
@@ -210,6 +210,23 @@ class Run:
             # and the whole machine, whoever used it.
             "cpu_cores": cpu,
         }
+
+    async def _owns_tasks(
+        self,
+        worker: Proc,
+        *,
+        alive: Callable[[], None] = lambda: None,
+        check: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Until `worker` logged that it owns some task (it logs at info level)."""
+        deadline = time.monotonic() + self.cfg.phase_timeout_s
+        while not [m for m in OWNS.findall(worker.log()) if m.strip() != "none"]:
+            worker.check_alive()
+            alive()
+            check()
+            if time.monotonic() > deadline:
+                raise BenchError(f"{worker.name} got no tasks\n{worker.tail()}")
+            await asyncio.sleep(0.05)
 
     def _check_quiet(self, label: str, cores: dict[str, float]) -> None:
         """Note it when something else used the machine meanwhile: the figure is suspect."""
@@ -482,28 +499,96 @@ class Run:
         )
 
     async def passthrough(self) -> None:
-        cfg = self.cfg
-        app_id = self.name("pass")
         observer = await self.observe(self.name("pass-out"))
-        first = self.worker("pass-1", "passthrough", app_id, observer.topic)
-        second: Proc | None = None
-        floor: Observer | None = None
-        producer: PacedProducer | None = None
+        first = self.worker("pass-1", "passthrough", self.name("pass"), observer.topic)
         try:
             result = await self._throughput(observer, [first], "passthrough")
-            say(
-                f"passthrough: {result['records_per_s']:,.0f} records/s, first output "
-                f"{result['startup_s']:.2f} s after launch; {cpu_text(result['cpu_cores'])}"
+        finally:
+            await self._stop(first)
+            await observer.stop()
+        say(
+            f"passthrough: {result['records_per_s']:,.0f} records/s, first output "
+            f"{result['startup_s']:.2f} s after launch; {cpu_text(result['cpu_cores'])}"
+        )
+        result["rss_mb"] = first.rss_mb
+        result.update(await self._ceiling_latency())
+        result.update(await self._latency())
+        self.results["passthrough"] = result
+
+    async def _ceiling_latency(self) -> dict[str, Any]:
+        """The paced load through the bare-aiokafka passthrough: what two hops through
+        this broker cost a process that does the job and nothing else."""
+        cfg = self.cfg
+        source, sink = self.name("ceiling-lat-input"), self.name("ceiling-lat-out")
+        await create_topics(self.url, [source], cfg.partitions)
+        stamp_from = time.time()
+        observer = await self.observe(sink, watermarks_only=False, stamped_after=stamp_from)
+        ticks = round((cfg.latency_warmup_s + cfg.latency_s) / cfg.latency_tick_s)
+        total = ticks * max(1, round(cfg.latency_rate * cfg.latency_tick_s))
+        argv = [
+            sys.executable, "-m", "benchmarks.ceilings", "passthrough",
+            "--broker", self.url, "--input", source, "--output", sink,
+            "--records", str(total), "--partitions", str(cfg.partitions),
+        ]  # fmt: skip
+        proc = self.procs.start("ceiling-latency", argv)
+        keys = [user_id(k).encode() for k in range(cfg.keys)]
+        producer = PacedProducer(
+            self.url, source, cfg.partitions, keys, cfg.latency_rate, cfg.latency_tick_s, total
+        ).start()
+        began = time.monotonic()
+        try:
+            await observer.wait_for(
+                total,
+                timeout=cfg.latency_warmup_s + cfg.latency_s + cfg.phase_timeout_s,
+                alive=lambda: (_exited_well(proc), producer.check()),
+                what="ceiling passthrough under load",
             )
-            # Latency at a fixed offered load, then a second worker joins under it.
-            stamp_from = time.time()
-            await observer.read_records(stamped_after=stamp_from)
-            floor = await Observer(
-                self.url, self.input, cfg.partitions, from_end=True, stamped_after=stamp_from
-            ).start()
+        finally:
+            await producer.stop()
+            await proc.stop()
+            await observer.stop()
+        # The ceiling starts with the load: the warm-up covers its start as the worker's.
+        steady = [lat for t, lat in observer.latencies if t >= began + cfg.latency_warmup_s]
+        if not steady:
+            raise BenchError("the latency ceiling took no samples")
+        result = {
+            "ceiling_p50_ms": 1000 * percentile(steady, 50),
+            "ceiling_p99_ms": 1000 * percentile(steady, 99),
+        }
+        say(
+            f"latency ceiling (bare aiokafka passthrough) at {cfg.latency_rate:,}/s: "
+            f"p50 {result['ceiling_p50_ms']:.1f} ms, p99 {result['ceiling_p99_ms']:.1f} ms"
+        )
+        return result
+
+    async def _latency(self) -> dict[str, Any]:
+        """p50/p99 at a fixed offered load, then a second worker joins under it.
+
+        On topics of their own that start empty: Tansu's fetch latency grows with a
+        partition's length (its own one-hop p99 went from 14 to 67 ms between 25,000
+        and 300,000 records at this load), so the pre-filled input would measure the
+        broker's storage, not the worker. Nothing else reads the input meanwhile: a
+        second consumer fetching the same partitions from Tansu doubled the worker's
+        p50 and tripled its p99. The reference is `_ceiling_latency`, run alone.
+        """
+        cfg = self.cfg
+        app_id = self.name("lat")
+        source = self.name("lat-input")
+        await create_topics(self.url, [source], cfg.partitions)
+        stamp_from = time.time()
+        observer = await self.observe(
+            self.name("lat-out"), watermarks_only=False, stamped_after=stamp_from
+        )
+        first = self.worker(
+            "lat-1", "passthrough", app_id, observer.topic, input_topic=source, log_level="info"
+        )
+        second: Proc | None = None
+        producer: PacedProducer | None = None
+        try:
+            await self._owns_tasks(first)
             keys = [user_id(k).encode() for k in range(cfg.keys)]
             producer = PacedProducer(
-                self.url, self.input, cfg.partitions, keys, cfg.latency_rate, cfg.latency_tick_s
+                self.url, source, cfg.partitions, keys, cfg.latency_rate, cfg.latency_tick_s
             ).start()
             began = time.monotonic()
             say(f"latency: offering {cfg.latency_rate:,} records/s for "
@@ -515,15 +600,10 @@ class Run:
                 await asyncio.sleep(0.1)
             measured = (began + cfg.latency_warmup_s, time.monotonic())
             joined_at = time.monotonic()
-            second = self.worker("pass-2", "passthrough", app_id, observer.topic, log_level="info")
-            deadline = joined_at + cfg.phase_timeout_s
-            while not [m for m in OWNS.findall(second.log()) if m.strip() != "none"]:
-                second.check_alive()
-                alive()
-                producer.check()
-                if time.monotonic() > deadline:
-                    raise BenchError(f"the second worker got no tasks\n{second.tail()}")
-                await asyncio.sleep(0.05)
+            second = self.worker(
+                "lat-2", "passthrough", app_id, observer.topic, input_topic=source, log_level="info"
+            )
+            await self._owns_tasks(second, alive=alive, check=producer.check)
             owned_at = time.monotonic()
             while time.monotonic() - owned_at < cfg.join_settle_s:
                 producer.check()
@@ -533,13 +613,13 @@ class Run:
             # Every record offered must come out before the window is judged.
             try:
                 await observer.wait_for(
-                    cfg.records + producer.sent,
+                    producer.sent,
                     timeout=30.0,  # the offered load drains in moments when all is well
                     alive=self._alive(first, second),
                     what="passthrough under load",
                 )
             except BenchError as exc:
-                report = await stuck_report(self.url, app_id, self.input, observer, cfg.partitions)
+                report = await stuck_report(self.url, app_id, source, observer, cfg.partitions)
                 raise BenchError(f"{exc}\n{report}\n{first.tail()}\n{second.tail()}") from exc
         finally:
             # Workers first: a failing client stop must not leave them running.
@@ -547,15 +627,12 @@ class Run:
             with contextlib.suppress(Exception):
                 if producer is not None and not producer.stopped:
                     await producer.stop()
-            if floor is not None:
-                await floor.stop()
             await observer.stop()
 
         def window(obs: Observer, start: float, end: float) -> list[float]:
             return [lat for t, lat in obs.latencies if start <= t <= end]
 
         steady = window(observer, *measured)
-        base = window(floor, *measured)
         if not steady:
             raise BenchError("no latency samples were taken")
         arrivals = observer.arrivals
@@ -564,30 +641,27 @@ class Run:
             b - a for a, b in itertools.pairwise(arrivals) if measured[0] <= a and b <= measured[1]
         ]
         during_join = window(observer, joined_at, observer.reached_at(observer.count) or ended)
-        result.update(
-            {
-                "p50_ms": 1000 * percentile(steady, 50),
-                "p99_ms": 1000 * percentile(steady, 99),
-                "max_ms": 1000 * max(steady),
-                "latency_samples": len(steady),
-                "offered_records_per_s": cfg.latency_rate,
-                "producer_late_ticks": producer.late_ticks,
-                "broker_p50_ms": 1000 * percentile(base, 50) if base else None,
-                "broker_p99_ms": 1000 * percentile(base, 99) if base else None,
-                "steady_max_gap_ms": 1000 * max(steady_gaps, default=0.0),
-                "join_pause_s": max(join_gaps, default=float("nan")),
-                "join_max_latency_ms": 1000 * max(during_join, default=float("nan")),
-                "second_worker_tasks_after_s": owned_at - joined_at,
-                "rss_mb": first.rss_mb,
-            }
-        )
-        self.results["passthrough"] = result
+        assert producer is not None and second is not None
+        result = {
+            "p50_ms": 1000 * percentile(steady, 50),
+            "p99_ms": 1000 * percentile(steady, 99),
+            "max_ms": 1000 * max(steady),
+            "latency_samples": len(steady),
+            "offered_records_per_s": cfg.latency_rate,
+            "producer_late_ticks": producer.late_ticks,
+            "steady_max_gap_ms": 1000 * max(steady_gaps, default=0.0),
+            "join_pause_s": max(join_gaps, default=float("nan")),
+            "join_max_latency_ms": 1000 * max(during_join, default=float("nan")),
+            "second_worker_tasks_after_s": owned_at - joined_at,
+            "latency_rss_mb": first.rss_mb,
+        }
         say(
             f"latency at {cfg.latency_rate:,}/s: p50 {result['p50_ms']:.1f} ms, p99 "
-            f"{result['p99_ms']:.1f} ms (broker alone p50 {result['broker_p50_ms']:.1f} ms); "
+            f"{result['p99_ms']:.1f} ms; "
             f"second worker owned tasks after {result['second_worker_tasks_after_s']:.1f} s, "
             f"longest output gap {result['join_pause_s']:.2f} s; peak RSS {first.rss_mb:.0f} MB"
         )
+        return result
 
     async def all(self, only: set[str]) -> None:
         await self.prepare()
