@@ -51,6 +51,9 @@ class SqliteStore:
         # Only tables with a TTL pay for the index that finds expired keys.
         self._expiring = expiring
         self._db: sqlite3.Connection | None = None
+        # At least the largest row time ever stored (expiring stores only, where an
+        # index makes it cheap): a window store need not look up a newer window.
+        self.latest_row_time: int | None = None
 
     def open(self) -> bool:
         """Open (or create) the file; False when it was unreadable and had to be replaced."""
@@ -78,6 +81,8 @@ class SqliteStore:
             raise sqlite3.DatabaseError("quick_check failed")
         # A file of another layout raises here (OperationalError is a DatabaseError).
         db.execute("SELECT key, value, updated_ms FROM kv LIMIT 0")
+        if self._expiring:
+            self.latest_row_time = db.execute("SELECT MAX(updated_ms) FROM kv").fetchone()[0]
 
     def _remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm"):
@@ -163,6 +168,10 @@ class SqliteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if self._expiring and upserts:
+            latest = max(u[2] for u in upserts)
+            if self.latest_row_time is None or latest > self.latest_row_time:
+                self.latest_row_time = latest
 
     def wipe(self) -> None:
         """Forget everything, checkpoint included (before a full replay)."""
@@ -171,6 +180,7 @@ class SqliteStore:
         db.execute("DELETE FROM kv")
         db.execute("DELETE FROM meta")
         db.execute("COMMIT")
+        self.latest_row_time = None
 
     def close(self) -> None:
         if self._db is not None:

@@ -72,6 +72,9 @@ class Table:
     # Expired keys of a TTL table are deleted through the changelog; windows are not
     # (their changelog deletes by time, as in Kafka Streams).
     tombstones_on_expiry = True
+    # Whether a row's time is part of its key (a window's end) rather than when it
+    # changed: then a key newer than every stored row is known absent without a read.
+    row_time_in_key = False
 
     def _store(self) -> TaskStore:
         stores = current_stores.get(None)

@@ -9,11 +9,12 @@ with the changelog offset they reach.
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sortedcontainers import SortedList
 
 from ..errors import StateError
 from ..events import StreamTime
@@ -81,9 +82,12 @@ class TaskStore:
         self._dirty: dict[Any, Any] = {}
         # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
         # lookup) reads its slice of them, not every change since the last commit.
-        self._dirty_order: list[bytes] = []
+        # A SortedList: one insertion costs O(log n), where a list's insort moved up
+        # to 50,000 entries per new key (a third of a windowed count's time).
+        self._dirty_order: SortedList = SortedList()
         self._dirty_keys: dict[bytes, Any] = {}
         self._expires = table.expiry_horizon_s is not None
+        self._time_keyed = self._expires and table.row_time_in_key
         # Values known to match the file (persisted or read), so that a key's first
         # read after a commit is no SELECT. Dropped whole when it outgrows its bound;
         # none for tables whose rows expire (the file decides what is still alive).
@@ -108,6 +112,8 @@ class TaskStore:
         if value is missing:
             value = self._clean.get(key, missing)
             if value is missing:
+                if self._time_keyed and self._newer_than_stored(key):
+                    return missing  # a new window: no read of SQLite for what is not there
                 raw = self.sqlite.get(self._key_bytes(key), since)
                 if raw is None:
                     return missing
@@ -115,6 +121,10 @@ class TaskStore:
         if value is _DELETED or (since and self._expired(key, since)):
             return missing
         return value
+
+    def _newer_than_stored(self, key: Any) -> bool:
+        latest = self.sqlite.latest_row_time
+        return latest is None or self.table.row_time(key, 0) > latest
 
     def _remember(self, key: Any, value: Any) -> Any:
         if len(self._clean) >= self._clean_limit:
@@ -140,7 +150,7 @@ class TaskStore:
         if key not in self._dirty:
             self._check_partition(key)
             kb = self._key_bytes(key)
-            bisect.insort(self._dirty_order, kb)
+            self._dirty_order.add(kb)
             self._dirty_keys[kb] = key
         self._dirty[key] = value
 
@@ -151,10 +161,7 @@ class TaskStore:
         merged: dict[bytes, Any] = {
             k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high, since)
         }
-        order = self._dirty_order
-        first = 0 if low is None else bisect.bisect_left(order, low)
-        last = len(order) if high is None else bisect.bisect_left(order, high)
-        for kb in order[first:last]:
+        for kb in self._dirty_order.irange(low, high, inclusive=(True, False)):
             key = self._dirty_keys[kb]
             merged[kb] = _DELETED if self._expired(key, since) else self._dirty[key]
         for kb in sorted(merged):

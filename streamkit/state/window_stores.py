@@ -136,6 +136,7 @@ class SessionStore(Table):
         return self.retention_ms / 1000
 
     tombstones_on_expiry = False
+    row_time_in_key = True
 
 
 class PendingWindows(Table):

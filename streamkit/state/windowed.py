@@ -141,3 +141,4 @@ class WindowedTable(Table):
         return self.retention_ms / 1000
 
     tombstones_on_expiry = False
+    row_time_in_key = True
