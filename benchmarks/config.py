@@ -17,7 +17,9 @@ class Config:
     latency_warmup_s: float = 2.0
     latency_s: float = 10.0  # measured after the warm-up
     join_settle_s: float = 3.0  # load kept on after the second worker owns its tasks
-    ceiling_repeats: int = 1  # runs of each ceiling; the median is reported
+    # Runs of each ceiling and each one-worker throughput (a run is about a second
+    # of processing); the median is reported.
+    repeats: int = 1
     # Tansu holds a new group's first join for half the session timeout: 6 s gives 3 s.
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_000
@@ -36,5 +38,5 @@ class Config:
         return {**self.kafka_options(), **self.worker_options}
 
 
-FULL = Config("full", records=200_000, latency_s=20.0, latency_warmup_s=3.0, ceiling_repeats=3)
+FULL = Config("full", records=200_000, latency_s=20.0, latency_warmup_s=3.0, repeats=3)
 QUICK = Config("quick", records=50_000, latency_s=8.0, latency_warmup_s=2.0, join_settle_s=2.0)

@@ -83,6 +83,13 @@ def cpu_text(cores: dict[str, float]) -> str:
     return ", ".join(parts) + " cores busy"
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput, with every run's figure beside it."""
+    best = dict(sorted(runs, key=lambda r: r["records_per_s"])[len(runs) // 2])
+    best["runs_records_per_s"] = [r["records_per_s"] for r in runs]
+    return best
+
+
 def _exited_well(proc: Proc) -> None:
     """A ceiling may finish before the observer sees its last outputs; only a failure counts."""
     if not proc.alive and proc.popen.returncode != 0:
@@ -174,14 +181,14 @@ class Run:
                 self.notes.append(f"{proc.name} logged: {line.strip()}")
 
     async def _throughput(
-        self, observer: Observer, workers: list[Proc], label: str
+        self, observer: Observer, workers: list[Proc], label: str, profile: bool = True
     ) -> dict[str, Any]:
-        """Wait for the first output and the last; optionally profile in between."""
+        """Wait for the first output and the last; profile in between if asked for."""
         n = self.cfg.records
         alive = self._alive(*workers)
         timeout = self.cfg.phase_timeout_s
         spy = None
-        if self.profile_dir is not None:
+        if self.profile_dir is not None and profile:
             # From the end of its imports: the group join that follows is idle time,
             # which py-spy leaves out, so the samples are the processing.
             raw = self.profile_dir / f"{label}.raw"
@@ -298,11 +305,9 @@ class Run:
         self, label: str, kind: str, *args: str, observe: bool = True
     ) -> dict[str, Any]:
         runs = []
-        for i in range(self.cfg.ceiling_repeats):
+        for i in range(self.cfg.repeats):
             runs.append(await self._ceiling(f"{label}-{i}", kind, *args, observe=observe))
-        best = sorted(runs, key=lambda r: r["records_per_s"])[len(runs) // 2]
-        best = dict(best)
-        best["runs_records_per_s"] = [r["records_per_s"] for r in runs]
+        best = median_run(runs)
         say(
             f"ceiling {label}: {best['records_per_s']:,.0f} records/s (median of {len(runs)}); "
             f"{cpu_text(best.get('cpu_cores', {}))}"
@@ -318,7 +323,7 @@ class Run:
             "passthrough-model", "passthrough", "--serde", "model"
         )
         counts = []
-        for i in range(self.cfg.ceiling_repeats):
+        for i in range(self.cfg.repeats):
             changelog_topic = self.name(f"ceiling-count-{i}-changelog")
             await create_topics(
                 self.url, [changelog_topic], self.cfg.partitions, {"cleanup.policy": "compact"}
@@ -329,9 +334,7 @@ class Run:
                     f"count-{i}", "count", "--changelog", changelog_topic, "--data-dir", str(data)
                 )
             )
-        best = dict(sorted(counts, key=lambda r: r["records_per_s"])[len(counts) // 2])
-        best["runs_records_per_s"] = [r["records_per_s"] for r in counts]
-        out["count"] = best
+        out["count"] = best = median_run(counts)
         say(
             f"ceiling count: {best['records_per_s']:,.0f} records/s (median of {len(counts)}); "
             f"{cpu_text(best.get('cpu_cores', {}))}"
@@ -357,25 +360,36 @@ class Run:
 
     # streamkit workloads -------------------------------------------------------------
 
+    async def _one_worker(
+        self, label: str, app: str, extra_env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The median of `repeats` runs of one worker of `benchmarks/apps/<app>.py`, each
+        with its own group and output topic (an app emits one output per input)."""
+        runs = []
+        for i in range(self.cfg.repeats):
+            observer = await self.observe(self.name(f"{label}-{i}-out"))
+            worker = self.worker(
+                f"{label}-{i}", app, self.name(f"{label}-{i}"), observer.topic, extra_env=extra_env
+            )
+            try:
+                run = await self._throughput(observer, [worker], label, profile=i == 0)
+            finally:
+                await self._stop(worker)
+                await observer.stop()
+            run["rss_mb"] = worker.rss_mb
+            runs.append(run)
+        result = median_run(runs)
+        say(
+            f"{label}: {result['records_per_s']:,.0f} records/s (median of {len(runs)}), first "
+            f"output {result['startup_s']:.2f} s after launch, peak RSS {result['rss_mb']:.0f} MB; "
+            f"{cpu_text(result['cpu_cores'])}"
+        )
+        return result
+
     async def _one_output_per_record(
         self, label: str, extra_env: dict[str, str] | None = None
     ) -> None:
-        """One worker of `benchmarks/apps/<label>.py`, which emits one output per input."""
-        app_id = self.name(label)
-        observer = await self.observe(self.name(f"{label}-out"))
-        worker = self.worker(label, label, app_id, observer.topic, extra_env=extra_env)
-        try:
-            result = await self._throughput(observer, [worker], label)
-        finally:
-            await self._stop(worker)
-            await observer.stop()
-        result["rss_mb"] = worker.rss_mb
-        self.results[label] = result
-        say(
-            f"{label}: {result['records_per_s']:,.0f} records/s, first output "
-            f"{result['startup_s']:.2f} s after launch, peak RSS {worker.rss_mb:.0f} MB; "
-            f"{cpu_text(result['cpu_cores'])}"
-        )
+        self.results[label] = await self._one_worker(label, label, extra_env)
 
     async def count(self) -> None:
         await self._one_output_per_record("count")
@@ -456,7 +470,7 @@ class Run:
             f"restoring side by side): {applied / seconds:,.0f} records/s"
         )
         ceiling_runs = []
-        for i in range(cfg.ceiling_repeats):
+        for i in range(cfg.repeats):
             ceiling_runs.append(
                 await self._ceiling(
                     f"restore-{i}",
@@ -468,8 +482,7 @@ class Run:
                     observe=False,
                 )
             )
-        best = dict(sorted(ceiling_runs, key=lambda r: r["records_per_s"])[len(ceiling_runs) // 2])
-        best["runs_records_per_s"] = [r["records_per_s"] for r in ceiling_runs]
+        best = median_run(ceiling_runs)
         self.results.setdefault("ceilings", {})["restore"] = best
         say(f"ceiling restore: {best['records_per_s']:,.0f} records/s")
 
@@ -499,18 +512,7 @@ class Run:
         )
 
     async def passthrough(self) -> None:
-        observer = await self.observe(self.name("pass-out"))
-        first = self.worker("pass-1", "passthrough", self.name("pass"), observer.topic)
-        try:
-            result = await self._throughput(observer, [first], "passthrough")
-        finally:
-            await self._stop(first)
-            await observer.stop()
-        say(
-            f"passthrough: {result['records_per_s']:,.0f} records/s, first output "
-            f"{result['startup_s']:.2f} s after launch; {cpu_text(result['cpu_cores'])}"
-        )
-        result["rss_mb"] = first.rss_mb
+        result = await self._one_worker("passthrough", "passthrough")
         result.update(await self._ceiling_latency())
         result.update(await self._latency())
         self.results["passthrough"] = result
