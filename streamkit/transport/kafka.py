@@ -140,8 +140,11 @@ class KafkaOptions:
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 1_048_576
     isolation_level: str = "read_uncommitted"
-    # producer
-    linger_ms: float = 5.0
+    # producer. Outputs of one processed batch already share record batches (the
+    # task processes a batch without yielding to the loop), so lingering only
+    # delays them: at 5,000 records/s, 5 ms took p50 from 21 to 25 ms, p99 from 44 to
+    # 50 ms, and throughput did not change. Raise it for many small sends (timers).
+    linger_ms: float = 0.0
     max_batch_size: int = 65_536
     max_request_size: int = 1_048_576
     compression_type: str | None = None
