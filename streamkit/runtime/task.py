@@ -278,7 +278,7 @@ class Task:
                 )
                 self.restored_records += applied
                 log.info(
-                    "task %s restored %d records of %s in %.2f s",
+                    "task %s restored %d records of %s in %.3f s",
                     self.id,
                     applied,
                     store.table.name,
