@@ -42,7 +42,7 @@ def record_argv(pid: int, output: Path) -> list[str]:
         "--pid",
         str(pid),
         "--rate",
-        "200",
+        "1000",
         "--format",
         "raw",
         "--nonblocking",
