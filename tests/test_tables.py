@@ -66,6 +66,15 @@ def latest_outputs(app: sk.App, topic: sk.Topic) -> dict[str, int]:
     return out
 
 
+async def count_clicks(url: str, data_dir: Path, n: int) -> tuple[sk.App, Counter[str]]:
+    """Run the design example over `n` clicks until every count is out; it then stops."""
+    app, clicks, views = design_app(url, data_dir)
+    sent = await send(app, clicks, n)
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == n)
+    return app, sent
+
+
 def changelog(url: str, app: sk.App, table: str) -> list[sk.transport.memory.MemoryRecord]:
     return sk.MemoryBroker.for_url(url).records(f"{app.id}-{table}-changelog")
 
@@ -100,10 +109,7 @@ async def test_write_behind_sends_one_changelog_record_per_key_per_commit(
 
 
 async def test_restart_resumes_from_the_local_checkpoint(memory_url: str, tmp_path: Path) -> None:
-    app, clicks, views = design_app(memory_url, tmp_path)
-    sent = await send(app, clicks, 260)
-    async with running(app):
-        await wait_for(lambda: len(read(app, views)) == 260)
+    _, sent = await count_clicks(memory_url, tmp_path, 260)
 
     app2, clicks2, views2 = design_app(memory_url, tmp_path)
     sent += await send(app2, clicks2, 130, start=260)
@@ -118,10 +124,7 @@ async def test_restart_resumes_from_the_local_checkpoint(memory_url: str, tmp_pa
 async def test_lost_or_corrupt_state_is_rebuilt_from_the_changelog(
     memory_url: str, tmp_path: Path, damage: str
 ) -> None:
-    app, clicks, views = design_app(memory_url, tmp_path)
-    sent = await send(app, clicks, 260)
-    async with running(app):
-        await wait_for(lambda: len(read(app, views)) == 260)
+    app, sent = await count_clicks(memory_url, tmp_path, 260)
     for path in (tmp_path / "clicks").glob("*/view-counts.sqlite*"):
         if damage == "deleted":
             path.unlink()
@@ -344,10 +347,7 @@ class Recorder(sk.RestoreListener):
 async def test_a_restore_listener_hears_each_store_restore_from_start_to_end(
     memory_url: str, tmp_path: Path
 ) -> None:
-    app, clicks, views = design_app(memory_url, tmp_path)
-    sent = await send(app, clicks, 260)
-    async with running(app):
-        await wait_for(lambda: len(read(app, views)) == 260)
+    app, sent = await count_clicks(memory_url, tmp_path, 260)
     for path in (tmp_path / "clicks").glob("*/view-counts.sqlite*"):
         path.unlink()
     ends = Counter(r.partition for r in changelog(memory_url, app, "view-counts"))
