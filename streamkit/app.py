@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -406,14 +406,37 @@ class App:
 
         Inside a running worker the record joins the worker's batches and is
         acknowledged before the input offset of the record in hand is committed;
-        elsewhere it is sent and acknowledged before this returns.
+        elsewhere it is sent and acknowledged before this returns (one connection per
+        call: use `send_many` for more than a few records).
         """
+        await self._send(topic, [(key, value, timestamp_ms)], headers or (), partition)
+
+    async def send_many(
+        self,
+        topic: Topic | str,
+        records: Iterable[tuple[Any, Any] | tuple[Any, Any, int | None]],
+    ) -> None:
+        """Produce `(key, value)` or `(key, value, timestamp_ms)` records, in order.
+
+        Outside a worker they go in batches over one connection and are all
+        acknowledged before this returns.
+        """
+        await self._send(topic, [(r[0], r[1], r[2] if len(r) > 2 else None) for r in records])
+
+    async def _send(
+        self,
+        topic: Topic | str,
+        records: Sequence[tuple[Any, Any, int | None]],
+        headers: Headers = (),
+        partition: int | None = None,
+    ) -> None:
         if isinstance(topic, str):
             if topic not in self.topics:
                 raise ConfigError(f"unknown topic {topic!r}: declare it with app.topic()")
             topic = self.topics[topic]
         if self._worker is not None and self._worker.writer is not None:
-            self._worker.writer.write(topic, key, value, headers or (), timestamp_ms, partition)
+            for key, value, ts in records:
+                self._worker.writer.write(topic, key, value, headers, ts, partition)
             return
         transport = transport_for(self.settings.broker, self.settings.transport_options())
         admin = transport.admin()
@@ -425,7 +448,8 @@ class App:
         await producer.start()
         try:
             writer = RecordWriter(producer)
-            writer.write(topic, key, value, headers or (), timestamp_ms, partition)
+            for key, value, ts in records:
+                writer.write(topic, key, value, headers, ts, partition)
             await writer.flush()
         finally:
             await producer.stop()

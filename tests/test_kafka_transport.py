@@ -544,3 +544,29 @@ async def test_an_empty_partition_is_caught_up_at_once(
         assert reader.position(tp) == 0
     finally:
         await reader.stop()
+
+
+async def test_app_send_many_delivers_every_record_in_key_order(
+    kafka_url: str,  # noqa: F811
+    topic_name: Callable[[str], str],  # noqa: F811
+) -> None:
+    import streamkit as sk
+
+    app = sk.App("send-many", broker=kafka_url, kafka_options=OPTIONS)
+    topic = app.topic(topic_name("orders"), key_type=str, value_type=int, partitions=3)
+    records = [(f"user-{i % 7}", i) for i in range(5000)]
+    await app.send_many(topic, records)
+    consumer = kafka(kafka_url).consumer(topic_name("reader"))
+    await consumer.start([topic.name], Listener())
+    try:
+        got = await collect(consumer, lambda g: sum(map(len, g.values())) >= 5000)
+    finally:
+        await consumer.stop()
+    assert sum(map(len, got.values())) == 5000
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for tp, rows in got.items():
+        for r in rows:
+            key, value = topic.decode(r)
+            assert tp.partition == sk.partitioner.partition_for(r.key, 3)
+            by_key[key].append(value)
+    assert by_key == {k: [v for kk, v in records if kk == k] for k in {k for k, _ in records}}

@@ -291,3 +291,30 @@ async def test_the_gc_young_threshold_holds_while_the_worker_runs(
     expected = (threshold, *before[1:]) if threshold else before
     assert seen == [expected]
     assert gc.get_threshold() == before  # the interpreter's own setting is back
+
+
+async def test_send_many_outside_and_inside_a_worker(memory_url: str) -> None:
+    app = sk.App("bulk", broker=memory_url)
+    orders = app.topic("orders", key_type=str, value_type=int, partitions=2)
+    doubled = app.topic("doubled", key_type=str, value_type=int, partitions=2)
+    records = [(f"k{i % 5}", i, 1_000 + i) for i in range(300)]
+    await app.send_many(orders, records)
+    broker = sk.MemoryBroker.for_url(memory_url)
+    stored = broker.records("orders")
+    assert sorted((orders.decode(r), r.timestamp) for r in stored) == sorted(
+        ((k, v), ts) for k, v, ts in records
+    )
+    for key in {k for k, _, _ in records}:  # one key, one partition, in order
+        mine = [orders.decode(r)[1] for r in stored if r.key == key.encode()]
+        assert mine == [v for k, v, _ in records if k == key]
+
+    @app.agent(orders)
+    async def double(stream: sk.Stream) -> None:
+        async for event in stream.events():
+            await app.send_many(doubled, [(event.key, 2 * event.value)])
+
+    async with running(app):
+        await wait_for(lambda: len(read(app, doubled)) == 300)
+    assert sorted(v for _, v in read(app, doubled)) == sorted(2 * v for _, v, _ in records)
+    with pytest.raises(sk.ConfigError, match="unknown topic 'nope'"):
+        await app.send_many("nope", [("k", 1)])
