@@ -61,6 +61,7 @@ def build(
             "startup_s": r["startup_s"],
             "rss_mb": r["rss_mb"],
             "cpu_cores": r.get("cpu_cores"),
+            "runs_records_per_s": r.get("runs_records_per_s"),
             "sqlite_executemany_updates_per_s": sqlite.get("executemany_per_1000_updates_per_s"),
             "sqlite_writebehind_updates_per_s": sqlite.get("writebehind_per_10000_updates_per_s"),
         }
@@ -83,6 +84,7 @@ def build(
             "startup_s": r["startup_s"],
             "rss_mb": r["rss_mb"],
             "cpu_cores": r.get("cpu_cores"),
+            "runs_records_per_s": r.get("runs_records_per_s"),
             "join_pause_s": results.get("passthrough", {}).get("join_pause_s"),
         }
     for name in ("passthrough_dsl", "windowed_count", "stream_table_join"):
@@ -98,6 +100,7 @@ def build(
             "startup_s": r["startup_s"],
             "rss_mb": r["rss_mb"],
             "cpu_cores": r.get("cpu_cores"),
+            "runs_records_per_s": r.get("runs_records_per_s"),
         }
     doc = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
