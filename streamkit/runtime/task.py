@@ -375,13 +375,18 @@ class Task:
         events: list[Event] = []
         append = events.append
         topics = self._topics
+        # Batches are mostly of one topic: look its serdes up when the topic changes.
+        name = ""
         for record in records:
-            topic = topics[record.topic]
+            if record.topic != name:
+                name = record.topic
+                topic = topics[name]
+                key_of, value_of = topic.key_serde.deserialize, topic.value_serde.deserialize
             stage = "key deserialization"
             try:
-                key = topic.key_serde.deserialize(record.key)
+                key = key_of(record.key)
                 stage = "value deserialization"
-                value = topic.value_serde.deserialize(record.value)
+                value = value_of(record.value)
             except Exception as exc:
                 try:
                     self._services.failures.bad_input(record, exc, stage, topic.on_error)
@@ -394,7 +399,7 @@ class Task:
                     value,
                     record.headers,
                     record.timestamp,
-                    record.topic,
+                    name,
                     record.partition,
                     record.offset,
                 )
