@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from ..transport.base import PartitionReader
 from .restore_listener import RestoreListener
+from .task_store import TaskStore
 
 if TYPE_CHECKING:
     from ..topology import TaskId
-from .task_store import TaskStore
 
 log = logging.getLogger("streamkit.restore")
 
