@@ -31,6 +31,19 @@ class CommitRejected(TransportError):
     """
 
 
+class ProducerFenced(TransportError):
+    """A newer producer took this transactional id: the task moved to another worker.
+
+    Fatal for the task that holds the fenced producer (its uncommitted work belongs
+    to the new owner now), never for the worker: it closes that task and goes on.
+    """
+
+
+class TransactionAborted(TransportError):
+    """A transaction could not commit and was aborted; the task resumes from its
+    committed offsets with its uncommitted state dropped."""
+
+
 class SerdeError(StreamkitError):
     """A key or value could not be turned into bytes or back."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -20,8 +20,17 @@ class Settings(BaseSettings):
 
     broker: str = "memory://"
     data_dir: Path = Path(".streamkit")
+    # at_least_once: outputs acknowledged before input offsets are committed; a crash
+    # repeats the uncommitted records' effects. exactly_once: one Kafka transaction
+    # per task commit holds its outputs, changelog records and input offsets.
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     # How often a task commits: outputs flushed and acknowledged, then input offsets.
+    # Default 1 s, or 100 ms under exactly-once (Kafka Streams' defaults): a
+    # transaction's outputs are invisible to read_committed readers until it commits.
     commit_interval_s: float = 1.0
+    # How long the broker lets a transaction stay open before it aborts it (a
+    # producer that hung or died mid-transaction), exactly-once only.
+    transaction_timeout_ms: int = Field(default=60_000, gt=0)
     # Records one fetch hands over at most; the unit of batching on the hot path.
     max_poll_records: int = 2000
     # Bound of each partition's queue; a full queue pauses the partition (back-pressure).
@@ -60,6 +69,17 @@ class Settings(BaseSettings):
     auto_offset_reset: Literal["earliest", "latest", "fail"] = "earliest"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @model_validator(mode="after")
+    def _eos_commit_interval(self) -> Settings:
+        if self.exactly_once and "commit_interval_s" not in self.model_fields_set:
+            # Not marked as set: switching the guarantee back restores the 1 s default.
+            object.__setattr__(self, "commit_interval_s", 0.1)
+        return self
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
+
     def transport_options(self) -> dict[str, Any]:
         """What the transport's clients take: kafka_options plus streamkit's own policies."""
         return {"auto_offset_reset": self.auto_offset_reset, **self.kafka_options}
@@ -86,7 +106,8 @@ def make_settings(base: Settings | None = None, **overrides: Any) -> Settings:
     try:
         if base is None:
             return Settings(**given)
-        return Settings(**{**base.model_dump(), **given})
+        # Only what was set: defaults that depend on other settings are derived anew.
+        return Settings(**{**base.model_dump(exclude_unset=True), **given})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()

@@ -136,6 +136,41 @@ class Producer(abc.ABC):
         """
 
 
+class TransactionalProducer(Producer):
+    """A producer bound to one transactional id (one per task under exactly-once).
+
+    `start` registers the id with the broker (InitProducerId), which bumps its epoch
+    and so fences any older producer holding the same id: the task's previous owner
+    (Kafka Streams' "EOS alpha" design; aiokafka's TxnOffsetCommit carries no group
+    generation, so fencing cannot come from the group, KIP-447).
+
+    A transaction begins implicitly with the first `send` after a commit or abort.
+    Records sent inside it are invisible to `read_committed` readers until
+    `commit` and hidden for good by `abort`. Fatal errors (`ProducerFenced`) are
+    raised from `send`'s later flush, `commit` or `abort` and leave the producer
+    unusable; any other failure of `commit` aborts the transaction and raises
+    `TransactionAborted`.
+    """
+
+    transactional_id: str
+
+    @abc.abstractmethod
+    async def commit(
+        self, offsets: Mapping[TopicPartition, int], group_id: str
+    ) -> Mapping[TopicPartition, int]:
+        """Commit everything sent since the last commit together with the group's
+        input `offsets` (the next offset to read per partition), atomically.
+
+        Returns what `flush` returns: per written partition, the offset after its
+        last acknowledged record (cumulative). With nothing sent and no offsets it
+        does nothing.
+        """
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Abort the open transaction, if any: its records and offsets never count."""
+
+
 class PartitionReader(abc.ABC):
     """Reads chosen partitions from chosen offsets outside any group.
 
@@ -180,9 +215,14 @@ class Admin(abc.ABC):
 
 
 class Transport(abc.ABC):
-    """Makes the clients of one broker; one per worker."""
+    """Makes the clients of one broker; one per worker.
+
+    `read_committed` (exactly-once) makes its consumers and readers skip aborted
+    transactions and stop at the last stable offset (Kafka's isolation.level).
+    """
 
     url: str
+    read_committed: bool = False
 
     @abc.abstractmethod
     def consumer(self, group_id: str, planner: AssignmentPlanner | None = None) -> Consumer:
@@ -190,6 +230,13 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     def producer(self) -> Producer: ...
+
+    @abc.abstractmethod
+    def transactional_producer(
+        self, transactional_id: str, timeout_ms: int = 60_000
+    ) -> TransactionalProducer:
+        """A producer for exactly-once; `timeout_ms` is the transaction timeout after
+        which the broker aborts a transaction its producer left open."""
 
     @abc.abstractmethod
     def admin(self) -> Admin: ...

@@ -26,6 +26,7 @@ from .base import (
     RebalanceListener,
     TopicPartition,
     TopicSpec,
+    TransactionalProducer,
     Transport,
 )
 from .offset_reset import resume_position
@@ -369,8 +370,11 @@ class MemoryAdmin(Admin):
 
 
 class MemoryTransport(Transport):
-    def __init__(self, url: str, auto_offset_reset: str = "earliest") -> None:
+    def __init__(
+        self, url: str, auto_offset_reset: str = "earliest", *, read_committed: bool = False
+    ) -> None:
         self.url = url
+        self.read_committed = read_committed
         self.broker = MemoryBroker.for_url(url)
         self._auto_offset_reset = auto_offset_reset
 
@@ -379,6 +383,11 @@ class MemoryTransport(Transport):
 
     def producer(self) -> Producer:
         return MemoryProducer(self.broker)
+
+    def transactional_producer(
+        self, transactional_id: str, timeout_ms: int = 60_000
+    ) -> TransactionalProducer:
+        raise NotImplementedError("being built (issue 10)")
 
     def admin(self) -> Admin:
         return MemoryAdmin(self.broker)
