@@ -240,10 +240,9 @@ class TopologyTestDriver:
                 for p in range(count):
                     tp = TopicPartition(name, p)
                     start = self._delivered.get(tp, 0)
-                    records = self.broker.read(tp, start, 1_000_000)
+                    records, self._delivered[tp] = self.broker.read(tp, start, 1_000_000)
                     if not records:
                         continue
-                    self._delivered[tp] = records[-1].offset + 1
                     task = self._tasks[self.topology.task_id_for(tp)]
                     for record in records:
                         await task.process_records(tp, [record])

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import TransportError
+from ..errors import CommitRejected, ProducerFenced, TransactionAborted, TransportError
 from .base import (
     Admin,
     AssignmentPlanner,
@@ -29,6 +29,7 @@ from .base import (
     TransactionalProducer,
     Transport,
 )
+from .memory_transactions import Transaction, TransactionLog, TxnState
 from .offset_reset import resume_position
 
 
@@ -41,6 +42,15 @@ class MemoryRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    # The transaction that wrote it; None for a plain producer's record.
+    txn: Transaction | None = None
+    # A commit or abort marker: takes an offset, never returned to a reader.
+    control: bool = False
+
+    def visible(self, read_committed: bool) -> bool:
+        if self.control:
+            return False
+        return not (read_committed and self.txn is not None and self.txn.state is TxnState.ABORTED)
 
 
 class MemoryBroker:
@@ -57,6 +67,7 @@ class MemoryBroker:
         # Offsets below these are deleted (retention, or Kafka's DeleteRecords).
         self._log_start: dict[TopicPartition, int] = {}
         self._wakeups: set[asyncio.Event] = set()
+        self.transactions = TransactionLog(self._write_marker, self._commit_unchecked)
 
     @classmethod
     def named(cls, name: str = "") -> MemoryBroker:
@@ -105,6 +116,36 @@ class MemoryBroker:
         timestamp_ms: int = 0,
     ) -> int:
         """Append one record and return its offset."""
+        log = self._log(topic, partition)
+        offset = len(log)
+        log.append(MemoryRecord(topic, partition, offset, timestamp_ms, key, value, tuple(headers)))
+        self._wake()
+        return offset
+
+    def append_transactional(
+        self,
+        transactional_id: str,
+        epoch: int,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers = (),
+        timestamp_ms: int = 0,
+    ) -> int:
+        """Append one record inside the producer's open transaction (begun if none)."""
+        log = self._log(topic, partition)
+        offset = len(log)
+        txn = self.transactions.transaction_for_write(
+            transactional_id, epoch, TopicPartition(topic, partition), offset
+        )
+        log.append(
+            MemoryRecord(topic, partition, offset, timestamp_ms, key, value, tuple(headers), txn)
+        )
+        self._wake()
+        return offset
+
+    def _log(self, topic: str, partition: int) -> list[MemoryRecord]:
         partitions = self._logs.get(topic)
         if partitions is None:
             raise TransportError(f"unknown topic {topic!r}")
@@ -112,26 +153,51 @@ class MemoryBroker:
             raise TransportError(
                 f"topic {topic!r} has {len(partitions)} partitions, no partition {partition}"
             )
-        log = partitions[partition]
-        offset = len(log)
-        log.append(MemoryRecord(topic, partition, offset, timestamp_ms, key, value, tuple(headers)))
+        return partitions[partition]
+
+    def _write_marker(self, tp: TopicPartition, txn: Transaction) -> None:
+        log = self._logs[tp.topic][tp.partition]
+        log.append(MemoryRecord(tp.topic, tp.partition, len(log), 0, None, None, (), txn, True))
+        self._wake()
+
+    def _wake(self) -> None:
         for wakeup in self._wakeups:
             wakeup.set()
-        return offset
 
-    def records(self, topic: str, partition: int | None = None) -> list[MemoryRecord]:
-        """Every record of a topic (all partitions, partition by partition) or one partition."""
+    def records(
+        self, topic: str, partition: int | None = None, *, read_committed: bool = False
+    ) -> list[MemoryRecord]:
+        """Every record of a topic (all partitions, partition by partition) or one
+        partition, as a consumer of that isolation level would see them."""
         partitions = self._logs.get(topic)
         if partitions is None:
             raise TransportError(f"unknown topic {topic!r}")
         chosen = range(len(partitions)) if partition is None else [partition]
-        return [
-            r for p in chosen for r in partitions[p][self.start_offset(TopicPartition(topic, p)) :]
-        ]
+        out: list[MemoryRecord] = []
+        for p in chosen:
+            tp = TopicPartition(topic, p)
+            out.extend(self.read(tp, 0, len(partitions[p]), read_committed)[0])
+        return out
 
-    def read(self, tp: TopicPartition, position: int, limit: int) -> list[MemoryRecord]:
+    def read(
+        self, tp: TopicPartition, position: int, limit: int, read_committed: bool = False
+    ) -> tuple[list[MemoryRecord], int]:
+        """Up to `limit` records from `position` a reader of that isolation level sees,
+        and the position after them: past markers and aborted records it skipped, and
+        never past the last stable offset under read_committed."""
         position = max(position, self.start_offset(tp))
-        return self._logs[tp.topic][tp.partition][position : position + limit]
+        log = self._logs[tp.topic][tp.partition]
+        if tp not in self.transactions.transactional:
+            chunk = log[position : position + limit]
+            return chunk, position + len(chunk)
+        end = self.end_offset(tp, read_committed)
+        out: list[MemoryRecord] = []
+        while position < end and len(out) < limit:
+            record = log[position]
+            if record.visible(read_committed):
+                out.append(record)
+            position += 1
+        return out, position
 
     def start_offset(self, tp: TopicPartition) -> int:
         return self._log_start.get(tp, 0)
@@ -141,9 +207,14 @@ class MemoryBroker:
         end = self.end_offset(tp)
         self._log_start[tp] = max(self.start_offset(tp), min(before_offset, end))
 
-    def end_offset(self, tp: TopicPartition) -> int:
+    def end_offset(self, tp: TopicPartition, read_committed: bool = False) -> int:
+        """The high watermark, or under read_committed the last stable offset."""
         if tp.topic not in self._logs:
             raise TransportError(f"unknown topic {tp.topic!r}")
+        if read_committed and tp in self.transactions.transactional:
+            self.transactions.expire()  # may write abort markers
+            end = len(self._logs[tp.topic][tp.partition])
+            return self.transactions.last_stable_offset(tp, end)
         return len(self._logs[tp.topic][tp.partition])
 
     # groups -------------------------------------------------------------------
@@ -152,6 +223,11 @@ class MemoryBroker:
         return self._committed.get(group_id, {}).get(tp)
 
     def commit(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
+        self.check_offsets(offsets)
+        self._commit_unchecked(group_id, offsets)
+
+    def check_offsets(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Refuse offsets to commit that lie outside their logs, as Kafka does."""
         for tp, offset in offsets.items():
             end = self.end_offset(tp)
             if not 0 <= offset <= end:
@@ -159,6 +235,8 @@ class MemoryBroker:
                     f"commit of offset {offset} for {tp.topic}[{tp.partition}] "
                     f"outside the log (end offset {end})"
                 )
+
+    def _commit_unchecked(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
         self._committed.setdefault(group_id, {}).update(offsets)
 
     def join(self, group_id: str, member: MemoryConsumer) -> None:
@@ -175,6 +253,17 @@ class MemoryBroker:
             del self._members[group_id]
         self._wakeups.discard(member.wakeup)
 
+    def expire_member(self, group_id: str) -> None:
+        """Drop a group's member as a session timeout would (it froze, or its process
+        died): another can join, and the old one's partitions and commits are gone."""
+        member = self._members.get(group_id)
+        if member is not None:
+            self.leave(group_id, member)
+            member.expired = True
+
+    def is_member(self, group_id: str, member: MemoryConsumer) -> bool:
+        return self._members.get(group_id) is member
+
 
 class MemoryConsumer(Consumer):
     def __init__(
@@ -183,8 +272,12 @@ class MemoryConsumer(Consumer):
         group_id: str,
         planner: AssignmentPlanner | None = None,
         auto_offset_reset: str = "earliest",
+        read_committed: bool = False,
     ) -> None:
         self._auto_offset_reset = auto_offset_reset
+        self._read_committed = read_committed
+        # Set when the broker dropped it from its group (a session timeout).
+        self.expired = False
         self._broker = broker
         self._group_id = group_id
         self._planner = planner
@@ -240,10 +333,11 @@ class MemoryConsumer(Consumer):
                 break
             if tp in self._paused:
                 continue
-            chunk = self._broker.read(tp, position, budget)
+            chunk, self._positions[tp] = self._broker.read(
+                tp, position, budget, self._read_committed
+            )
             if chunk:
                 out[tp] = chunk
-                self._positions[tp] = position + len(chunk)
                 budget -= len(chunk)
         if budget <= 0 and out:
             # Rotate so a busy first partition cannot starve the others.
@@ -254,6 +348,10 @@ class MemoryConsumer(Consumer):
     async def getmany(
         self, timeout_s: float, max_records: int
     ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
+        if self.expired:
+            # Out of the group: nothing is assigned to it any more.
+            await asyncio.sleep(timeout_s)
+            return {}
         if not self._assigned:
             await self._assign()
         self.wakeup.clear()
@@ -279,6 +377,10 @@ class MemoryConsumer(Consumer):
             self._positions[tp] = offset
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not self._broker.is_member(self._group_id, self):
+            raise CommitRejected(
+                f"group {self._group_id!r} no longer has this member (session timed out)"
+            )
         self._broker.commit(self._group_id, offsets)
 
     async def committed(self, tp: TopicPartition) -> int | None:
@@ -322,9 +424,92 @@ class MemoryProducer(Producer):
         return self._acked
 
 
-class MemoryReader(PartitionReader):
-    def __init__(self, broker: MemoryBroker) -> None:
+class MemoryTransactionalProducer(TransactionalProducer):
+    """Appends at once inside its transaction; the broker's TransactionLog rules."""
+
+    def __init__(self, broker: MemoryBroker, transactional_id: str, timeout_ms: int) -> None:
         self._broker = broker
+        self.transactional_id = transactional_id
+        self._timeout_ms = timeout_ms
+        self._epoch = -1
+        self._error: TransportError | None = None
+        self._acked: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        # InitProducerId: bumps the epoch, fencing (and aborting for) any older holder.
+        _, self._epoch = self._broker.transactions.init_producer(
+            self.transactional_id, self._timeout_ms
+        )
+
+    async def stop(self) -> None:
+        return None  # like Kafka's close(): an open transaction waits for its timeout
+
+    def send(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp_ms: int,
+    ) -> None:
+        if self._error is not None:
+            return  # the transaction is doomed: it will abort, and these with it
+        try:
+            offset = self._broker.append_transactional(
+                self.transactional_id,
+                self._epoch,
+                topic,
+                partition,
+                key,
+                value,
+                headers,
+                timestamp_ms,
+            )
+        except TransportError as exc:
+            self._error = exc
+        else:
+            self._acked[TopicPartition(topic, partition)] = offset + 1
+
+    async def flush(self) -> Mapping[TopicPartition, int]:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._acked
+
+    async def commit(
+        self, offsets: Mapping[TopicPartition, int], group_id: str
+    ) -> Mapping[TopicPartition, int]:
+        """1. flush: a send that failed fails the transaction; 2. add the input offsets;
+        3. commit: markers written, offsets become the group's."""
+        txns = self._broker.transactions
+        try:
+            # 1. Every record sent so far is in the log (or its error is raised here).
+            acked = await self.flush()
+            # 2. The offsets join the transaction; refused if outside their logs.
+            if offsets:
+                self._broker.check_offsets(offsets)
+                txns.add_offsets(self.transactional_id, self._epoch, group_id, offsets)
+            # 3. Commit markers; the offsets are committed with them.
+            txns.commit(self.transactional_id, self._epoch)
+        except ProducerFenced:
+            raise
+        except TransportError as exc:
+            await self.abort()
+            raise TransactionAborted(
+                f"transaction of {self.transactional_id!r} aborted: {exc}"
+            ) from exc
+        return acked
+
+    async def abort(self) -> None:
+        self._error = None
+        self._broker.transactions.abort(self.transactional_id, self._epoch)
+
+
+class MemoryReader(PartitionReader):
+    def __init__(self, broker: MemoryBroker, read_committed: bool = False) -> None:
+        self._broker = broker
+        self._read_committed = read_committed
         self._positions: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
@@ -341,10 +526,11 @@ class MemoryReader(PartitionReader):
     ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
         out: dict[TopicPartition, Sequence[RawRecord]] = {}
         for tp, position in self._positions.items():
-            chunk = self._broker.read(tp, position, max_records)
+            chunk, self._positions[tp] = self._broker.read(
+                tp, position, max_records, self._read_committed
+            )
             if chunk:
                 out[tp] = chunk
-                self._positions[tp] = position + len(chunk)
         if not out:
             await asyncio.sleep(min(timeout_s, 0.01))
         return out
@@ -353,7 +539,7 @@ class MemoryReader(PartitionReader):
         return self._positions[tp]
 
     async def offsets(self, tp: TopicPartition) -> tuple[int, int]:
-        return self._broker.start_offset(tp), self._broker.end_offset(tp)
+        return self._broker.start_offset(tp), self._broker.end_offset(tp, self._read_committed)
 
 
 class MemoryAdmin(Admin):
@@ -379,7 +565,9 @@ class MemoryTransport(Transport):
         self._auto_offset_reset = auto_offset_reset
 
     def consumer(self, group_id: str, planner: AssignmentPlanner | None = None) -> Consumer:
-        return MemoryConsumer(self.broker, group_id, planner, self._auto_offset_reset)
+        return MemoryConsumer(
+            self.broker, group_id, planner, self._auto_offset_reset, self.read_committed
+        )
 
     def producer(self) -> Producer:
         return MemoryProducer(self.broker)
@@ -387,10 +575,10 @@ class MemoryTransport(Transport):
     def transactional_producer(
         self, transactional_id: str, timeout_ms: int = 60_000
     ) -> TransactionalProducer:
-        raise NotImplementedError("being built (issue 10)")
+        return MemoryTransactionalProducer(self.broker, transactional_id, timeout_ms)
 
     def admin(self) -> Admin:
         return MemoryAdmin(self.broker)
 
     def reader(self) -> PartitionReader:
-        return MemoryReader(self.broker)
+        return MemoryReader(self.broker, self.read_committed)
