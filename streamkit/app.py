@@ -17,7 +17,7 @@ from .dsl.ktable import KTable
 from .errors import ConfigError
 from .metrics import Metrics
 from .processor import Record
-from .runtime.record_writer import RecordWriter
+from .runtime.record_writer import RecordWriter, current_writer
 from .runtime.topic_admin import ensure_topics
 from .serde import Serde
 from .settings import make_settings
@@ -434,9 +434,12 @@ class App:
             if topic not in self.topics:
                 raise ConfigError(f"unknown topic {topic!r}: declare it with app.topic()")
             topic = self.topics[topic]
-        if self._worker is not None and self._worker.writer is not None:
+        writer = current_writer.get(None)
+        if writer is None and self._worker is not None:
+            writer = self._worker.writer
+        if writer is not None:
             for key, value, ts in records:
-                self._worker.writer.write(topic, key, value, headers, ts, partition)
+                writer.write(topic, key, value, headers, ts, partition)
             return
         transport = transport_for(self.settings.broker, self.settings.transport_options())
         admin = transport.admin()

@@ -94,7 +94,8 @@ def _banner(app: App) -> str:
     topology = app.topology()
     lines = [
         f"streamkit {__version__}  app={app.id}  broker={app.settings.broker}  "
-        f"loop={app.settings.loop}",
+        f"loop={app.settings.loop}  guarantee={app.settings.processing_guarantee}  "
+        f"commit every {app.settings.commit_interval_s:g} s",
     ]
     for agent in app.agents:
         sources = ", ".join(t.name for t in agent.sources)
@@ -147,6 +148,12 @@ _app_argument = click.argument("app_ref", metavar="MODULE:APP")
 @click.option("--loop", type=click.Choice(["uvloop", "asyncio"]), default=None)
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here")
 @click.option(
+    "--processing-guarantee",
+    type=click.Choice(["at_least_once", "exactly_once"]),
+    default=None,
+    help="exactly_once: one Kafka transaction per task commit (default at_least_once)",
+)
+@click.option(
     "--stop-when-idle",
     type=float,
     default=None,
@@ -160,6 +167,7 @@ def worker(
     log_level: str | None,
     loop: str | None,
     metrics_port: int | None,
+    processing_guarantee: str | None,
     stop_when_idle: float | None,
 ) -> None:
     """Run the app's agents on this process's share of the tasks."""
@@ -167,7 +175,12 @@ def worker(
 
     app = load_app(app_ref)
     app.configure(
-        broker=broker, data_dir=data_dir, log_level=log_level, loop=loop, metrics_port=metrics_port
+        broker=broker,
+        data_dir=data_dir,
+        log_level=log_level,
+        loop=loop,
+        metrics_port=metrics_port,
+        processing_guarantee=processing_guarantee,
     )
     _configure_logging(app.settings.log_level)
     click.echo(_banner(app), err=True)
@@ -210,7 +223,10 @@ def status(app_ref: str, broker: str | None) -> None:
         note = f"seen {age:.0f} s ago"
         if age > 3 * STATUS_INTERVAL_S:
             note += " (silent: stopped or stuck?)"
-        click.echo(f"  {w.worker:<28} tasks: {' '.join(w.tasks) or '-'}  ({note})")
+        click.echo(
+            f"  {w.worker:<28} {w.processing_guarantee}  tasks: {' '.join(w.tasks) or '-'}"
+            f"  ({note})"
+        )
     unowned = [t for t in all_tasks if t not in owned]
     if unowned:
         click.echo(f"  not owned by any worker: {' '.join(unowned)}")

@@ -15,7 +15,7 @@ from ..stream import Stream
 from ..topic import Topic
 from ..transport.base import RawRecord
 from .failures import FailureRouter
-from .record_writer import RecordWriter
+from .record_writer import RecordWriter, current_writer
 
 log = logging.getLogger("streamkit.agent")
 
@@ -54,6 +54,7 @@ class AgentRunner:
         # Table accesses inside the agent reach this task's shards.
         context = contextvars.copy_context()
         context.run(current_stores.set, self._stores)
+        context.run(current_writer.set, self._writer)
         self._job = asyncio.create_task(
             self._drive(self._stream),
             name=f"agent {self.agent.name} in task {self._task_name}",

@@ -12,6 +12,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
+from ..errors import TransactionAborted
 from ..topology import TaskId, Topology
 from ..transport.base import TopicPartition
 from .standby import StandbyTask
@@ -36,11 +37,14 @@ class Coordinator:
         self.standbys: dict[TaskId, StandbyTask] = {}
         self._jobs: dict[Task | StandbyTask, asyncio.Task[None]] = {}
         self._by_partition: dict[TopicPartition, Task] = {}
+        self._assignment: set[TopicPartition] = set()
+        self._revivals: set[asyncio.Task[None]] = set()
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         return self._by_partition.get(tp)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._assignment = set(assigned)
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
             by_task[self._topology.task_id_for(tp)].add(tp)
@@ -51,11 +55,7 @@ class Coordinator:
             if task_id in self.tasks:
                 self.tasks[task_id].resume()
                 continue
-            task = Task(task_id, self._topology.subtopology(task_id), partitions, self._services)
-            self.tasks[task_id] = task
-            for tp in partitions:
-                self._by_partition[tp] = task
-            self._start(task)
+            self._add(task_id, partitions)
         log.info("owns tasks: %s", " ".join(str(t) for t in sorted(self.tasks)) or "none")
         await self._sync_standbys()
 
@@ -73,9 +73,16 @@ class Coordinator:
         if self.standbys:
             log.info("standby tasks: %s", " ".join(str(t) for t in sorted(self.standbys)))
 
+    def _add(self, task_id: TaskId, partitions: set[TopicPartition]) -> None:
+        task = Task(task_id, self._topology.subtopology(task_id), partitions, self._services)
+        self.tasks[task_id] = task
+        for tp in partitions:
+            self._by_partition[tp] = task
+        self._start(task)
+
     def _start(self, runnable: Task | StandbyTask) -> None:
         job = asyncio.create_task(runnable.run(), name=f"{type(runnable).__name__} {runnable.id}")
-        job.add_done_callback(self._task_ended)
+        job.add_done_callback(lambda job: self._task_ended(runnable, job))
         self._jobs[runnable] = job
 
     def owned_tasks(self) -> list[TaskId]:
@@ -108,12 +115,48 @@ class Coordinator:
         await asyncio.gather(*jobs, return_exceptions=True)
 
     def cancel_all(self) -> None:
-        for job in self._jobs.values():
+        for job in [*self._jobs.values(), *self._revivals]:
             job.cancel()
 
     def has_queued_records(self) -> bool:
         return any(t.has_queued() for t in self.tasks.values())
 
-    def _task_ended(self, job: asyncio.Task[None]) -> None:
-        if not job.cancelled() and (exc := job.exception()) is not None:
+    def _task_ended(self, runnable: Task | StandbyTask, job: asyncio.Task[None]) -> None:
+        exc = None if job.cancelled() else job.exception()
+        if not isinstance(runnable, Task) or self.tasks.get(runnable.id) is not runnable:
+            if exc is not None:
+                self._on_task_failed(exc)
+            return  # closed by a rebalance or a shutdown, which awaits it
+        if runnable.fenced:
+            self._drop(runnable)
+        elif isinstance(exc, TransactionAborted):
+            log.warning("task %s: %s; it starts again from its committed offsets", runnable.id, exc)
+            self._drop(runnable)
+            revival = asyncio.create_task(self._revive(runnable), name=f"revive {runnable.id}")
+            self._revivals.add(revival)
+            revival.add_done_callback(self._revivals.discard)
+        elif exc is not None:
             self._on_task_failed(exc)
+
+    def _drop(self, task: Task) -> None:
+        """Forget a task that ended by itself; its partitions wait, paused, for the
+        next owner (this worker again after a revival or a rebalance)."""
+        del self.tasks[task.id]
+        self._jobs.pop(task, None)
+        consumer = self._services.consumer
+        for tp in task.partitions:
+            self._by_partition.pop(tp, None)
+            consumer.pause(tp)
+
+    async def _revive(self, dead: Task) -> None:
+        """Start a task again after an aborted transaction: a new instance restores
+        its stores (their files hold only committed state) and the consumer reads
+        again from the committed offsets, so the aborted work is redone once."""
+        consumer = self._services.consumer
+        positions = {tp: await consumer.committed(tp) for tp in dead.partitions}
+        if dead.id in self.tasks or not dead.partitions <= self._assignment:
+            return  # a rebalance moved on meanwhile and decided for it
+        for tp, committed in positions.items():
+            consumer.seek(tp, committed or 0)
+            consumer.resume(tp)
+        self._add(dead.id, set(dead.partitions))

@@ -41,6 +41,11 @@ class FailureRouter:
         self._writer = writer
         self._metrics = metrics
 
+    def with_writer(self, writer: RecordWriter) -> FailureRouter:
+        """The same policies writing dead letters through another writer: a task's
+        transactional one, so a dead letter commits or aborts with its record."""
+        return FailureRouter(self._dead_letter, writer, self._metrics)
+
     def bad_input(
         self, record: RawRecord, exc: BaseException, stage: str, policy: ErrorPolicy
     ) -> None:

@@ -31,7 +31,7 @@ from ..state.task_store import TaskStore
 from ..topic import ErrorPolicy, Topic
 from ..transport.base import RawRecord
 from .failures import FailureRouter
-from .record_writer import RecordWriter
+from .record_writer import RecordWriter, current_writer
 
 log = logging.getLogger("streamkit.processor")
 
@@ -178,6 +178,7 @@ class GraphRunner:
         self._raw_of = raw_of
         self._context = contextvars.copy_context()
         self._context.run(current_stores.set, {t.name: stores[t.name] for t in graph.tables})
+        self._context.run(current_writer.set, writer)
         self._processors: dict[str, Processor] = {}
         self._entry: dict[str, tuple[Processor, Callable[[Record], int] | None]] = {}
         self._stream_punctuations: list[Punctuation] = []

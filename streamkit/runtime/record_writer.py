@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from ..errors import SerdeError, StreamkitError
@@ -65,3 +66,9 @@ class RecordWriter:
     async def flush(self) -> Mapping[TopicPartition, int]:
         """Wait until every output so far is acknowledged; offsets reached per partition."""
         return await self.producer.flush()
+
+
+# The writer of the task whose agent or processor is running: `app.send` inside one
+# writes through it, so under exactly-once the record is part of the task's
+# transaction.
+current_writer: ContextVar[RecordWriter] = ContextVar("streamkit_current_writer")

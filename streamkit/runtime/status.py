@@ -32,6 +32,7 @@ class WorkerStatus(BaseModel):
     pid: int
     tasks: list[str]
     updated_ms: int
+    processing_guarantee: str = "at_least_once"
 
 
 def status_topic(app_id: str) -> Topic:
@@ -51,7 +52,9 @@ class StatusReporter:
         writer: RecordWriter,
         owned_tasks: Callable[[], Iterable[TaskId]],
         interval_s: float = STATUS_INTERVAL_S,
+        processing_guarantee: str = "at_least_once",
     ) -> None:
+        self._guarantee = processing_guarantee
         self._topic = topic
         self._writer = writer
         self._owned_tasks = owned_tasks
@@ -65,6 +68,7 @@ class StatusReporter:
             pid=os.getpid(),
             tasks=tasks,
             updated_ms=int(time.time() * 1000),
+            processing_guarantee=self._guarantee,
         )
         self._writer.write(self._topic, self.worker_id, status)
 

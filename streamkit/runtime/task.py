@@ -17,7 +17,13 @@ from enum import StrEnum
 from operator import attrgetter
 from pathlib import Path
 
-from ..errors import BadInputError, CommitRejected, RecordError
+from ..errors import (
+    BadInputError,
+    CommitRejected,
+    ProducerFenced,
+    RecordError,
+    TransactionAborted,
+)
 from ..events import Event, StreamTime
 from ..metrics import Metrics
 from ..settings import Settings
@@ -25,7 +31,13 @@ from ..state.restore import restore
 from ..state.restore_listener import RestoreListener
 from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
-from ..transport.base import Consumer, RawRecord, TopicPartition, Transport
+from ..transport.base import (
+    Consumer,
+    RawRecord,
+    TopicPartition,
+    TransactionalProducer,
+    Transport,
+)
 from .agent_runner import AgentRunner
 from .failures import FailureRouter
 from .graph_runner import GraphRunner, wall_clock_ms
@@ -79,6 +91,18 @@ class Task:
         self._queues = {tp: PartitionQueue(tp, capacity) for tp in sorted(partitions)}
         self._topics = {t.name: t for t in subtopology.sources}
         self._clock = StreamTime()
+        settings = services.settings
+        # Exactly-once: a transactional producer of the task's own, bound to the task
+        # by its id, so that the next owner's InitProducerId fences this one.
+        self.producer: TransactionalProducer | None = None
+        self._writer, self._failures = services.writer, services.failures
+        if settings.exactly_once:
+            self.producer = services.transport.transactional_producer(
+                f"{services.app_id}-{task_id}", settings.transaction_timeout_ms
+            )
+            self._writer = RecordWriter(self.producer)
+            self._failures = services.failures.with_writer(self._writer)
+        self.fenced = False
         self._stores = task_stores(
             task_id,
             subtopology,
@@ -92,8 +116,8 @@ class Task:
                 services.app_id,
                 str(task_id),
                 task_id.partition,
-                services.writer,
-                services.failures,
+                self._writer,
+                self._failures,
                 self._raw_of,
                 self._stores,
                 self._clock,
@@ -106,8 +130,8 @@ class Task:
             AgentRunner(
                 a,
                 str(task_id),
-                services.writer,
-                services.failures,
+                self._writer,
+                self._failures,
                 self._raw_of,
                 self._stores,
                 self._clock,
@@ -198,35 +222,53 @@ class Task:
         loop = asyncio.get_running_loop()
         interval = self._services.settings.commit_interval_s
         try:
-            await self.open()
-            self._next_commit = loop.time() + interval
-            while not self._closing:
-                self._wakeup.clear()
-                if self._suspend_done is not None:
-                    await self._enter_suspension()
-                if self.state is TaskState.SUSPENDED:
-                    await self._wait(None)
-                    continue
-                self.punctuate_wall_clock()
-                chunks = self._take_chunks()
-                if chunks:
-                    await self._process(chunks)
-                    if self._cache_full() or self._commit_requested():
+            try:
+                await self.open()
+                self._next_commit = loop.time() + interval
+                while not self._closing:
+                    self._wakeup.clear()
+                    if self._suspend_done is not None:
+                        await self._enter_suspension()
+                    if self.state is TaskState.SUSPENDED:
+                        await self._wait(None)
+                        continue
+                    self.punctuate_wall_clock()
+                    chunks = self._take_chunks()
+                    if chunks:
+                        await self._process(chunks)
+                        if self._cache_full() or self._commit_requested():
+                            await self.commit()
+                    else:
+                        await self._wait(self._idle_timeout(loop.time()))
+                    if self._uncommitted and loop.time() >= self._next_commit:
                         await self.commit()
-                else:
-                    await self._wait(self._idle_timeout(loop.time()))
-                if self._uncommitted and loop.time() >= self._next_commit:
-                    await self.commit()
-                    self._next_commit = loop.time() + interval
-            await self.close()
-        except RecordError:
-            await self.commit()  # everything before the failed record
-            raise
+                        self._next_commit = loop.time() + interval
+                await self.close()
+            except RecordError:
+                await self.commit()  # everything before the failed record
+                raise
+        except ProducerFenced as exc:
+            # Another worker owns the task now; its work since the last commit is the
+            # new owner's to redo. Not the worker's failure: its other tasks go on.
+            self.fenced = True
+            log.warning(
+                "task %s was fenced (%s): it closes and drops its uncommitted state; "
+                "its new owner processes the records since the last commit",
+                self.id,
+                exc,
+            )
         finally:
             self.release()
+            if self.producer is not None:
+                await self.producer.stop()
 
     async def open(self) -> None:
-        """Restore the stores, then start the agents and processors: ready for input."""
+        """Fence the task's previous owner (exactly-once), restore the stores, then start
+        the agents and processors: ready for input."""
+        if self.producer is not None:
+            # Before the restore: fencing aborts the old owner's open transaction,
+            # which would otherwise hold the changelog's last stable offset back.
+            await self.producer.start()
         await self._restore()
         for runner in self._runners:
             runner.start()
@@ -389,7 +431,7 @@ class Task:
                 value = value_of(record.value)
             except Exception as exc:
                 try:
-                    self._services.failures.bad_input(record, exc, stage, topic.on_error)
+                    self._failures.bad_input(record, exc, stage, topic.on_error)
                 except BadInputError as bad:
                     return events, bad
                 continue
@@ -425,25 +467,47 @@ class Task:
     async def commit(self) -> None:
         """Store changes to the changelog and outputs acknowledged, then input offsets.
 
-        SQLite gets the acknowledged changes together with the changelog offset they
-        reach, so a restore resumes exactly there (DESIGN.md invariants 3 and 4).
+        At-least-once:
+        1. changed store keys go to their changelogs;
+        2. the producer flushes: every output and changelog record is acknowledged;
+        3. SQLite gets the changes together with the changelog offset they reach, so
+           a restore resumes exactly there (DESIGN.md invariants 3 and 4);
+        4. the input offsets are committed.
+
+        Exactly-once: steps 2 and 4 are one transaction (the producer's `commit`
+        sends the offsets into it), and step 3 comes after it, so the file only ever
+        holds committed state; a crash between the two is mended by the restore.
+        A failed transaction drops the uncommitted state and raises.
         """
         for store in self._stores.values():
             store.expire()
         stores_dirty = any(s.dirty_count() for s in self._stores.values())
         if not self._uncommitted and not stores_dirty:
             return
-        writer = self._services.writer
+        writer = self._writer
+        # 1. Changelog records.
         pending = [(s, s.send_changes(writer)) for s in self._stores.values()]
-        acked = await writer.flush()
+        offsets = dict(self._positions) if self._uncommitted else {}
+        if self.producer is not None:
+            # 2 + 4. One transaction: outputs, changelogs, input offsets.
+            try:
+                acked = await self.producer.commit(offsets, self._services.app_id)
+            except (ProducerFenced, TransactionAborted):
+                self._drop_uncommitted()
+                raise
+            self._uncommitted = False
+        else:
+            # 2. Acknowledged.
+            acked = await writer.flush()
+        # 3. SQLite, with the changelog offsets reached.
         for store, changes in pending:
             if store.table.changelog_is_source:
                 # A KTable's store reflects its topic up to what the task processed.
                 store.persist(changes, self._positions.get(store.changelog_tp))
             else:
                 store.persist(changes, acked.get(store.changelog_tp))
-        if self._uncommitted:
-            offsets = dict(self._positions)
+        if offsets and self.producer is None:
+            # 4. Input offsets.
             self._uncommitted = False
             try:
                 await self._services.consumer.commit(offsets)
@@ -456,4 +520,10 @@ class Task:
                     exc,
                 )
                 return
-            log.debug("task %s committed %s", self.id, offsets)
+        log.debug("task %s committed %s", self.id, offsets)
+
+    def _drop_uncommitted(self) -> None:
+        """Forget every change since the last commit: the broker has none of them."""
+        for store in self._stores.values():
+            store.discard_uncommitted()
+        self._uncommitted = False

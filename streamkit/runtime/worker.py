@@ -68,7 +68,11 @@ class Worker:
 
     async def _run(self) -> None:
         app = self.app
-        transport = transport_for(self.settings.broker, self.settings.transport_options())
+        transport = transport_for(
+            self.settings.broker,
+            self.settings.transport_options(),
+            read_committed=self.settings.exactly_once,
+        )
         admin = transport.admin()
         try:
             await ensure_topics(admin, app.all_topics())
@@ -120,7 +124,12 @@ class Worker:
                 for t in app.timers
             ]
             self._background.append(asyncio.create_task(self.watchdog.run(), name="loop watchdog"))
-            self.status = StatusReporter(self._status_topic, writer, self._owned_tasks)
+            self.status = StatusReporter(
+                self._status_topic,
+                writer,
+                self._owned_tasks,
+                processing_guarantee=self.settings.processing_guarantee,
+            )
             self._background.append(asyncio.create_task(self.status.run(), name="status"))
             self._background.append(
                 asyncio.create_task(

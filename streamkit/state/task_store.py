@@ -12,20 +12,35 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sortedcontainers import SortedList
 
 from ..errors import StateError
 from ..events import StreamTime
 from ..partitioner import partition_for
-from ..runtime.record_writer import RecordWriter
-from ..transport.base import RawRecord, TopicPartition
+from ..topic import Topic
+from ..transport.base import Headers, RawRecord, TopicPartition
 from .sqlite_store import Change, SqliteStore, store_path
 from .table import Table
 
 if TYPE_CHECKING:
     from ..topology import SubTopology, TaskId
+
+class ChangelogWriter(Protocol):
+    """Where a store sends its changes at commit: the task's record writer, whose
+    producer (plain or transactional) the store need not know."""
+
+    def write_raw(
+        self,
+        topic: Topic,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        timestamp_ms: int,
+        partition: int | None = None,
+    ) -> None: ...
+
 
 _DELETED: Any = object()
 Changes = list[Change]
@@ -201,7 +216,7 @@ class TaskStore:
         (values are serialized only at commit, so their size is not known before)."""
         return len(self._dirty) * self._bytes_per_change
 
-    def send_changes(self, writer: RecordWriter) -> Changes:
+    def send_changes(self, writer: ChangelogWriter) -> Changes:
         """Serialize the changed keys and send them to the changelog; keep them readable."""
         if not self._dirty:
             return []
@@ -247,6 +262,13 @@ class TaskStore:
             self._clean.clear()
         if len(self._dirty) <= self._clean_limit:
             self._clean.update(self._dirty)
+        self._dirty.clear()
+        self._dirty_order.clear()
+        self._dirty_keys.clear()
+
+    def discard_uncommitted(self) -> None:
+        """Drop the changes since the last commit (exactly-once: their transaction
+        failed); the file and the clean cache hold only committed values."""
         self._dirty.clear()
         self._dirty_order.clear()
         self._dirty_keys.clear()
