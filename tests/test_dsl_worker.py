@@ -95,3 +95,21 @@ async def test_wall_clock_punctuation_fires_in_a_worker_without_input(
             lambda: {k for k, _ in read(app, out)} == {"0_0", "0_1"} and len(read(app, out)) >= 6,
             what="beats from both tasks with no input at all",
         )
+
+
+async def test_a_table_update_and_a_later_stream_record_in_one_batch_join_in_time_order(
+    memory_url: str, tmp_path: Path
+) -> None:
+    """The table's source and the join share the table's store, so they run as one
+    graph and see the batch in timestamp order (the table row, ts 0, comes first)."""
+    app = sk.App("batchjoin", broker=memory_url, data_dir=tmp_path, commit_interval_s=0.05)
+    clicks = app.topic("clicks", key_type=str, value_type=int, partitions=2)
+    names = app.topic("names", key_type=str, value_type=str, partitions=2)
+    out = app.topic("out", key_type=str, value_type=str, partitions=2)
+    app.stream(clicks).join(app.ktable(names), lambda n, name: f"{name}:{n}").to(out)
+    assert len(app.topology().subtopologies[0].graphs) == 1
+    await app.send_many(names, [("a", "alice", 0), ("b", "bob", 0)])
+    await app.send_many(clicks, [("a", 1, 5), ("b", 2, 6)])
+    async with running(app):
+        await wait_for(lambda: len(read(app, out)) == 2, what="both joined")
+    assert sorted(read(app, out)) == [("a", "alice:1"), ("b", "bob:2")]

@@ -153,8 +153,17 @@ class GraphBuilder:
         return self._sources.get(topic.name)
 
     def graphs(self) -> list[ProcessorGraph]:
-        """Connected components, each in declaration order."""
+        """Connected components, each in declaration order.
+
+        Nodes that share a store are connected too (as in Kafka Streams' grouping
+        into sub-topologies): a stream-table join and its table's source must see
+        the task's records in one timestamp order, so they run as one unit.
+        """
         order = {id(n): i for i, n in enumerate(self.nodes)}
+        by_store: dict[int, list[NodeSpec]] = {}
+        for node in self.nodes:
+            for store in node.stores:
+                by_store.setdefault(id(store), []).append(node)
         seen: set[int] = set()
         components = []
         for start in self.nodes:
@@ -165,7 +174,8 @@ class GraphBuilder:
             while pending:
                 node = pending.pop()
                 component.append(node)
-                for other in (*node.parents, *node.children):
+                sharing = [n for st in node.stores for n in by_store[id(st)]]
+                for other in (*node.parents, *node.children, *sharing):
                     if id(other) not in seen:
                         seen.add(id(other))
                         pending.append(other)

@@ -27,6 +27,7 @@ from .table import Table
 if TYPE_CHECKING:
     from ..topology import SubTopology, TaskId
 
+
 class ChangelogWriter(Protocol):
     """Where a store sends its changes at commit: the task's record writer, whose
     producer (plain or transactional) the store need not know."""

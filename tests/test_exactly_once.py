@@ -1,0 +1,231 @@
+"""Exactly-once end to end on memory://, the broker that hides aborted records.
+
+A worker is frozen mid-transaction (or between the broker's commit and its SQLite
+write), its group session expires, and a second worker takes its tasks over: the
+new owner's InitProducerId fences the first and aborts its open transactions. The
+outputs a `read_committed` consumer sees then hold every input exactly once, and
+the tables equal the truth, for a passthrough, a counting table, a windowed DSL
+count and a stream-table join. When the frozen worker wakes up, its tasks find
+themselves fenced, close, and write nothing more, while the worker keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import wait_for
+
+import streamkit as sk
+from streamkit.runtime.worker import Worker
+from streamkit.state.sqlite_store import store_path
+from streamkit.transport.base import TopicPartition
+
+USERS = [f"user{i}" for i in range(5)]  # both partitions
+PARTITIONS = 2
+
+
+def eos_app(url: str, data_dir: Path) -> sk.App:
+    app = sk.App("eos", broker=url, data_dir=data_dir, processing_guarantee="exactly_once")
+    clicks = app.topic("clicks", key_type=str, value_type=int, partitions=PARTITIONS)
+    profiles = app.topic("profiles", key_type=str, value_type=str, partitions=PARTITIONS)
+    echoed = app.topic("echoed", key_type=str, value_type=int, partitions=PARTITIONS)
+    counted = app.topic("counted", key_type=str, value_type=int, partitions=PARTITIONS)
+    windowed = app.topic("windowed", key_type=str, value_type=int, partitions=PARTITIONS)
+    joined = app.topic("joined", key_type=str, value_type=str, partitions=PARTITIONS)
+    counts = app.table("counts", key_type=str, value_type=int, default=int)
+
+    @app.agent(clicks, sink=echoed)
+    async def echo(stream: sk.Stream) -> Any:
+        async for value in stream:
+            yield value
+
+    @app.agent(clicks, sink=counted)
+    async def count(stream: sk.Stream) -> Any:
+        async for user, _ in stream.items():
+            counts[user] += 1
+            yield user, counts[user]
+
+    (
+        app.stream(clicks)
+        .group_by_key()
+        .windowed_by(sk.TimeWindows.of(10, grace=60))
+        .count(name="per-10s")
+        .to_stream()
+        .map(lambda w, n: (f"{w.key}@{w.start_ms}", n))
+        .to(windowed)
+    )
+    app.stream(clicks).join(app.ktable(profiles), lambda n, name: f"{name}:{n}").to(joined)
+    return app
+
+
+async def send_clicks(app: sk.App, first: int, last: int) -> None:
+    # 100 ms apart: windows of 10 s hold a hundred clicks each, all within the grace.
+    # Profiles come first (timestamp 0): the join sees them (lowest timestamp first).
+    await app.send_many("clicks", [(USERS[i % 5], i, 1 + i * 100) for i in range(first, last)])
+
+
+def committed_view(url: str, topic: str) -> list[sk.transport.RawRecord]:
+    return list(sk.MemoryBroker.for_url(url).records(topic, read_committed=True))
+
+
+def decoded(app: sk.App, url: str, topic: str) -> list[tuple[Any, Any]]:
+    return [app.topics[topic].decode(r) for r in committed_view(url, topic)]
+
+
+def all_committed(app: sk.App, url: str) -> bool:
+    broker = sk.MemoryBroker.for_url(url)
+    return all(
+        (broker.committed(app.id, tp) or 0) == broker.end_offset(tp)
+        for tp in (TopicPartition("clicks", p) for p in range(PARTITIONS))
+    )
+
+
+def freeze_commits(worker: Worker, *, after_broker_commit: bool) -> asyncio.Event:
+    """Hold every task's next commit, before its transaction commits or just after
+    (before SQLite hears of it): a process frozen at that instant."""
+    gate = asyncio.Event()
+    assert worker.coordinator is not None
+    for task in worker.coordinator.tasks.values():
+        producer = task.producer
+        assert producer is not None
+        commit = producer.commit
+
+        async def held(
+            offsets: Mapping[TopicPartition, int],
+            group_id: str,
+            commit: Callable[..., Awaitable[Mapping[TopicPartition, int]]] = commit,
+        ) -> Mapping[TopicPartition, int]:
+            if not after_broker_commit:
+                await gate.wait()
+            acked = await commit(offsets, group_id)
+            if after_broker_commit:
+                await gate.wait()
+            return acked
+
+        producer.commit = held  # type: ignore[method-assign]
+    return gate
+
+
+def check_exactly_once(app: sk.App, url: str, n: int) -> None:
+    """Every input once in every output, as a read_committed consumer sees them."""
+    inputs = [(USERS[i % 5], i) for i in range(n)]
+    assert sorted(decoded(app, url, "echoed")) == sorted(inputs)
+    per_user: defaultdict[str, list[int]] = defaultdict(list)
+    for user, count in decoded(app, url, "counted"):
+        per_user[user].append(count)
+    truth = Counter(user for user, _ in inputs)
+    assert {u: c for u, c in per_user.items()} == {u: list(range(1, truth[u] + 1)) for u in truth}
+    per_window: defaultdict[str, list[int]] = defaultdict(list)
+    for window, count in decoded(app, url, "windowed"):
+        per_window[window].append(count)
+    window_truth = Counter(f"{user}@{(1 + i * 100) // 10_000 * 10_000}" for user, i in inputs)
+    assert {w: c for w, c in per_window.items()} == {
+        w: list(range(1, k + 1)) for w, k in window_truth.items()
+    }
+    assert sorted(decoded(app, url, "joined")) == sorted(
+        (user, f"name-{user}:{i}") for user, i in inputs
+    )
+
+
+def table_in_files(data_dir: Path, app: sk.App) -> dict[str, int]:
+    """The counts table as its SQLite files hold it."""
+    table = app.tables["counts"]
+    values: dict[str, int] = {}
+    for task in app.topology().task_ids():
+        path = store_path(data_dir / app.id, task, "counts")
+        if not path.exists():
+            continue
+        with closing(sqlite3.connect(path)) as db:
+            for key, value in db.execute("SELECT key, value FROM kv"):
+                values[table.changelog.key_serde.deserialize(key)] = (
+                    table.changelog.value_serde.deserialize(value)
+                )
+    return values
+
+
+@pytest.mark.parametrize(
+    ("after_broker_commit", "same_files"),
+    [(False, True), (False, False), (True, True)],
+    ids=["mid-transaction", "mid-transaction-new-machine", "after-broker-commit"],
+)
+async def test_a_task_taken_over_mid_transaction_gives_every_output_exactly_once(
+    memory_url: str, tmp_path: Path, after_broker_commit: bool, same_files: bool
+) -> None:
+    first = eos_app(memory_url, tmp_path / "a")
+    await first.send_many("profiles", [(u, f"name-{u}", 0) for u in USERS])
+    await send_clicks(first, 0, 100)
+    a = Worker(first)
+    a_job = asyncio.create_task(a.run())
+    await wait_for(lambda: all_committed(first, memory_url), what="first 100 committed")
+
+    # Freeze worker a's commits, give it more input, let it process it all.
+    gate = freeze_commits(a, after_broker_commit=after_broker_commit)
+    await send_clicks(first, 100, 200)
+    uncommitted = sk.MemoryBroker.for_url(memory_url)
+    await wait_for(lambda: len(uncommitted.records("echoed")) >= 200, what="a processed all 200")
+    if not after_broker_commit:
+        assert len(committed_view(memory_url, "echoed")) == 100  # 100 wait in open txns
+
+    # Its session times out; b takes over, from a copy of a's files (a restart on
+    # the same machine) or from nothing (another machine: a full restore).
+    sk.MemoryBroker.for_url(memory_url).expire_member("eos")
+    b_dir = tmp_path / "b"
+    if same_files:
+        shutil.copytree(tmp_path / "a", b_dir)
+    second = eos_app(memory_url, b_dir)
+    b = Worker(second)
+    b_job = asyncio.create_task(b.run())
+    await wait_for(lambda: all_committed(second, memory_url), what="b committed all 200")
+    await send_clicks(second, 200, 250)
+    await wait_for(lambda: all_committed(second, memory_url), what="b committed all 250")
+    check_exactly_once(second, memory_url, 250)
+
+    # a wakes up: every task of it is fenced, closes, and writes nothing more.
+    written = {t: len(uncommitted.records(t)) for t in ("echoed", "counted", "joined")}
+    gate.set()
+    assert a.coordinator is not None
+    await wait_for(lambda: not a.coordinator.tasks, what="a's tasks closed")  # type: ignore[union-attr]
+    assert not a_job.done()  # the worker itself goes on
+    assert {t: len(uncommitted.records(t)) for t in written} == written
+    check_exactly_once(second, memory_url, 250)
+    a.stop()
+    b.stop()
+    await asyncio.wait_for(asyncio.gather(a_job, b_job), 20)
+    truth = Counter(USERS[i % 5] for i in range(250))
+    assert table_in_files(b_dir, second) == dict(truth)
+
+
+async def test_a_fenced_commit_leaves_the_store_file_at_its_last_commit(
+    memory_url: str, tmp_path: Path
+) -> None:
+    """The fenced task's changes since its last commit never reach SQLite."""
+    app = eos_app(memory_url, tmp_path)
+    await app.send_many("profiles", [(u, f"name-{u}", 0) for u in USERS])
+    await send_clicks(app, 0, 50)
+    worker = Worker(app)
+    job = asyncio.create_task(worker.run())
+    await wait_for(lambda: all_committed(app, memory_url), what="first 50 committed")
+    gate = freeze_commits(worker, after_broker_commit=False)
+    await send_clicks(app, 50, 60)
+    await wait_for(
+        lambda: len(sk.MemoryBroker.for_url(memory_url).records("echoed")) >= 60,
+        what="ten more processed",
+    )
+    # Another producer takes every task's transactional id, as a new owner would.
+    transport = sk.transport.MemoryTransport(memory_url)
+    for task_id in app.topology().task_ids():
+        await transport.transactional_producer(f"eos-{task_id}").start()
+    gate.set()
+    assert worker.coordinator is not None
+    await wait_for(lambda: not worker.coordinator.tasks, what="tasks fenced")  # type: ignore[union-attr]
+    worker.stop()
+    await asyncio.wait_for(job, 20)
+    assert table_in_files(tmp_path, app) == dict(Counter(USERS[i % 5] for i in range(50)))
