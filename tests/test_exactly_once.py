@@ -24,6 +24,7 @@ import pytest
 from helpers import wait_for
 
 import streamkit as sk
+from streamkit.errors import TransactionAborted
 from streamkit.runtime.worker import Worker
 from streamkit.state.sqlite_store import store_path
 from streamkit.transport.base import TopicPartition
@@ -229,3 +230,44 @@ async def test_a_fenced_commit_leaves_the_store_file_at_its_last_commit(
     worker.stop()
     await asyncio.wait_for(job, 20)
     assert table_in_files(tmp_path, app) == dict(Counter(USERS[i % 5] for i in range(50)))
+
+
+async def test_an_aborted_transaction_is_redone_once_from_the_committed_offsets(
+    memory_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction that fails (a broker error, say) aborts; the task starts again
+    from its committed offsets with its uncommitted state dropped, and the worker
+    and its other tasks never stop. A bad record's dead letter is in the same
+    transaction as the record, so it too appears once."""
+    app = eos_app(memory_url, tmp_path)
+    app.topics["clicks"].on_error = sk.ErrorPolicy.DEAD_LETTER
+    await app.send_many("profiles", [(u, f"name-{u}", 0) for u in USERS])
+    await send_clicks(app, 0, 100)
+    worker = Worker(app)
+    job = asyncio.create_task(worker.run())
+    await wait_for(lambda: all_committed(app, memory_url), what="first 100 committed")
+    assert worker.coordinator is not None
+    failing = worker.coordinator.tasks[sk.TaskId(0, 0)]
+    producer = failing.producer
+    assert producer is not None
+    commit = producer.commit
+
+    async def fail_once(offsets: Mapping[TopicPartition, int], group_id: str) -> Any:
+        producer.commit = commit  # type: ignore[method-assign]
+        await producer.abort()
+        raise TransactionAborted("injected: the broker refused the commit")
+
+    producer.commit = fail_once  # type: ignore[method-assign]
+    await send_clicks(app, 100, 150)
+    sk.MemoryBroker.for_url(memory_url).append("clicks", 0, b"user1", b"not a number", (), 1)
+    await send_clicks(app, 150, 200)
+    await wait_for(lambda: all_committed(app, memory_url), what="all 200 committed")
+    assert worker.coordinator.tasks[sk.TaskId(0, 0)] is not failing  # a new instance
+    assert not job.done()
+    assert "injected: the broker refused the commit" in caplog.text
+    check_exactly_once(app, memory_url, 200)
+    dead = committed_view(memory_url, "eos-dlq")
+    assert [r.value for r in dead] == [b"not a number"]
+    worker.stop()
+    await asyncio.wait_for(job, 20)
+    assert table_in_files(tmp_path, app) == dict(Counter(USERS[i % 5] for i in range(200)))
