@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench chaos lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,13 @@ $(BIN)/.installed-bench: $(BIN)/.installed
 bench: $(BIN)/.installed-bench
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# make chaos CHAOS_ARGS="--duration 600 --exactly-once"; see chaos/README.md.
+chaos: $(BIN)/.installed
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
 lint: $(BIN)/.installed
-	$(BIN)/ruff check streamkit tests examples benchmarks
-	$(BIN)/ruff format --check streamkit tests examples benchmarks
+	$(BIN)/ruff check streamkit tests examples benchmarks chaos
+	$(BIN)/ruff format --check streamkit tests examples benchmarks chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .streamkit

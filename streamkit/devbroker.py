@@ -116,6 +116,11 @@ class DevBroker:
         return f"kafka://{self.bootstrap_servers}"
 
     @property
+    def pid(self) -> int | None:
+        """The broker process (fault tests freeze it with SIGSTOP)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
