@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import AssignmentPlanner, TransactionalProducer, Transport
+from ..base import AssignmentPlanner, Transport
 from .admin import KafkaAdmin
 from .consumer import KafkaConsumer
 from .options import KafkaOptions, parse_kafka_url
 from .producer import KafkaProducer
 from .reader import KafkaReader
+from .transactional import KafkaTransactionalProducer
 
 
 class KafkaTransport(Transport):
@@ -33,8 +34,11 @@ class KafkaTransport(Transport):
     def __init__(self, url: str, *, read_committed: bool = False, **client_options: Any) -> None:
         self.url = url
         self.servers = parse_kafka_url(url)
+        if read_committed:
+            # Exactly-once reads only committed records, whatever the options say.
+            client_options = {**client_options, "isolation_level": "read_committed"}
         self.options = KafkaOptions.from_options(url, client_options)
-        self.read_committed = read_committed
+        self.read_committed = self.options.isolation_level == "read_committed"
 
     def consumer(self, group_id: str, planner: AssignmentPlanner | None = None) -> KafkaConsumer:
         return KafkaConsumer(self.url, self.servers, group_id, self.options, planner)
@@ -44,8 +48,10 @@ class KafkaTransport(Transport):
 
     def transactional_producer(
         self, transactional_id: str, timeout_ms: int = 60_000
-    ) -> TransactionalProducer:
-        raise NotImplementedError("exactly-once on kafka:// is being built (issue 10)")
+    ) -> KafkaTransactionalProducer:
+        return KafkaTransactionalProducer(
+            self.url, self.servers, self.options, transactional_id, timeout_ms
+        )
 
     def admin(self) -> KafkaAdmin:
         return KafkaAdmin(self.url, self.servers, self.options)
@@ -60,6 +66,7 @@ __all__ = [
     "KafkaOptions",
     "KafkaProducer",
     "KafkaReader",
+    "KafkaTransactionalProducer",
     "KafkaTransport",
     "parse_kafka_url",
 ]

@@ -22,6 +22,7 @@ T = TypeVar("T")
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _COMPRESSION_TYPES = (None, "gzip", "snappy", "lz4", "zstd")
+_ISOLATION_LEVELS = ("read_uncommitted", "read_committed")
 
 
 def parse_kafka_url(url: str) -> list[str]:
@@ -85,6 +86,8 @@ class KafkaOptions:
     fetch_max_wait_ms: int = 25
     fetch_max_bytes: int = 52_428_800
     max_partition_fetch_bytes: int = 1_048_576
+    # A transport made with read_committed=True (exactly-once) reads committed
+    # whatever this says; read_committed here makes the transport's flag true.
     isolation_level: str = "read_uncommitted"
     # producer. Outputs of one processed batch already share record batches (the
     # task processes a batch without yielding to the loop), so lingering only
@@ -135,6 +138,8 @@ class KafkaOptions:
             fail(
                 f"TLS settings need security_protocol SSL or SASL_SSL, not {self.security_protocol}"
             )
+        if self.isolation_level not in _ISOLATION_LEVELS:
+            fail(f"isolation_level must be one of {', '.join(_ISOLATION_LEVELS)}")
         if self.auto_offset_reset not in POLICIES:
             fail("auto_offset_reset must be earliest, latest or fail")
         if self.compression_type not in _COMPRESSION_TYPES:
@@ -230,6 +235,15 @@ class KafkaOptions:
             max_request_size=self.max_request_size,
             # Batches reach aiokafka already sealed; our own timer does the lingering.
             linger_ms=0,
+        )
+        return kwargs
+
+    def transactional_producer(self, transactional_id: str, timeout_ms: int) -> dict[str, Any]:
+        kwargs = self.producer()
+        kwargs.update(
+            transactional_id=transactional_id,
+            enable_idempotence=True,
+            transaction_timeout_ms=timeout_ms,
         )
         return kwargs
 

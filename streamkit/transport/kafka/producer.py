@@ -62,8 +62,19 @@ class KafkaProducer(Producer):
             raise TransportError(f"broker {self._url}: producer is not started")
         return self._producer
 
+    def _make_client(self) -> AIOKafkaProducer:
+        """The aiokafka producer `start` connects; the transactional one adds its id."""
+        return AIOKafkaProducer(bootstrap_servers=self._servers, **self._options.producer())
+
+    async def _submit(
+        self, producer: AIOKafkaProducer, batch: BatchBuilder, topic: str, partition: int
+    ) -> asyncio.Future[RecordMetadata]:
+        """Hand one sealed batch to aiokafka; the transactional producer first makes
+        sure a transaction is open, as aiokafka refuses batches outside one."""
+        return await producer.send_batch(batch, topic, partition=partition)
+
     async def start(self) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self._servers, **self._options.producer())
+        producer = self._make_client()
         try:
             await _guard(self._url, "connecting producer", producer.start())
         except BaseException:
@@ -190,7 +201,7 @@ class KafkaProducer(Producer):
                             f"topic {topic!r} has {len(partitions)} partitions, "
                             f"no partition {partition}"
                         )
-                    delivery = await producer.send_batch(batch, topic, partition=partition)
+                    delivery = await self._submit(producer, batch, topic, partition)
                 except Exception as exc:
                     self._fail(batch_key, done, exc)
                     # The partition's later batches would land after a gap: drop
