@@ -194,11 +194,11 @@ async def test_a_second_producer_with_the_same_id_fences_the_first(
         # The new owner's transaction is the one that counts.
         second.send(out, 0, None, b"owner", (), 1000)
         await second.commit({source: 1}, group)
+        assert await committed_offsets(transport, group, [source]) == {source: 1}
     finally:
         await first.stop()
         if second is not None:
             await second.stop()
-    assert await committed_offsets(transport, group, [source]) == {source: 1}
 
 
 async def test_an_aborted_transaction_commits_no_offsets_and_the_next_one_commits(

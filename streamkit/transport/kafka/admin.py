@@ -11,12 +11,10 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from ...errors import TransportError
 from ..base import Admin, TopicSpec
-from .options import KafkaOptions, _guard, _stop_quietly
+from .options import KafkaOptions, _connect, _guard
 
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC_OR_PARTITION = 3
-
-# admin ------------------------------------------------------------------------------
 
 
 class KafkaAdmin(Admin):
@@ -32,11 +30,7 @@ class KafkaAdmin(Admin):
     async def _client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
             admin = AIOKafkaAdminClient(bootstrap_servers=self._servers, **self._options.common())
-            try:
-                await _guard(self._url, "connecting admin client", admin.start())
-            except BaseException:
-                await _stop_quietly(admin.close())
-                raise
+            await _connect(self._url, "connecting admin client", admin.start, admin.close)
             self._admin = admin
         return self._admin
 

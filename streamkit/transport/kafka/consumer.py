@@ -23,7 +23,7 @@ from ...errors import CommitRejected, TransportError
 from ..base import AssignmentPlanner, Consumer, RawRecord, RebalanceListener, TopicPartition
 from ..offset_reset import resume_position
 from .assignor import _PlannerAssignor
-from .options import KafkaOptions, _describe, _guard, _stop_quietly
+from .options import KafkaOptions, _connect, _describe, _guard, _stop_quietly
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,7 @@ async def _start_consumer(
 ) -> AIOKafkaConsumer:
     """Make and connect an aiokafka consumer; group members and readers both start here."""
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, **kwargs)
-    try:
-        await _guard(url, what, consumer.start())
-    except BaseException:
-        await _stop_quietly(consumer.stop())
-        raise
+    await _connect(url, what, consumer.start, consumer.stop)
     return consumer
 
 

@@ -270,6 +270,20 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text and text != name else name
 
 
+async def _connect(
+    url: str,
+    what: str,
+    start: Callable[[], Awaitable[Any]],
+    close: Callable[[], Awaitable[Any]],
+) -> None:
+    """Start an aiokafka client; one that fails to start is closed, never leaked."""
+    try:
+        await _guard(url, what, start())
+    except BaseException:
+        await _stop_quietly(close())
+        raise
+
+
 async def _stop_quietly(call: Awaitable[Any]) -> None:
     try:
         await call

@@ -13,11 +13,9 @@ from aiokafka.structs import RecordMetadata
 
 from ...errors import TransportError
 from ..base import Headers, Producer, TopicPartition
-from .options import KafkaOptions, _describe, _guard, _stop_quietly
+from .options import KafkaOptions, _connect, _describe, _guard
 
 log = logging.getLogger(__name__)
-
-# producer ---------------------------------------------------------------------------
 
 _Key = tuple[str, int]
 _NO_HEADERS: list[tuple[str, bytes]] = []
@@ -75,11 +73,7 @@ class KafkaProducer(Producer):
 
     async def start(self) -> None:
         producer = self._make_client()
-        try:
-            await _guard(self._url, "connecting producer", producer.start())
-        except BaseException:
-            await _stop_quietly(producer.stop())
-            raise
+        await _connect(self._url, "connecting producer", producer.start, producer.stop)
         self._producer = producer
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()

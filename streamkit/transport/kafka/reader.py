@@ -15,8 +15,6 @@ from ..base import PartitionReader, RawRecord, TopicPartition
 from .consumer import _start_consumer
 from .options import _CLIENT_ERRORS, KafkaOptions, _describe, _guard
 
-# reader -----------------------------------------------------------------------------
-
 _READ_UNCOMMITTED, _READ_COMMITTED = 0, 1  # FetchRequest's isolation levels
 
 

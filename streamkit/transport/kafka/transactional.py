@@ -98,6 +98,8 @@ class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
                 await self.abort()
             except TransportError as exc:
                 log.warning("stopping producer %r: %s", self.transactional_id, exc)
+        if self._fenced is not None:
+            self._errors.clear()  # reported as ProducerFenced already
         await super().stop()
 
     async def _begun(self) -> AIOKafkaProducer:
