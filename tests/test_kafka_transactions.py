@@ -146,24 +146,29 @@ async def test_a_committed_transaction_carries_its_records_and_the_groups_offset
         producer.send(out, 0, b"k", b"a3", (), 1003)
         acked = await producer.commit({in0: 6}, group)
         assert acked[out1] == 1 and acked[out0] >= 4
-        # Nothing sent, no offsets: nothing to do.
+        # Offsets alone make a transaction too; nothing sent and no offsets, none.
+        assert await producer.commit({in1: 8}, group) == acked
         assert await producer.commit({}, group) == acked
+        # Sent and committed at once, before any batch went out: still committed.
+        producer.send(out, 1, None, b"b1", (), 2001)
+        assert (await producer.commit({}, group))[out1] >= 2
+
+        # Read while the producer is open: its stop would end a transaction left open.
+        assert await committed_offsets(transport, group, [in0, in1]) == {in0: 6, in1: 8}
+        reader = transport.reader()
+        await reader.start()
+        try:
+            reader.assign({out0: 0, out1: 0})
+            got = await read_to_end(reader, [out0, out1], max_records=100)
+        finally:
+            await reader.stop()
     finally:
         await producer.stop()
-
-    assert await committed_offsets(transport, group, [in0, in1]) == {in0: 6, in1: 7}
-    reader = transport.reader()
-    await reader.start()
-    try:
-        reader.assign({out0: 0, out1: 0})
-        got = await read_to_end(reader, [out0, out1], max_records=100)
-    finally:
-        await reader.stop()
     assert [r.value for r in got[out0]] == [b"a0", b"a1", b"a2", b"a3"]
     assert [(r.key, r.timestamp, list(r.headers)) for r in got[out0][:1]] == [
         (b"k", 1000, [("h", b"1")])
     ]
-    assert [r.value for r in got[out1]] == [b"b0"]
+    assert [r.value for r in got[out1]] == [b"b0", b"b1"]
 
 
 @pytest.mark.parametrize("sent_before_the_fence", [True, False])

@@ -144,11 +144,11 @@ class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
         transaction and raises `TransactionAborted`.
         """
         self._raise_if_fenced()
-        if self._txn is None and not offsets:
-            return await self.flush()
         try:
             # 1. flush
             acked = await self.flush()
+            if self._txn is None and not offsets:
+                return acked  # nothing was sent (every batch began it): nothing to commit
             producer = await self._begun()
             # 2. offsets into the transaction
             if offsets:
@@ -186,7 +186,9 @@ class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
             self._outstanding = [f for f in self._outstanding if not f.done()]
         txn, self._txn = self._txn, None
         # 3. end it with ABORT
-        if txn is not None and not (txn.done() and txn.exception() is not None):
+        if txn is not None:
+            await asyncio.wait([txn])
+        if txn is not None and not txn.cancelled() and txn.exception() is None:
             try:
                 await producer.abort_transaction()
             except _TXN_ERRORS as exc:
