@@ -7,7 +7,8 @@ earliest offset) and for throughput: the producer builds record batches itself
 and hands aiokafka whole batches, which measured about twice the rate of one
 `send()` per record. Restores, standby replicas and global tables read with a
 `KafkaReader`, a consumer outside any group that reads chosen partitions from
-chosen offsets.
+chosen offsets. Exactly-once gives each task a `KafkaTransactionalProducer` and
+reads with `isolation_level="read_committed"` (`read_committed=True`).
 
 Every aiokafka failure leaves this module as a `TransportError` that names the
 broker URL and the operation, so a user sees what to fix rather than a client
