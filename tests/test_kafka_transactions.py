@@ -82,7 +82,7 @@ async def test_a_producer_with_the_shim_takes_its_id_from_a_v3_answer() -> None:
         assert txn is not None
         assert (txn.producer_id, txn.producer_epoch) == (7, 3)
     finally:
-        producer._closed = True  # never started: nothing to stop
+        await producer.stop()
 
 
 def test_producer_fenced_code_reads_as_fencing() -> None:

@@ -207,7 +207,7 @@ class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
         where = ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in offsets.items())
         reason = f" (offsets {where} of group {group_id!r})" if where else ""
         text = f"committing the transaction of {self.transactional_id!r}{reason} failed: "
-        text += cause.args[0] if isinstance(cause, TransportError) else _describe(cause)
+        text += str(cause) if isinstance(cause, TransportError) else _describe(cause)
         try:
             await self.abort()
         except ProducerFenced:
