@@ -171,13 +171,24 @@ async def test_a_committed_transaction_carries_its_records_and_the_groups_offset
     assert [r.value for r in got[out1]] == [b"b0", b"b1"]
 
 
-@pytest.mark.parametrize("sent_before_the_fence", [True, False])
+@pytest.mark.parametrize(
+    ("sent_before_the_fence", "then"),
+    [(True, "send"), (False, "send"), (True, "commit"), (True, "abort")],
+)
 async def test_a_second_producer_with_the_same_id_fences_the_first(
     kafka_url: str,  # noqa: F811
     topic_name: Any,  # noqa: F811
     sent_before_the_fence: bool,
+    then: str,
 ) -> None:
-    transport = kafka(kafka_url)
+    """The first learns it is fenced from its next request, whichever it is.
+
+    With records delivered and no offsets to add, only EndTxn is left to tell it
+    ("commit", "abort"). Kafka answers that with a fencing error; Tansu closes
+    the connection instead, which aiokafka retries for ever, so the producer
+    gives up after the request timeout (3 s here) and reports itself fenced.
+    """
+    transport = kafka(kafka_url, request_timeout_ms=3000)
     out, group, tx = topic_name("out"), topic_name("group"), topic_name("tx")
     source = TopicPartition(topic_name("in"), 0)
     await transport.admin().create_topics([TopicSpec(out, 1), TopicSpec(source.topic, 1)])
@@ -188,9 +199,16 @@ async def test_a_second_producer_with_the_same_id_fences_the_first(
             first.send(out, 0, None, b"zombie", (), 1000)
             await first.flush()
         second = await started(transport, tx)
-        first.send(out, 0, None, b"zombie-2", (), 1000)
+        deadline = time.monotonic() + 10
         with pytest.raises(ProducerFenced, match=tx):
-            await first.commit({source: 3}, group)
+            if then == "send":
+                first.send(out, 0, None, b"zombie-2", (), 1000)
+                await first.commit({source: 3}, group)
+            elif then == "commit":
+                await first.commit({}, group)
+            else:
+                await first.abort()
+        assert time.monotonic() < deadline
         # Fenced for good, whatever it is asked next.
         with pytest.raises(ProducerFenced):
             await first.flush()

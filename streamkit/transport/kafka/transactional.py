@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
@@ -157,7 +157,7 @@ class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
                     group_id,
                 )
             # 3. end it with COMMIT
-            await producer.commit_transaction()
+            await self._end(producer.commit_transaction(), "commit")
         except ProducerFenced:
             raise  # from step 1
         except _TXN_ERRORS as exc:
@@ -190,7 +190,9 @@ class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
             await asyncio.wait([txn])
         if txn is not None and not txn.cancelled() and txn.exception() is None:
             try:
-                await producer.abort_transaction()
+                await self._end(producer.abort_transaction(), "abort")
+            except ProducerFenced:
+                raise
             except _TXN_ERRORS as exc:
                 if fenced := self._fenced_by(exc):
                     raise fenced from exc
@@ -200,6 +202,29 @@ class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
                 ) from exc
         # 4. forget its failed deliveries
         self._errors.clear()
+
+    async def _end(self, ending: Awaitable[None], what: str) -> None:
+        """EndTxn, bounded by the request timeout.
+
+        aiokafka retries EndTxn for as long as the connection fails, and Tansu
+        closes the connection on a fenced producer's EndTxn instead of answering,
+        so a fenced producer with only EndTxn left would wait for ever. Past the
+        bound the outcome is unknown (aiokafka may still be retrying): the
+        producer is unusable, as if fenced, and the next InitProducerId for its
+        id settles the transaction either way (completes a commit the coordinator
+        took, aborts one it never saw).
+        """
+        timeout_ms = self._options.request_timeout_ms
+        try:
+            await asyncio.wait_for(ending, timeout_ms / 1000)
+        except TimeoutError as exc:
+            self._fenced = ProducerFenced(
+                f"broker {self._url}: the {what} of the transaction of "
+                f"{self.transactional_id!r} got no answer within request_timeout_ms "
+                f"({timeout_ms} ms); a broker that cuts a fenced producer off does this. "
+                "Its outcome is settled when the id is next initialised"
+            )
+            raise self._fenced from exc
 
     async def _abort_after(
         self, cause: BaseException, offsets: Mapping[TopicPartition, int], group_id: str
