@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="each fault kind once, in order (the test's run)"
     )
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help=f"comma-separated faults to inject in this order (of {', '.join(FAULTS)})",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (worker logs)")
     return parser.parse_args(argv)
 
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             rate=args.rate,
             exactly_once=args.exactly_once,
             broker_pid=None if broker is None else broker.pid,
-            sequence=FAULTS if args.quick else (),
+            sequence=FAULTS if args.quick else tuple(args.faults.split(",")) if args.faults else (),
         )
         print(f"chaos: {url}, work dir {workdir}, seed {seed}", flush=True)
         outcome, verdict = asyncio.run(run(options, procs))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from benchmarks.kafka import committed, high_watermarks
 from benchmarks.procs import Proc, Processes, worker_argv
+from streamkit.transport import RawRecord
 
 from . import app as chaos_app
 from .check import read_topic
@@ -187,18 +188,24 @@ class Driver:
             self.o.url, chaos_app.clicks.name, parts, read_committed=committed_only
         )
         expected = {
-            f"{chaos_app.clicks.decode(r)[0]}@{r.timestamp // size_ms * size_ms}" for r in clicks
+            f"{chaos_app.clicks.decode(r)[0]}@{r.timestamp // size_ms * size_ms}": r.partition
+            for r in clicks
         }
         deadline = time.monotonic() + self.o.recovery_deadline_s
         while True:
             out = await read_topic(
                 self.o.url, chaos_app.windowed.name, parts, read_committed=committed_only
             )
-            missing = expected - {chaos_app.windowed.decode(r)[0] for r in out}
+            missing = expected.keys() - {chaos_app.windowed.decode(r)[0] for r in out}
             if not missing:
                 return
             if time.monotonic() > deadline:
-                raise ChaosError(f"{len(missing)} windows never closed, e.g. {sorted(missing)[:3]}")
+                where = sorted({(expected[w], int(w.split("@")[1])) for w in missing})
+                raise ChaosError(
+                    f"{len(missing)} windows never closed, e.g. {sorted(missing)[:3]}; "
+                    f"(partition, window start) of them: {where}\n"
+                    + _window_report(where, clicks, out, size_ms)
+                )
             await asyncio.sleep(1.0)
 
     def _check_workers(self) -> None:
@@ -301,3 +308,33 @@ class Driver:
         if self._producing is not None and self._producing.done():
             self._producing.result()  # raises what stopped the input
             raise ChaosError("the input producer stopped")
+
+
+def _window_report(
+    where: list[tuple[int, int]], clicks: list[RawRecord], out: list[RawRecord], size_ms: int
+) -> str:
+    """For windows that never closed: their inputs' offsets, and what the partition
+    emitted around them (offset, window, count)."""
+    lines = []
+    for partition, start in where:
+        offsets = [
+            r.offset
+            for r in clicks
+            if r.partition == partition and start <= r.timestamp < start + size_ms
+        ]
+        lines.append(
+            f"partition {partition} window {start}: inputs at offsets "
+            f"{min(offsets, default=None)}..{max(offsets, default=None)}"
+        )
+        near = [
+            (
+                r.offset,
+                chaos_app.windowed.decode(r)[0].split("@")[1],
+                chaos_app.windowed.decode(r)[1],
+            )
+            for r in out
+            if r.partition == partition
+            and abs(int(chaos_app.windowed.decode(r)[0].split("@")[1]) - start) <= 3 * size_ms
+        ]
+        lines.append(f"  emitted near it: {near}")
+    return "\n".join(lines)

@@ -113,3 +113,39 @@ async def test_a_table_update_and_a_later_stream_record_in_one_batch_join_in_tim
     async with running(app):
         await wait_for(lambda: len(read(app, out)) == 2, what="both joined")
     assert sorted(read(app, out)) == [("a", "alice:1"), ("b", "bob:2")]
+
+
+async def test_an_agent_before_a_windowed_count_in_one_batch_leaves_no_record_late(
+    memory_url: str, tmp_path: Path
+) -> None:
+    """An agent and a DSL window share a task and its stream time. The agent takes
+    the batch first; the window must still see time move record by record, so a
+    batch spanning more than the grace drops nothing."""
+    app = sk.App("agentwin", broker=memory_url, data_dir=tmp_path, commit_interval_s=0.05)
+    clicks = app.topic("clicks", key_type=str, value_type=int, partitions=1)
+    echoed = app.topic("echoed", key_type=str, value_type=int, partitions=1)
+    counted = app.topic("counted", key_type=str, value_type=int, partitions=1)
+
+    @app.agent(clicks, sink=echoed)
+    async def echo(stream: sk.Stream) -> Any:
+        async for value in stream:
+            yield value
+
+    (
+        app.stream(clicks)
+        .group_by_key()
+        .windowed_by(sk.TimeWindows.of(1, grace=1))
+        .count(name="per-second")
+        .to_stream()
+        .map(lambda w, n: (f"{w.key}@{w.start_ms}", n))
+        .to(counted)
+    )
+    # Ten seconds of clicks in one batch: the first ones are 9 s behind the last.
+    await app.send_many(clicks, [("a", i, i * 100) for i in range(100)])
+    async with running(app):
+        await wait_for(lambda: len(read(app, echoed)) == 100, what="all echoed")
+        await wait_for(lambda: len(read(app, counted)) == 100, what="all counted")
+    final: dict[str, int] = {}
+    for window, n in read(app, counted):
+        final[window] = n
+    assert final == {f"a@{s * 1000}": 10 for s in range(10)}

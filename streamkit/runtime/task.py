@@ -397,9 +397,20 @@ class Task:
             # Several partitions: lowest timestamp first (DESIGN.md invariant 2).
             records = list(heapq.merge(*(c for _, c in chunks), key=_timestamp))
         events, bad = self._decode(records)
+        clock = self._clock
+        began, reached = clock.ms, clock.ms
         try:
             for runner in self._runners:
+                # Each runner takes the whole batch in turn; stream time must move record
+                # by record for each, as if the task ran every record through all of them
+                # (Kafka Streams), not start at the batch's last timestamp because an
+                # agent went first: a windowed node would take the batch's older records
+                # for late ones.
+                clock.ms = began
                 await runner.process(events)
+                if clock.ms is not None and (reached is None or clock.ms > reached):
+                    reached = clock.ms
+            clock.ms = reached
         except RecordError as exc:
             self._advance_before(records, exc)
             raise
