@@ -109,6 +109,9 @@ class _NoGroup(Consumer):
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self._broker.commit(self._group, offsets)
 
+    def caught_up(self, tp: TopicPartition) -> bool:
+        return True  # every piped record is processed before `pipe` returns
+
     async def committed(self, tp: TopicPartition) -> int | None:
         return self._broker.committed(self._group, tp)
 

@@ -445,6 +445,11 @@ class _WindowAggregate(ops.DslProcessor):
         idle = wall_ms - self._moved_at
         if idle < self._idle_ms:
             return
+        if not self.node.input_caught_up():
+            # Input that is late in coming is no quiet input: moving time on now would
+            # make its records late when they come (a frozen worker, a rebalance).
+            self._moved_at = wall_ms
+            return
         self._index()
         base = self._seen if self._seen is not None else self._restored
         if base is None:

@@ -106,6 +106,12 @@ class NodeContext(ProcessorContext):
     def wall_clock_ms(self) -> int:
         return self._runner.wall_clock()
 
+    def input_caught_up(self) -> bool:
+        """Whether every input partition of the task is processed to the end the broker
+        reported a moment ago: quiet input, as opposed to input that is late in
+        coming (a frozen process, a broker that stood still, a rebalance)."""
+        return self._runner.input_caught_up()
+
     def forward(self, record: Record, to: str | None = None) -> None:
         if to is None:
             for child in self._children:
@@ -164,8 +170,10 @@ class GraphRunner:
         clock: StreamTime,
         metrics: Metrics,
         wall_clock: Callable[[], int] = wall_clock_ms,
+        input_caught_up: Callable[[], bool] = lambda: True,
     ) -> None:
         self.metrics = metrics
+        self.input_caught_up = input_caught_up
         self._drops: dict[tuple[str, str], int] = {}
         self.graph = graph
         self.app_id = app_id

@@ -123,6 +123,7 @@ class Task:
                 self._clock,
                 services.metrics,
                 services.wall_clock,
+                self._input_caught_up,
             )
             for g in subtopology.graphs
         ]
@@ -346,6 +347,10 @@ class Task:
             if due is not None and due <= self._services.wall_clock():
                 graph.punctuate_wall_clock()
                 self._uncommitted = True
+
+    def _input_caught_up(self) -> bool:
+        consumer = self._services.consumer
+        return all(not q and consumer.caught_up(tp) for tp, q in self._queues.items())
 
     def _commit_requested(self) -> bool:
         requested = any(g.commit_requested for g in self._graphs)

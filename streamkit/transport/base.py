@@ -104,6 +104,16 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     async def committed(self, tp: TopicPartition) -> int | None: ...
 
+    @abc.abstractmethod
+    def caught_up(self, tp: TopicPartition) -> bool:
+        """Whether a fresh answer of the broker (within the last seconds) showed no record
+        of the partition past this member's position: nothing is waiting to be fetched.
+
+        False when in doubt (no recent answer: the broker or this process stood still,
+        a rebalance reset the position): wall-clock decisions such as closing idle
+        windows must not take delayed input for no input.
+        """
+
 
 class Producer(abc.ABC):
     """Buffers records and sends them in batches; `flush` is the acknowledgement point."""

@@ -386,6 +386,14 @@ class MemoryConsumer(Consumer):
     async def committed(self, tp: TopicPartition) -> int | None:
         return self._broker.committed(self._group_id, tp)
 
+    def caught_up(self, tp: TopicPartition) -> bool:
+        position = self._positions.get(tp)
+        return (
+            not self.expired
+            and position is not None
+            and position >= self._broker.end_offset(tp, self._read_committed)
+        )
+
 
 class MemoryProducer(Producer):
     """Appends at once, so every record is acknowledged by the time `flush` runs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,9 @@ from .assignor import _PlannerAssignor
 from .options import KafkaOptions, _connect, _describe, _guard, _stop_quietly
 
 log = logging.getLogger(__name__)
+
+# A fetch answer older than this says nothing about what is waiting now.
+CAUGHT_UP_FRESH_MS = 2_000
 
 # A commit refused because the group moved on (IllegalStateError: the partitions are
 # no longer assigned to this member).
@@ -244,6 +248,26 @@ class KafkaConsumer(Consumer):
                 f"broker {self._url}: commit of group {self._group_id!r} ({where}) failed: "
                 f"{_describe(exc)}"
             ) from exc
+
+    def caught_up(self, tp: TopicPartition) -> bool:
+        consumer = self._started()
+        ktp = KafkaTopicPartition(tp.topic, tp.partition)
+        try:
+            polled_ms = consumer.last_poll_timestamp(ktp)
+            end = (
+                consumer.last_stable_offset(ktp)
+                if self._options.isolation_level == "read_committed"
+                else consumer.highwater(ktp)
+            )
+            # aiokafka's own fetch position (its public `position()` is a coroutine that
+            # may wait for a reset; here a missing position just means "not caught up").
+            state = consumer._subscription.subscription.assignment.state_value(ktp)
+            position = state.position if state.has_valid_position else None
+        except (AssertionError, AttributeError, KeyError, IllegalStateError):
+            return False  # not assigned (any more), or an aiokafka this was not written for
+        if polled_ms is None or end is None or end < 0 or position is None:
+            return False
+        return position >= end and time.time() * 1000 - polled_ms <= CAUGHT_UP_FRESH_MS
 
     async def committed(self, tp: TopicPartition) -> int | None:
         offset = await _guard(
