@@ -55,6 +55,7 @@ def summary(outcome: Outcome, verdict: Verdict, options: Options) -> str:
     for name, o in verdict.outputs.items():
         lines.append(
             f"  {name:<9} out {o.records:>7}  lost {o.lost}  duplicates {o.duplicates}"
+            + (f"  over the truth {len(o.over)}" if o.over else "")
             + (f"  WRONG {len(o.wrong)}" if o.wrong else "")
         )
     lines.append(

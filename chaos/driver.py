@@ -142,6 +142,7 @@ class Driver:
                 await producer.stop()
 
     async def _fill_profiles(self) -> None:
+        chaos_app.app.configure(broker=self.o.url)
         await chaos_app.app.send_many(
             chaos_app.profiles, [(f"user{u}", f"name{u}", 0) for u in range(USERS)]
         )

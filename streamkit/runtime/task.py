@@ -211,9 +211,22 @@ class Task:
         await self._suspend_done
 
     def resume(self) -> None:
-        """Process again, from the committed offsets the consumer now fetches from."""
+        """Process again, from where the task got to.
+
+        The consumer fetches a partition it is given again from the group's committed
+        offset. If the task's last commit of offsets was refused (the group had moved
+        on while it committed), everything before its positions is done all the same:
+        outputs acknowledged, state in the changelog and the file. It goes on from its
+        positions, instead of applying those records a second time (at-least-once;
+        under exactly-once a refused commit aborts the transaction and the task is
+        started anew from the committed offsets).
+        """
         self._revoked_while_restoring = False
         if self.state is TaskState.SUSPENDED:
+            if self._uncommitted and self.producer is None:
+                consumer = self._services.consumer
+                for tp, offset in self._positions.items():
+                    consumer.seek(tp, offset)
             self.state = TaskState.RUNNING
             self._wakeup.set()
 
