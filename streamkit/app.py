@@ -23,6 +23,7 @@ from .serde import Serde
 from .settings import make_settings
 from .state.restore_listener import RestoreListener
 from .state.table import Table
+from .state.timestamped import SourceTable
 from .state.windowed import WindowedTable
 from .topic import ErrorPolicy, Topic
 from .topology import Topology
@@ -290,7 +291,7 @@ class App:
         self._check_not_global(topic)
         if self.graph.source_for(topic) is not None:
             raise ConfigError(f"topic {topic.name!r} is already read as a stream or table")
-        table = Table(store, topic, changelog_is_source=True)
+        table = SourceTable(store, topic)
         self.tables[store] = table
         source = self.graph.source(topic, ErrorPolicy(on_error), None)
         node = self.graph.add(

@@ -30,12 +30,13 @@ from ..state.join_store import (
     ValuesSerde,
 )
 from ..state.table import Table
+from ..state.timestamped import ValueAndTimestamp
 from ..topic import Topic
 from . import operators as ops
 from .aggregate import Change
 from .graph import CopartitionGroup, NodeKind, NodeSpec
 from .kstream import KStream, internal_serde
-from .ktable import KTable, ValueGetter
+from .ktable import KTable, Lookup, ValueGetter, timestamped_table
 
 if TYPE_CHECKING:
     from ..app import App
@@ -414,10 +415,11 @@ def _buffer(app: App, store: str, side: KStream, retention_ms: int) -> JoinBuffe
 
 
 class _StreamTableJoin(ops.DslProcessor):
-    """Looks the table up as each stream record arrives; table updates emit nothing."""
+    """Looks the table up as each stream record arrives; table updates emit nothing.
+    The result keeps the stream record's timestamp, as in Kafka Streams."""
 
-    def __init__(self, getter: ValueGetter, joiner: Joiner, left: bool) -> None:
-        self.getter = getter
+    def __init__(self, lookup: Lookup, joiner: Joiner, left: bool) -> None:
+        self.lookup = lookup
         self.joiner = joiner
         self.left = left
 
@@ -425,9 +427,13 @@ class _StreamTableJoin(ops.DslProcessor):
         if record.key is None or record.value is None:
             self.node.dropped(record, "null key" if record.key is None else "null value")
             return
-        found = self.getter(record.key)
-        if found is None and not self.left:
-            return
+        row = self.lookup(record.key)
+        if row is None:
+            if not self.left:
+                return
+            found = None
+        else:
+            found = row[0]
         self.context.forward(record.with_value(self.joiner(record.value, found)))
 
 
@@ -438,7 +444,7 @@ def _stream_table(
     stream = stream.keyed_for_grouping(f"{name}-left" if name else None)
     node = app.graph.add(
         "KSTREAM-JOIN" if how == "inner" else "KSTREAM-LEFTJOIN",
-        lambda: _StreamTableJoin(table.getter, joiner, how == "left"),
+        lambda: _StreamTableJoin(table.lookup, joiner, how == "left"),
         (stream.node,),
         name=name,
         stores=_stores_behind(table.node),
@@ -451,9 +457,10 @@ def _stream_table(
 
 
 class _TableJoinSide(ops.DslProcessor):
-    """An update of one table, joined with the other's current row: old and new results."""
+    """An update of one table, joined with the other's current row: old and new results,
+    stamped with the later of the update's and the other row's timestamps."""
 
-    def __init__(self, side: int, other: ValueGetter, joiner: Joiner, how: JoinHow) -> None:
+    def __init__(self, side: int, other: Lookup, joiner: Joiner, how: JoinHow) -> None:
         self.side = side
         self.other = other
         self.joiner = joiner
@@ -464,7 +471,8 @@ class _TableJoinSide(ops.DslProcessor):
             self.node.dropped(record, "null key")
             return
         change: Change = record.value
-        other = self.other(record.key)
+        row = self.other(record.key)
+        other, ts = (None, record.timestamp) if row is None else (row[0], row[1])
         if self.side == LEFT:
             new = _combine(self.how, self.joiner, change.new, other)
             old = _combine(self.how, self.joiner, change.old, other)
@@ -473,7 +481,8 @@ class _TableJoinSide(ops.DslProcessor):
             old = _combine(self.how, self.joiner, other, change.old)
         if new is None and old is None:
             return  # no row of the join changed
-        self.context.forward(record.with_value(Change(new, old)))
+        ts = max(ts, record.timestamp)
+        self.context.forward(Record(record.key, Change(new, old), ts, record.headers))
 
 
 def _table_table(
@@ -482,23 +491,30 @@ def _table_table(
     app, graph = left.app, left.app.graph
     this = graph.add(
         "KTABLE-JOINTHIS",
-        lambda: _TableJoinSide(LEFT, right.getter, joiner, how),
+        lambda: _TableJoinSide(LEFT, right.lookup, joiner, how),
         (left.node,),
         name=f"{name}-this" if name else None,
         stores=_stores_behind(right.node),
     )
     that = graph.add(
         "KTABLE-JOINOTHER",
-        lambda: _TableJoinSide(RIGHT, left.getter, joiner, how),
+        lambda: _TableJoinSide(RIGHT, left.lookup, joiner, how),
         (right.node,),
         name=f"{name}-other" if name else None,
         stores=_stores_behind(left.node),
     )
     merge = graph.add("KTABLE-MERGE", ops.PassThrough, (this, that), name=name)
-    left_get, right_get = left.getter, right.getter
+    left_get, right_get = left.lookup, right.lookup
 
-    def get(key: Any) -> Any:
-        return _combine(how, joiner, left_get(key), right_get(key))
+    def get(key: Any) -> ValueAndTimestamp | None:
+        lrow, rrow = left_get(key), right_get(key)
+        lval = None if lrow is None else lrow[0]
+        rval = None if rrow is None else rrow[0]
+        joined = _combine(how, joiner, lval, rval)
+        if joined is None:
+            return None
+        stamps = [r[1] for r in (lrow, rrow) if r is not None]
+        return ValueAndTimestamp(joined, max(stamps))
 
     _copartition(app, f"join {merge.name}", left.node, right.node)
     return KTable(app, merge, left.key_serde, None, get)
@@ -511,13 +527,14 @@ _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 
 def _settle(result: Table, key: Any, new: Any, source: Record) -> Record | None:
     """Store a left row's new join result; the change to pass on, if anything changed."""
-    old = result.get(key)
+    held = result.get(key)
+    old = None if held is None else held[0]
     if new is None:
-        if old is None:
+        if held is None:
             return None
         result.delete(key)
     else:
-        result[key] = new
+        result[key] = ValueAndTimestamp(new, source.timestamp)
     return Record(key, Change(new, old), source.timestamp, source.headers)
 
 
@@ -657,7 +674,7 @@ def _foreign_key_join(
         base, fk_serde, _PYTHON, None, suffix="subscription-registration"
     )
     response = app.repartition_topic(base, key_serde, _PYTHON, None, suffix="subscription-response")
-    result = app.table(f"{base}-output-store", key_type=key_serde, value_type=_PYTHON)
+    result = timestamped_table(app, f"{base}-output-store", key_serde, _PYTHON)
     store = f"{base}-subscription-store"
     subscriptions = SubscriptionStore(
         store,

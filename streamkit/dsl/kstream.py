@@ -366,9 +366,11 @@ class KGroupedStream:
 
     def _table(self, name: str | None, prefix: str, value_serde: Serde[Any]) -> Table:
         app = self.stream.app
+        from .ktable import timestamped_table
+
         store = name or app.graph.name(f"{prefix}-STATE-STORE", None)
-        return app.table(
-            store, key_type=internal_serde(None, self.stream.key_serde), value_type=value_serde
+        return timestamped_table(
+            app, store, internal_serde(None, self.stream.key_serde), value_serde
         )
 
     def aggregate(
@@ -412,7 +414,8 @@ class KGroupedStream:
             (stream.node,),
             stores=(table,),
         )
-        return KTable(stream.app, node, stream.key_serde, table.changelog.value_serde, table.get)
+        value_serde = table.value_serde.inner  # type: ignore[attr-defined]
+        return KTable(stream.app, node, stream.key_serde, value_serde, table.get)
 
     # Windows (implemented in windowed.py) --------------------------------------------
 

@@ -19,12 +19,14 @@ windowed grouped stream; its aggregations are KTables keyed by
 - Merging sessions retracts the merged ones downstream: a record with the old
   windowed key and the value None, as Kafka Streams does (a session a record only
   extends or updates is updated in place, not retracted first).
-- Results carry the timestamp of the record that changed them (a session's: its
-  end; a sliding window's and an emitted final result's: their latest record's).
+- Results carry the latest timestamp among the records in them (the larger of the
+  record's and the window's previous one), as Kafka Streams stamps them; a
+  session's carry its end.
 - The aggregation's store (`name=`; `driver.store(name)`) holds the aggregate per
   `Windowed` key, for the retention of its windows (at least their size, or gap,
-  plus the grace); a sliding one holds `ValueAndTimestamp(value, timestamp)`, the
-  latest record time being how a record finds its neighbouring windows.
+  plus the grace), as `ValueAndTimestamp(value, timestamp)` rows
+  (`driver.timestamped_store(name)`); the latest record time is also how a
+  sliding window's record finds its neighbouring windows.
 
 One deliberate difference from Kafka Streams: with `emit="final"`, windows also
 close when the input goes quiet. Kafka Streams closes windows only as stream time
@@ -65,7 +67,7 @@ from ..topic import Topic
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, reducer_as_aggregator
 from .kstream import internal_serde
-from .ktable import KTable, ValueGetter
+from .ktable import KTable, Lookup
 from .windows import Duration, SessionWindows, SlidingWindows, TimeWindows, duration_ms
 
 if TYPE_CHECKING:
@@ -185,11 +187,11 @@ class _WindowedKStream(abc.ABC):
         factory: ProcessorFactory,
         stores: tuple[Table, ...],
         value_serde: Serde[Any],
-        getter: ValueGetter,
+        lookup: Lookup,
     ) -> KTable:
         stream: KStream = self.grouped.stream
         node = self._app.graph.add(prefix, factory, (stream.node,), stores=stores)
-        return KTable(self._app, node, stores[0].changelog.key_serde, value_serde, getter)
+        return KTable(self._app, node, stores[0].changelog.key_serde, value_serde, lookup)
 
 
 class TimeWindowedKStream(_WindowedKStream):
@@ -228,11 +230,12 @@ class TimeWindowedKStream(_WindowedKStream):
         app, windows = self._app, self.windows
         store_name = self._store_name(name, prefix)
         key_serde = internal_serde(None, self.grouped.stream.key_serde)
-        if isinstance(windows, SlidingWindows):
-            # Sliding windows keep each aggregate's latest record time: it finds neighbours.
-            size, stored = windows.time_difference_ms, TimestampedSerde(value_serde)
-        else:
-            size, stored = windows.size_ms, value_serde
+        # Windows keep each aggregate's latest record time: it stamps the results, and
+        # sliding windows find their neighbours by it.
+        size = (
+            windows.time_difference_ms if isinstance(windows, SlidingWindows) else windows.size_ms
+        )
+        stored = TimestampedSerde(value_serde)
         changelog = _window_changelog(app, store_name, key_serde, stored, windows.retention_ms)
         store = TimeWindowStore(store_name, changelog, size, windows.retention_ms)
         app.add_store(store)
@@ -240,15 +243,15 @@ class TimeWindowedKStream(_WindowedKStream):
         setup = _Setup(store, pending, initializer, aggregator, windows.closes_at, options)
         if isinstance(windows, SlidingWindows):
             factory: ProcessorFactory = partial(_SlidingWindowAggregate, setup, windows)
-            getter = partial(_latest_value, store)
         else:
-            factory, getter = partial(_TimeWindowAggregate, setup, windows), store.get
-        return self._finish(prefix, factory, setup.stores, value_serde, getter)
+            factory = partial(_TimeWindowAggregate, setup, windows)
+        return self._finish(prefix, factory, setup.stores, value_serde, store.get)
 
 
-def _latest_value(store: Table, window: Windowed) -> Any:
-    held = store.get(window)
-    return None if held is None else held.value
+def _session_row(store: Table, window: Windowed) -> ValueAndTimestamp | None:
+    """A session's result is stamped with its end, which its key holds."""
+    value = store.get(window)
+    return None if value is None else ValueAndTimestamp(value, window.end_ms)
 
 
 class SessionWindowedKStream(_WindowedKStream):
@@ -298,7 +301,9 @@ class SessionWindowedKStream(_WindowedKStream):
         setup = _Setup(store, pending, initializer, aggregator, windows.closes_at, options)
         assert merger is not None  # count, reduce and aggregate always pass one
         factory = partial(_SessionWindowAggregate, setup, windows, merger)
-        return self._finish(prefix, factory, setup.stores, value_serde, store.get)
+        return self._finish(
+            prefix, factory, setup.stores, value_serde, partial(_session_row, store)
+        )
 
 
 def _window_changelog(
@@ -501,13 +506,19 @@ class _TimeWindowAggregate(_WindowAggregate):
         added = skipped = 0
         for start in self.windows.starts_for(ts):
             window = Windowed(key, start, start + size)
-            old = self.store.get(window)
-            if not self.accepts(window, now, old is not None):
+            held = self.store.get(window)
+            if not self.accepts(window, now, held is not None):
                 skipped += 1
                 continue
-            new = self.aggregator(key, value, self.initializer() if old is None else old)
-            self.store.set(window, new)
-            self.result(record, window, new, old, ts)
+            if held is None:
+                old, out_ts = None, ts
+                new = self.aggregator(key, value, self.initializer())
+            else:
+                old = held[0]
+                new = self.aggregator(key, value, old)
+                out_ts = held[1] if held[1] > ts else ts
+            self.store.set(window, ValueAndTimestamp(new, out_ts))
+            self.result(record, window, new, old, out_ts)
             added += 1
         if not added:
             self.late(record)
