@@ -255,13 +255,22 @@ def test_stream_table_join_looks_the_table_up_on_arrival(how: str) -> None:
         assert got == [("c1", "o1|None", 10), *joined, ("c1", "o4|None", 70)]
 
 
-def test_stream_table_join_drops_null_keys_and_counts_them() -> None:
-    app, orders, customers, out = orders_app("left")
+def test_stream_table_inner_join_drops_null_keys_and_counts_them() -> None:
+    app, orders, customers, out = orders_app("inner")
     with TopologyTestDriver(app) as driver:
         driver.pipe(customers, "c1", "Alice", timestamp_ms=1)
         driver.pipe(orders, None, "o1", timestamp_ms=2)
         assert driver.read_output(out) == []
     assert app.metrics.value("dropped_records", node="enrich", reason="null key") == 1
+
+
+def test_stream_table_left_join_passes_null_keys_joined_with_nothing() -> None:
+    """KIP-962: a left join keeps a record whose key is null."""
+    app, orders, customers, out = orders_app("left")
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(customers, "c1", "Alice", timestamp_ms=1)
+        driver.pipe(orders, None, "o1", timestamp_ms=2)
+        assert driver.read_output(out) == [(None, "o1|None")]
 
 
 def test_stream_table_join_reads_derived_and_aggregated_tables() -> None:

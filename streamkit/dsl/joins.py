@@ -424,8 +424,15 @@ class _StreamTableJoin(ops.DslProcessor):
         self.left = left
 
     def process(self, record: Record) -> None:
-        if record.key is None or record.value is None:
-            self.node.dropped(record, "null key" if record.key is None else "null value")
+        if record.value is None:
+            self.node.dropped(record, "null value")
+            return
+        if record.key is None:
+            # KIP-962: a left join passes a null-key record on, joined with nothing.
+            if self.left:
+                self.context.forward(record.with_value(self.joiner(record.value, None)))
+            else:
+                self.node.dropped(record, "null key")
             return
         row = self.lookup(record.key)
         if row is None:
