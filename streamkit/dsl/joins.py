@@ -12,11 +12,11 @@ by the left key.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from sortedcontainers import SortedList
 
 from ..errors import ConfigError
 from ..processor import Record
@@ -219,9 +219,6 @@ def _changelog(app: App, store: str, key: Serde[Any], value: Serde[Any], **confi
 # Stream-stream ------------------------------------------------------------------------
 
 
-_Heap = list[tuple[int, int, Any]]  # (timestamp, sequence, key) of pending records
-
-
 class _Sided(NamedTuple):
     side: int
     value: Any
@@ -237,12 +234,30 @@ class _TagSide(ops.DslProcessor):
         self.context.forward(record.with_value(_Sided(self.side, record.value)))
 
 
-class _StreamStreamJoin(ops.DslProcessor):
-    """Both sides of a windowed join in one processor, so the unmatched records of both
-    sides are emitted in timestamp order from one place when their windows close.
+# Kafka's outer-join store orders its rows by timestamp, then side (right before
+# left: the side is a byte, 1 for left), then key bytes; unmatched records that
+# close together leave in that order.
+_SIDE_RANK = (1, 0)  # LEFT, RIGHT
 
-    Pending (unmatched) records are indexed in memory by a heap per side, rebuilt
-    from the pending store when a task opens, so a record costs no scan.
+
+class _StreamStreamJoin(ops.DslProcessor):
+    """Both sides of a windowed join in one processor, as Kafka Streams' pair of join
+    processors sharing one time tracker and one outer-join store.
+
+    - Stream time is the join's: the largest timestamp it has seen on either side.
+    - A record joins the other side's buffered records within its window, however
+      late it is: the buffers keep records for before + after + grace of their side's
+      time, and a record is only refused a place in its own buffer when expired.
+    - A left/outer record that finds no partner is emitted at once, joined with
+      None, when its window has already ended (t + after < stream time); otherwise
+      it waits in the pending store until a partner comes or its window and grace
+      have passed, and is then emitted in the store's order (timestamp, right
+      before left, key bytes).
+    - A record with a null key is emitted at once by a side that emits unmatched
+      records (KIP-962), and dropped (counted) by the others.
+
+    Pending records are indexed in memory, sorted as Kafka's store iterates them,
+    and rebuilt from the pending store when a task opens.
     """
 
     def __init__(
@@ -255,45 +270,70 @@ class _StreamStreamJoin(ops.DslProcessor):
     ) -> None:
         self.joiner = joiner
         self.grace = windows.grace_ms
-        # A record of side s joins the other side's records in [t - back[s], t + ahead[s]].
+        # A record of side s joins the other side's records in [t - back[s], t + ahead[s]];
+        # an unmatched record of side s waits ahead[s] + grace past its timestamp.
         self.back = (windows.before_ms, windows.after_ms)
         self.ahead = (windows.after_ms, windows.before_ms)
+        self.retention = windows.before_ms + windows.after_ms + windows.grace_ms
         self.buffers = buffers
         self.pending = pending
         self.emits_unmatched = emits_unmatched
-        self._heaps: tuple[_Heap, _Heap] | None = None
-        self._seq = itertools.count()
+        self._index: SortedList | None = None  # (ts, side rank, key bytes, key, side)
+        self._key_bytes = None if pending is None else pending.key_bytes
+        self._now: int | None = None
+        # The largest timestamp put in each side's buffer: its own clock for expiry.
+        self._buffer_time: list[int | None] = [None, None]
+        # Kafka's lower bound on pending timestamps: no emission is tried before
+        # stream time passes it by a window and the grace.
+        self._min_time: int | None = None
 
     def process(self, record: Record) -> None:
         side, value = record.value
         key, ts = record.key, record.timestamp
+        now = ts if self._now is None or ts > self._now else self._now
+        self._now = now
+        emits = self.emits_unmatched[side]
+        if key is None and value is not None and emits:
+            self.context.forward(Record(None, self._joined(side, value, None), ts, record.headers))
+            return
         if key is None or value is None:
             self.node.dropped(record, "null key" if key is None else "null value")
             return
-        now = self.context.stream_time_ms
-        now = ts if now is None else now
-        if ts + self.grace < now:
-            self.node.dropped(record, "late for the join window (beyond its grace)")
-            return
-        if self.pending is not None:
-            self._emit_closed(now)
+        if self.pending is not None and ts == now:
+            self._emit_closed(side, now)
+        self._buffer(side, key, ts, value)
         other = RIGHT - side
-        lo, hi = ts - self.back[side], ts + self.ahead[side]
+        lo, hi = max(0, ts - self.back[side]), max(0, ts + self.ahead[side])
+        other_time = self._buffer_time[other]
+        if other_time is not None:
+            lo = max(lo, other_time - self.retention + 1)
         matched = False
         for other_ts, values in self.buffers[other].between(key, lo, hi):
             matched = True
-            if self.emits_unmatched[other]:
+            if self.pending is not None:
                 self._matched(key, other_ts, other)
-            out_ts = max(ts, other_ts)
+            out_ts = ts if ts > other_ts else other_ts
             for other_value in values:
-                self._forward(key, side, value, other_value, out_ts, record.headers)
-        self.buffers[side].add(key, ts, value)
-        if not matched and self.emits_unmatched[side]:
+                self.context.forward(
+                    Record(key, self._joined(side, value, other_value), out_ts, record.headers)
+                )
+        if matched or not emits:
+            return
+        if self.pending is None or hi < now:
+            self.context.forward(Record(key, self._joined(side, value, None), ts, record.headers))
+        else:
             self._hold(key, ts, side, value)
 
-    def _forward(self, key: Any, side: int, value: Any, other: Any, ts: int, headers: Any) -> None:
-        left, right = (value, other) if side == LEFT else (other, value)
-        self.context.forward(Record(key, self.joiner(left, right), ts, headers))
+    def _joined(self, side: int, value: Any, other: Any) -> Any:
+        return self.joiner(value, other) if side == LEFT else self.joiner(other, value)
+
+    def _buffer(self, side: int, key: Any, ts: int, value: Any) -> None:
+        """Keep the record for the other side, unless it has expired already."""
+        latest = self._buffer_time[side]
+        if latest is None or ts > latest:
+            self._buffer_time[side] = latest = ts
+        if ts > latest - self.retention:
+            self.buffers[side].add(key, ts, value)
 
     def _matched(self, key: Any, ts: int, side: int) -> None:
         assert self.pending is not None
@@ -302,45 +342,54 @@ class _StreamStreamJoin(ops.DslProcessor):
             self.pending.delete(row)
 
     def _hold(self, key: Any, ts: int, side: int, value: Any) -> None:
-        assert self.pending is not None
+        assert self.pending is not None and self._key_bytes is not None
         row = (key, ts, side)
         values = self.pending.get(row)
         self.pending[row] = [value] if values is None else [*values, value]
         if values is None:
-            heapq.heappush(self._index()[side], (ts, next(self._seq), key))
+            self._pending_index().add((ts, _SIDE_RANK[side], self._key_bytes(key), key, side))
+        if self._min_time is None or ts < self._min_time:
+            self._min_time = ts
 
-    def _index(self) -> tuple[_Heap, _Heap]:
-        if self._heaps is None:
-            assert self.pending is not None
-            heaps: tuple[_Heap, _Heap] = ([], [])
-            for (key, ts, side), _values in self.pending.items():
-                heaps[side].append((ts, next(self._seq), key))
-            for heap in heaps:
-                heapq.heapify(heap)
-            self._heaps = heaps
-        return self._heaps
+    def _pending_index(self) -> SortedList:
+        if self._index is None:
+            assert self.pending is not None and self._key_bytes is not None
+            key_bytes = self._key_bytes
+            self._index = SortedList(
+                (ts, _SIDE_RANK[side], key_bytes(key), key, side)
+                for (key, ts, side), _values in self.pending.items()
+            )
+            if self._index:
+                self._min_time = self._index[0][0]
+        return self._index
 
-    def _emit_closed(self, now: int) -> None:
-        """Unmatched records whose window closed, oldest first, with None for the other side."""
+    def _emit_closed(self, side: int, now: int) -> None:
+        """Unmatched records whose window and grace have passed, in the pending store's
+        order, joined with None, at their own timestamps."""
         assert self.pending is not None
-        heaps = self._index()
-        while True:
-            due = [
-                s
-                for s in (LEFT, RIGHT)
-                if heaps[s] and heaps[s][0][0] + self.ahead[s] + self.grace < now
-            ]
-            if not due:
-                return
-            side = min(due, key=lambda s: heaps[s][0][0])
-            ts, _, key = heapq.heappop(heaps[side])
-            row = (key, ts, side)
-            values = self.pending.get(row)
-            if values is None:
-                continue  # matched since it was held
+        index = self._pending_index()
+        if self._min_time is None or self._min_time + self.ahead[side] + self.grace >= now:
+            return
+        if not index:
+            self._min_time = None
+            return
+        # Kafka scans the whole store and leaves its bound at the last row's time.
+        last = index[-1][0]
+        emitted = []
+        for entry in index:
+            ts, _, _, key, entry_side = entry
+            if ts + self.ahead[entry_side] + self.grace >= now:
+                if ts + min(self.ahead) + self.grace >= now:
+                    break  # this row and every later one are still open, on both sides
+                continue
+            emitted.append(entry)
+            row = (key, ts, entry_side)
+            for value in self.pending.get(row) or ():
+                self.context.forward(Record(key, self._joined(entry_side, value, None), ts))
             self.pending.delete(row)
-            for value in values:
-                self._forward(key, side, value, None, ts, ())
+        for entry in emitted:
+            index.remove(entry)
+        self._min_time = last
 
 
 def _stream_stream(
@@ -368,10 +417,11 @@ def _stream_stream(
     )
     prefix = {"inner": "KSTREAM-JOIN", "left": "KSTREAM-LEFTJOIN", "outer": "KSTREAM-OUTERJOIN"}
     join_name = graph.name(prefix[how], name)
-    grace = windows.grace_ms
+    # Kafka keeps both sides for the window's size plus the grace.
+    retention = windows.before_ms + windows.after_ms + windows.grace_ms
     buffers = (
-        _buffer(app, f"{this.name}-store", left, windows.after_ms + grace),
-        _buffer(app, f"{that.name}-store", right, windows.before_ms + grace),
+        _buffer(app, f"{this.name}-store", left, retention),
+        _buffer(app, f"{that.name}-store", right, retention),
     )
     emits_unmatched = (how in ("left", "outer"), how == "outer")
     pending = None

@@ -96,6 +96,10 @@ class PendingJoins(Table):
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
 
+    def key_bytes(self, key: Any) -> bytes:
+        """A join key's bytes, which order pending records of one timestamp and side."""
+        return self._inner_key_serde.serialize(key) or b""
+
 
 class _Bound:
     """Raw key bytes for a range scan, passed through the key serde untouched."""
