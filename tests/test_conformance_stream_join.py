@@ -239,3 +239,49 @@ def test_KStreamKStreamOuterJoinTest_testOuterJoinWithDefaultSuppliers() -> None
             ([("topic1", 0, "dummy", 400)], []),
         ],
     )
+
+
+def test_KStreamKStreamLeftJoinTest_testLeftJoinedRecordsWithZeroAfterAreEmitted() -> None:
+    # JoinWindows.ofTimeDifferenceWithNoGrace(100).after(0): a left record's window ends
+    # at its own timestamp, so the next one closes it; a later partner still joins.
+    _run(
+        "left",
+        JoinWindows(before=0.1, after=0),
+        [
+            (_a_series(), [(0, "A0+null", 1000), (1, "A1+null", 1001), (2, "A2+null", 1002)]),
+            (_all("topic2", "a", 999), [(k, f"A{k}+a{k}", 1000 + k) for k in KEYS]),
+            (_all("topic2", "b", 1000), [(k, f"A{k}+b{k}", 1000 + k) for k in KEYS]),
+            (
+                _all("topic2", "c", 1001),
+                [(1, "A1+c1", 1001), (2, "A2+c2", 1002), (3, "A3+c3", 1003)],
+            ),
+            (_all("topic2", "d", 1002), [(2, "A2+d2", 1002), (3, "A3+d3", 1003)]),
+            (_all("topic2", "e", 1003), [(3, "A3+e3", 1003)]),
+            (_all("topic2", "f", 1100), []),
+        ],
+    )
+
+
+def test_KStreamKStreamLeftJoinTest_testGracePeriod() -> None:
+    _run(
+        "left",
+        JoinWindows.of(0.1, grace=0.01),
+        [
+            ([("topic1", k, f"A{k}", 0) for k in (0, 1)], []),
+            (_all("topic2", "a", 101), []),
+            ([("topic2", 0, "dummy", 1201)], [(0, "A0+null", 0), (1, "A1+null", 0)]),
+        ],
+    )
+
+
+def test_KStreamKStreamLeftJoinTest_shouldNotEmitLeftJoinResultForAsymmetricWindow() -> None:
+    # JoinWindows.ofTimeDifferenceWithNoGrace(100).before(0)
+    _run(
+        "left",
+        JoinWindows(before=0, after=0.1),
+        [
+            ([("topic1", 0, "A0", 0), ("topic1", 1, "A1", 1)], []),
+            ([("topic2", 0, "a0", 100)], [(0, "A0+a0", 100)]),
+            ([("topic2", 1, "a1", 102)], [(1, "A1+null", 1)]),
+        ],
+    )

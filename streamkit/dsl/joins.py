@@ -384,7 +384,10 @@ class _StreamStreamJoin(ops.DslProcessor):
                 continue
             emitted.append(entry)
             row = (key, ts, entry_side)
-            for value in self.pending.get(row) or ():
+            values = self.pending.get(row)
+            if values is None:
+                continue  # matched since it was held
+            for value in values:
                 self.context.forward(Record(key, self._joined(entry_side, value, None), ts))
             self.pending.delete(row)
         for entry in emitted:
