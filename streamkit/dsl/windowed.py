@@ -16,9 +16,11 @@ windowed grouped stream; its aggregations are KTables keyed by
   windows not emitted yet wait in a store with a changelog, so a failover neither
   loses them nor emits one twice. A record that would change an emitted window is
   late.
-- Merging sessions retracts the merged ones downstream: a record with the old
-  windowed key and the value None, as Kafka Streams does (a session a record only
-  extends or updates is updated in place, not retracted first).
+- A record that falls in existing sessions retracts them downstream (a record
+  with the old windowed key and the value None, stamped with its end) before the
+  merged session's result, as Kafka Streams does, even when the session's bounds
+  do not change; only a record at the very instant of a one-instant session
+  updates it in place.
 - Results carry the latest timestamp among the records in them (the larger of the
   record's and the window's previous one), as Kafka Streams stamps them; a
   session's carry its end.
@@ -658,20 +660,20 @@ class _SessionWindowAggregate(_WindowAggregate):
         start = min([ts, *(w.start_ms for w, _ in found)])
         end = max([ts, *(w.end_ms for w, _ in found)])
         merged = Windowed(key, start, end)
-        # As in Kafka Streams, only the merged session must be open; with emit-final, no
-        # session it absorbs may have been emitted.
-        if self.closed(merged, now) or any(self.emitted(w) for w, _ in found):
+        # As in Kafka Streams, only the merged session must be open: a record may merge
+        # into a session that emit-final has emitted already (its result is replaced).
+        if self.closed(merged, now):
             self.late(record)
             return
-        aggregate, old = self.initializer(), None
+        aggregate = self.initializer()
         for _, value in found:
             aggregate = self.merger(key, aggregate, value)
         aggregate = self.aggregator(key, record.value, aggregate)
-        for window, value in found:
-            if window == merged:
-                old = value
-            else:
+        if found and merged != (key, ts, ts):
+            # Every session the record falls in is taken back, even one whose bounds do
+            # not change, and the merged session comes anew, as Kafka Streams emits them.
+            for window, value in found:
                 self.store.delete(window)
                 self.retract(record, window, value)
         self.store.set(merged, aggregate)
-        self.result(record, merged, aggregate, old, end)
+        self.result(record, merged, aggregate, None, end)
