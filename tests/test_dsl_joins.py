@@ -430,7 +430,9 @@ def test_foreign_key_join(how: str) -> None:
         assert step(customers, "c2", None) == (
             [("o1", "c2:10|None"), ("o2", "c2:5|None")] if left else [("o1", None), ("o2", None)]
         )
-        assert step(orders, "o1", None) == ([("o1", None)] if left else [])
+        # Deleting a row emits a tombstone even when it had no result (inner), as Kafka
+        # Streams does: it cannot know whether a result went out before.
+        assert step(orders, "o1", None) == [("o1", None)]
         assert driver.store("oc-output-store") == (
             {"o2": "c2:5|None", "o3": "c9:7|None"} if left else {}
         )

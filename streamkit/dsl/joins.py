@@ -585,14 +585,22 @@ def _table_table(
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 
 
-def _settle(result: Table, key: Any, new: Any, source: Record) -> Record | None:
-    """Store a left row's new join result; the change to pass on, if anything changed."""
+def _settle(
+    result: Table, key: Any, new: Any, source: Record, *, tombstone: bool = False
+) -> Record | None:
+    """Store a left row's new join result; the change to pass on, if anything changed.
+
+    `tombstone`: a None result is passed on even when no result was stored. Kafka
+    Streams does this for a left row that existed before (deleted, or moved to a
+    foreign key without a match): it cannot know whether a result went out.
+    """
     held = result.get(key)
     old = None if held is None else held[0]
     if new is None:
-        if held is None:
+        if held is None and not tombstone:
             return None
-        result.delete(key)
+        if held is not None:
+            result.delete(key)
     else:
         result[key] = ValueAndTimestamp(new, source.timestamp)
     return Record(key, Change(new, old), source.timestamp, source.headers)
@@ -630,15 +638,21 @@ class _SubscriptionSend(ops.DslProcessor):
         new_fk = None if change.new is None else self.foreign_key(change.new)
         old_fk = None if change.old is None else self.foreign_key(change.old)
         ts, headers = record.timestamp, record.headers
+        # A row that existed before has its result replaced even by "nothing to join".
+        existed = change.old is not None
         if old_fk is not None and old_fk != new_fk:
-            self.context.forward(Record(old_fk, (_UNSUBSCRIBE, key), ts, headers), to=self.sink)
+            self.context.forward(
+                Record(old_fk, (_UNSUBSCRIBE, key, False), ts, headers), to=self.sink
+            )
         if new_fk is not None:
-            self.context.forward(Record(new_fk, (_SUBSCRIBE, key), ts, headers), to=self.sink)
+            self.context.forward(
+                Record(new_fk, (_SUBSCRIBE, key, existed), ts, headers), to=self.sink
+            )
             return
         if change.new is not None and not self.left:
             self.node.dropped(record, "null foreign key")
         new = self.joiner(change.new, None) if self.left and change.new is not None else None
-        settled = _settle(self.result, key, new, record)
+        settled = _settle(self.result, key, new, record, tombstone=existed)
         if settled is not None:
             self.context.forward(settled, to=self.output)
 
@@ -652,7 +666,7 @@ class _SubscriptionReceive(ops.DslProcessor):
 
     def process(self, record: Record) -> None:
         foreign_key = record.key
-        op, left_key = record.value
+        op, left_key, existed = record.value
         row = (foreign_key, left_key)
         if op == _UNSUBSCRIBE:
             if row in self.subscriptions:
@@ -660,10 +674,9 @@ class _SubscriptionReceive(ops.DslProcessor):
             return
         if row not in self.subscriptions:
             self.subscriptions[row] = 1
+        right = self.right(foreign_key)
         self.context.forward(
-            Record(
-                left_key, (foreign_key, self.right(foreign_key)), record.timestamp, record.headers
-            )
+            Record(left_key, (foreign_key, right, existed), record.timestamp, record.headers)
         )
 
 
@@ -680,7 +693,7 @@ class _ForeignChange(ops.DslProcessor):
         change: Change = record.value
         for left_key in self.subscriptions.subscribers(record.key):
             self.context.forward(
-                Record(left_key, (record.key, change.new), record.timestamp, record.headers)
+                Record(left_key, (record.key, change.new, False), record.timestamp, record.headers)
             )
 
 
@@ -708,12 +721,12 @@ class _ResponseJoin(ops.DslProcessor):
         self.result = result
 
     def process(self, record: Record) -> None:
-        foreign_key, right = record.value
+        foreign_key, right, existed = record.value
         current = self.left(record.key)
         if current is None or self.foreign_key(current) != foreign_key:
             return
         new = None if right is None and not self.left_join else self.joiner(current, right)
-        settled = _settle(self.result, record.key, new, record)
+        settled = _settle(self.result, record.key, new, record, tombstone=existed)
         if settled is not None:
             self.context.forward(settled)
 
