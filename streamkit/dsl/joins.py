@@ -37,6 +37,7 @@ from .aggregate import Change
 from .graph import CopartitionGroup, NodeKind, NodeSpec
 from .kstream import KStream, internal_serde
 from .ktable import KTable, Lookup, ValueGetter, timestamped_table
+from .windows import notice_unchosen_grace
 
 if TYPE_CHECKING:
     from ..app import App
@@ -64,12 +65,13 @@ class JoinWindows:
     past t + after + grace for a left record, t + before + grace for a right one).
     """
 
-    __slots__ = ("after_ms", "before_ms", "grace_ms")
+    __slots__ = ("after_ms", "before_ms", "grace_chosen", "grace_ms")
 
-    def __init__(self, *, before: Duration, after: Duration, grace: Duration = 0) -> None:
+    def __init__(self, *, before: Duration, after: Duration, grace: Duration | None = None) -> None:
         self.before_ms = _ms(before)
         self.after_ms = _ms(after)
-        self.grace_ms = _ms(grace)
+        self.grace_chosen = grace is not None
+        self.grace_ms = _ms(grace or 0)
         if self.before_ms + self.after_ms < 0:
             raise ConfigError(
                 f"JoinWindows: before + after must be >= 0 (the window's size), got "
@@ -79,9 +81,30 @@ class JoinWindows:
             raise ConfigError(f"JoinWindows: grace must be >= 0, got {self.grace_ms} ms")
 
     @classmethod
-    def of(cls, difference: Duration, grace: Duration = 0) -> JoinWindows:
+    def of(cls, difference: Duration, grace: Duration | None = None) -> JoinWindows:
         """Records at most `difference` apart, either way (Kafka's ofTimeDifference...)."""
         return cls(before=difference, after=difference, grace=grace)
+
+    @classmethod
+    def of_time_difference_with_no_grace(cls, difference: Duration) -> JoinWindows:
+        """Kafka's JoinWindows.ofTimeDifferenceWithNoGrace."""
+        return cls(before=difference, after=difference, grace=0)
+
+    @classmethod
+    def of_time_difference_and_grace(cls, difference: Duration, grace: Duration) -> JoinWindows:
+        """Kafka's JoinWindows.ofTimeDifferenceAndGrace."""
+        return cls(before=difference, after=difference, grace=grace)
+
+    def with_before(self, before: Duration) -> JoinWindows:
+        """The same windows, reaching `before` back from a left record (Kafka's before())."""
+        return JoinWindows(before=before, after=self.after_ms / 1000, grace=self._grace())
+
+    def with_after(self, after: Duration) -> JoinWindows:
+        """The same windows, reaching `after` ahead of a left record (Kafka's after())."""
+        return JoinWindows(before=self.before_ms / 1000, after=after, grace=self._grace())
+
+    def _grace(self) -> float | None:
+        return self.grace_ms / 1000 if self.grace_chosen else None
 
     def __repr__(self) -> str:
         return (
@@ -420,6 +443,7 @@ def _stream_stream(
     )
     prefix = {"inner": "KSTREAM-JOIN", "left": "KSTREAM-LEFTJOIN", "outer": "KSTREAM-OUTERJOIN"}
     join_name = graph.name(prefix[how], name)
+    notice_unchosen_grace(windows, f"join {join_name!r}")
     # Kafka keeps both sides for the window's size plus the grace.
     retention = windows.before_ms + windows.after_ms + windows.grace_ms
     buffers = (

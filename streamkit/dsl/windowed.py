@@ -48,6 +48,8 @@ from __future__ import annotations
 import abc
 import heapq
 import itertools
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -70,13 +72,24 @@ from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, reducer_as_aggregator
 from .kstream import internal_serde
 from .ktable import KTable, Lookup
-from .windows import Duration, SessionWindows, SlidingWindows, TimeWindows, duration_ms
+from .windows import (
+    Duration,
+    SessionWindows,
+    SlidingWindows,
+    TimeWindows,
+    duration_ms,
+    notice_unchosen_grace,
+)
 
 if TYPE_CHECKING:
     from ..app import App
     from .kstream import KGroupedStream, KStream
 
+log = logging.getLogger("streamkit.processor")
+
 Emit = Literal["update", "final"]
+# How often a node that drops late records says so in the log, in wall-clock seconds.
+LATE_SUMMARY_S = 60.0
 Merger = Callable[[Any, Any, Any], Any]  # (key, aggregate, aggregate) -> aggregate
 _DAY_MS = 86_400_000
 
@@ -231,6 +244,7 @@ class TimeWindowedKStream(_WindowedKStream):
     ) -> KTable:
         app, windows = self._app, self.windows
         store_name = self._store_name(name, prefix)
+        notice_unchosen_grace(windows, f"aggregation {store_name!r}")
         key_serde = internal_serde(None, self.grouped.stream.key_serde)
         # Windows keep each aggregate's latest record time: it stamps the results, and
         # sliding windows find their neighbours by it.
@@ -242,7 +256,9 @@ class TimeWindowedKStream(_WindowedKStream):
         store = TimeWindowStore(store_name, changelog, size, windows.retention_ms)
         app.add_store(store)
         pending = _pending(app, store, key_serde, value_serde, options)
-        setup = _Setup(store, pending, initializer, aggregator, windows.closes_at, options)
+        setup = _Setup(
+            store, pending, initializer, aggregator, windows.closes_at, options, windows.grace_ms
+        )
         if isinstance(windows, SlidingWindows):
             factory: ProcessorFactory = partial(_SlidingWindowAggregate, setup, windows)
         else:
@@ -295,12 +311,15 @@ class SessionWindowedKStream(_WindowedKStream):
     ) -> KTable:
         app, windows = self._app, self.windows
         store_name = self._store_name(name, prefix)
+        notice_unchosen_grace(windows, f"aggregation {store_name!r}")
         key_serde = internal_serde(None, self.grouped.stream.key_serde)
         changelog = _window_changelog(app, store_name, key_serde, value_serde, windows.retention_ms)
         store = SessionStore(store_name, changelog, windows.retention_ms)
         app.add_store(store)
         pending = _pending(app, store, key_serde, value_serde, options)
-        setup = _Setup(store, pending, initializer, aggregator, windows.closes_at, options)
+        setup = _Setup(
+            store, pending, initializer, aggregator, windows.closes_at, options, windows.grace_ms
+        )
         assert merger is not None  # count, reduce and aggregate always pass one
         factory = partial(_SessionWindowAggregate, setup, windows, merger)
         return self._finish(
@@ -345,6 +364,7 @@ class _Setup:
     aggregator: Aggregator
     closes_at: Callable[[int], int]  # window end -> the stream time at which it is closed
     options: _Emit
+    grace_ms: int = 0  # the windows' grace, for the log
 
     @property
     def stores(self) -> tuple[Table, ...]:
@@ -375,14 +395,23 @@ class _WindowAggregate(ops.DslProcessor):
         self._idle_time: int | None = None
         # The latest record time among the pending windows: stream time after a restart.
         self._restored: int | None = None
+        # Records seen and records too late for every window (or some), since `_since`:
+        # what the periodic summary of late records reports.
+        self._seen_records = self._late_records = self._partly_late = 0
+        self._since = time.time()
 
     def init(self, context: ProcessorContext) -> None:
         super().init(context)
         self._moved_at = context.wall_clock_ms
         if self.pending is not None and self._idle_ms is not None:
             context.schedule(self._idle_ms / 1000, WALL_CLOCK, self._close_idle)
+        context.schedule(LATE_SUMMARY_S, WALL_CLOCK, self._summarise_late)
+
+    def close(self) -> None:
+        self._summarise_late(self.context.wall_clock_ms)
 
     def process(self, record: Record) -> None:
+        self._seen_records += 1
         if record.key is None or record.value is None:
             self.node.dropped(record, "null key" if record.key is None else "null value")
             return
@@ -427,10 +456,37 @@ class _WindowAggregate(ops.DslProcessor):
 
     def late(self, record: Record) -> None:
         """Never silent: counted, and dropped or written unchanged to the late topic."""
+        self._late_records += 1
         topic = self.setup.options.late_topic
         if topic is not None:
             self.node.send(topic, record)
         self.node.dropped(record, "late", topic)
+
+    def partly_late(self, record: Record) -> None:
+        """Too late for some of its windows (hopping, sliding): the others took it."""
+        self._partly_late += 1
+        self.node.dropped(record, "late for some windows")
+
+    def _summarise_late(self, wall_ms: int) -> None:
+        """One log line per interval while records come late, rather than one per drop:
+        how many of how many since when, and what would have taken them."""
+        if self._late_records or self._partly_late:
+            topic = self.setup.options.late_topic
+            log.warning(
+                "task %s: node %s: %d of %d records since %s were later than their window's "
+                "grace (%d ms) and %s; %d more were too late for some of their windows. "
+                "A larger grace takes them (metric streamkit_dropped_records)",
+                self.context.task_id,
+                self.node.node.name,
+                self._late_records,
+                self._seen_records,
+                time.strftime("%H:%M:%S", time.localtime(self._since)),
+                self.setup.grace_ms,
+                "were dropped" if topic is None else f"went to {topic.name}",
+                self._partly_late,
+            )
+        self._seen_records = self._late_records = self._partly_late = 0
+        self._since = time.time()
 
     # Stream time, and emit-final --------------------------------------------------------
 
@@ -525,7 +581,7 @@ class _TimeWindowAggregate(_WindowAggregate):
         if not added:
             self.late(record)
         elif skipped:
-            self.node.dropped(record, "late for some windows")
+            self.partly_late(record)
 
 
 class _SlidingWindowAggregate(_WindowAggregate):
@@ -553,7 +609,7 @@ class _SlidingWindowAggregate(_WindowAggregate):
         else:
             self._in_order(record, now)
         if self._skipped:
-            self.node.dropped(record, "late for some windows")
+            self.partly_late(record)
 
     def _in_order(self, record: Record, now: int) -> None:
         key, t, d = record.key, record.timestamp, self.d
