@@ -23,6 +23,7 @@ from .kstream import KStream, internal_serde
 if TYPE_CHECKING:
     from ..app import App
     from .graph import NodeSpec
+    from .suppress import Suppressed
 
 ValueGetter = Callable[[Any], Any]  # key -> current value or None; valid inside the task
 # key -> ValueAndTimestamp(current value, its timestamp) or None; valid inside the task
@@ -87,6 +88,9 @@ class KTable:
         # Reads the table's current row (value and timestamp) for a key from inside a
         # task of its graph.
         self.lookup = lookup
+        # A windowed aggregation's table: how long after a window's end it closes (the
+        # grace; a session's gap too), which suppress(until_window_closes) waits for.
+        self.suppress_grace_ms: int | None = None
 
     @property
     def getter(self) -> ValueGetter:
@@ -136,6 +140,13 @@ class KTable:
             return None if row is None else ValueAndTimestamp(fn(row[0]), row[1])
 
         return self._derive("KTABLE-MAPVALUES", lambda: _TableMapValues(fn), name, get, None)
+
+    def suppress(self, suppressed: Suppressed, *, name: str | None = None) -> KTable:
+        """Hold updates back: until a time limit passes, or until their window closes
+        (`sk.Suppressed.until_time_limit(...)` / `until_window_closes(...)`)."""
+        from .suppress import suppress
+
+        return suppress(self, suppressed, name)
 
     def to_stream(self, *, name: str | None = None) -> KStream:
         """Every update as a record: (key, new value), value None for a deletion."""

@@ -203,10 +203,13 @@ class _WindowedKStream(abc.ABC):
         stores: tuple[Table, ...],
         value_serde: Serde[Any],
         lookup: Lookup,
+        closes_after_ms: int,
     ) -> KTable:
         stream: KStream = self.grouped.stream
         node = self._app.graph.add(prefix, factory, (stream.node,), stores=stores)
-        return KTable(self._app, node, stores[0].changelog.key_serde, value_serde, lookup)
+        table = KTable(self._app, node, stores[0].changelog.key_serde, value_serde, lookup)
+        table.suppress_grace_ms = closes_after_ms
+        return table
 
 
 class TimeWindowedKStream(_WindowedKStream):
@@ -263,7 +266,7 @@ class TimeWindowedKStream(_WindowedKStream):
             factory: ProcessorFactory = partial(_SlidingWindowAggregate, setup, windows)
         else:
             factory = partial(_TimeWindowAggregate, setup, windows)
-        return self._finish(prefix, factory, setup.stores, value_serde, store.get)
+        return self._finish(prefix, factory, setup.stores, value_serde, store.get, windows.grace_ms)
 
 
 def _session_row(store: Table, window: Windowed) -> ValueAndTimestamp | None:
@@ -323,7 +326,12 @@ class SessionWindowedKStream(_WindowedKStream):
         assert merger is not None  # count, reduce and aggregate always pass one
         factory = partial(_SessionWindowAggregate, setup, windows, merger)
         return self._finish(
-            prefix, factory, setup.stores, value_serde, partial(_session_row, store)
+            prefix,
+            factory,
+            setup.stores,
+            value_serde,
+            partial(_session_row, store),
+            windows.gap_ms + windows.grace_ms,
         )
 
 
