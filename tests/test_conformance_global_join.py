@@ -7,6 +7,7 @@ key selector that finds none gives None, and such a record is dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from conformance import tostring_joiner
@@ -41,6 +42,9 @@ class _Driver:
         return [f"{k}:{v}" for k, v in self.driver.read_output("out")]
 
 
+Action = Callable[[_Driver], None]
+
+
 def _with_driver(test: Any) -> None:
     app = sk.App("global-left-join")
     stream = app.topic("streamTopic", key_type=int, value_type=str)
@@ -53,84 +57,59 @@ def _with_driver(test: Any) -> None:
         test(_Driver(driver, stream, table))
 
 
-def test_KStreamGlobalKTableLeftJoinTest_shouldNotJoinWithEmptyGlobalTableOnStreamUpdates() -> None:
+def _stream(count: int, prefix: str, include_foreign_key: bool = True) -> Action:
+    return lambda d: d.push_to_stream(count, prefix, include_foreign_key)
+
+
+def _table(count: int, prefix: str | None) -> Action:
+    return lambda d: d.push_to_global_table(count, prefix)
+
+
+def _steps(*steps: tuple[Action, list[str]]) -> None:
+    """Kafka's push-then-checkAndClearProcessResult sequence."""
+
     def run(d: _Driver) -> None:
-        d.push_to_stream(2, "X", True)
-        assert d.results() == ["0:X0,FKey0+null", "1:X1,FKey1+null"]
+        for number, (action, expected) in enumerate(steps):
+            action(d)
+            assert d.results() == expected, f"step {number}"
 
     _with_driver(run)
+
+
+X_TWO_NO_TABLE = ["0:X0,FKey0+null", "1:X1,FKey1+null"]
+X_FOUR_Y_TWO = ["0:X0,FKey0+Y0", "1:X1,FKey1+Y1", "2:X2,FKey2+null", "3:X3,FKey3+null"]
+
+
+def test_KStreamGlobalKTableLeftJoinTest_shouldNotJoinWithEmptyGlobalTableOnStreamUpdates() -> None:
+    _steps((_stream(2, "X"), X_TWO_NO_TABLE))
 
 
 def test_KStreamGlobalKTableLeftJoinTest_shouldNotJoinOnGlobalTableUpdates() -> None:
-    def run(d: _Driver) -> None:
-        d.push_to_stream(2, "X", True)
-        assert d.results() == ["0:X0,FKey0+null", "1:X1,FKey1+null"]
-        d.push_to_global_table(2, "Y")
-        assert d.results() == []
-        d.push_to_stream(4, "X", True)
-        assert d.results() == [
-            "0:X0,FKey0+Y0",
-            "1:X1,FKey1+Y1",
-            "2:X2,FKey2+null",
-            "3:X3,FKey3+null",
-        ]
-        d.push_to_global_table(4, "YY")
-        assert d.results() == []
-        d.push_to_stream(4, "X", True)
-        assert d.results() == [
-            "0:X0,FKey0+YY0",
-            "1:X1,FKey1+YY1",
-            "2:X2,FKey2+YY2",
-            "3:X3,FKey3+YY3",
-        ]
-        d.push_to_global_table(4, "YYY")
-        assert d.results() == []
-
-    _with_driver(run)
+    _steps(
+        (_stream(2, "X"), X_TWO_NO_TABLE),
+        (_table(2, "Y"), []),
+        (_stream(4, "X"), X_FOUR_Y_TWO),
+        (_table(4, "YY"), []),
+        (_stream(4, "X"), [f"{k}:X{k},FKey{k}+YY{k}" for k in KEYS]),
+        (_table(4, "YYY"), []),
+    )
 
 
 def test_KStreamGlobalKTableLeftJoinTest_shouldJoinRegardlessIfMatchFoundOnStreamUpdates() -> None:
-    def run(d: _Driver) -> None:
-        d.push_to_global_table(2, "Y")
-        assert d.results() == []
-        d.push_to_stream(4, "X", True)
-        assert d.results() == [
-            "0:X0,FKey0+Y0",
-            "1:X1,FKey1+Y1",
-            "2:X2,FKey2+null",
-            "3:X3,FKey3+null",
-        ]
-
-    _with_driver(run)
+    _steps((_table(2, "Y"), []), (_stream(4, "X"), X_FOUR_Y_TWO))
 
 
 def test_KStreamGlobalKTableLeftJoinTest_shouldClearGlobalTableEntryOnNullValueUpdates() -> None:
-    def run(d: _Driver) -> None:
-        d.push_to_global_table(4, "Y")
-        d.push_to_stream(4, "X", True)
-        assert d.results() == [
-            "0:X0,FKey0+Y0",
-            "1:X1,FKey1+Y1",
-            "2:X2,FKey2+Y2",
-            "3:X3,FKey3+Y3",
-        ]
-        d.push_to_global_table(2, None)
-        assert d.results() == []
-        d.push_to_stream(4, "XX", True)
-        assert d.results() == [
-            "0:XX0,FKey0+null",
-            "1:XX1,FKey1+null",
-            "2:XX2,FKey2+Y2",
-            "3:XX3,FKey3+Y3",
-        ]
-
-    _with_driver(run)
+    _steps(
+        (_table(4, "Y"), []),
+        (_stream(4, "X"), [f"{k}:X{k},FKey{k}+Y{k}" for k in KEYS]),
+        (_table(2, None), []),
+        (
+            _stream(4, "XX"),
+            ["0:XX0,FKey0+null", "1:XX1,FKey1+null", "2:XX2,FKey2+Y2", "3:XX3,FKey3+Y3"],
+        ),
+    )
 
 
 def test_KStreamGlobalKTableLeftJoinTest_shouldNotJoinOnNullKeyMapperValues() -> None:
-    def run(d: _Driver) -> None:
-        d.push_to_global_table(4, "Y")
-        d.push_to_stream(4, "XXX", False)
-        assert d.results() == []
-
-    _with_driver(run)
+    _steps((_table(4, "Y"), []), (_stream(4, "XXX", include_foreign_key=False), []))

@@ -23,6 +23,11 @@ def windowed_topics(app: sk.App, *names: str) -> list[sk.Topic]:
     return [app.topic(n, key_type=Any, value_type=str) for n in names]
 
 
+def _rows(*chunks: list[Any]) -> list[Any]:
+    """Expected rows written a few to a line."""
+    return [row for chunk in chunks for row in chunk]
+
+
 def windowed(driver: TopologyTestDriver, topic: sk.Topic) -> list[tuple[Any, Any, int]]:
     return [(W(*key), value, ts) for key, value, ts in records(driver, topic)]
 
@@ -95,77 +100,72 @@ def test_KStreamWindowAggregateTest_testJoin() -> None:
     table1.to_stream().to(out1)
     table2.to_stream().to(out2)
     table1.join(table2, lambda p1, p2: f"{p1}%{p2}").to_stream().to(joined)
+    a0, b0, c0, d0 = (W(k, 0, 10) for k in "ABCD")
+    a5, b5, c5, d5 = (W(k, 5, 15) for k in "ABCD")
+    # (topic, inputs, then what out1, out2 and the join each emit), step by step.
+    steps: list[tuple[sk.Topic, list[tuple[str, str, int]], list[list[Any]]]] = [
+        (
+            topic1,
+            [("A", "1", 0), ("B", "2", 1), ("C", "3", 2), ("D", "4", 3), ("A", "1", 9)],
+            [
+                _rows(
+                    [(a0, "0+1", 0), (b0, "0+2", 1), (c0, "0+3", 2), (d0, "0+4", 3)],
+                    [(a0, "0+1+1", 9), (a5, "0+1", 9)],
+                ),
+                [],
+                [],
+            ],
+        ),
+        (
+            topic1,
+            [("A", "1", 5), ("B", "2", 6), ("D", "4", 7), ("B", "2", 8), ("C", "3", 9)],
+            [
+                _rows(
+                    [(a0, "0+1+1+1", 9), (a5, "0+1+1", 9), (b0, "0+2+2", 6), (b5, "0+2", 6)],
+                    [(d0, "0+4+4", 7), (d5, "0+4", 7), (b0, "0+2+2+2", 8), (b5, "0+2+2", 8)],
+                    [(c0, "0+3+3", 9), (c5, "0+3", 9)],
+                ),
+                [],
+                [],
+            ],
+        ),
+        (
+            topic2,
+            [("A", "a", 0), ("B", "b", 1), ("C", "c", 2), ("D", "d", 20), ("A", "a", 20)],
+            [
+                [],
+                _rows(
+                    [(a0, "0+a", 0), (b0, "0+b", 1), (c0, "0+c", 2), (W("D", 15, 25), "0+d", 20)],
+                    [(W("D", 20, 30), "0+d", 20), (W("A", 15, 25), "0+a", 20)],
+                    [(W("A", 20, 30), "0+a", 20)],
+                ),
+                [(a0, "0+1+1+1%0+a", 9), (b0, "0+2+2+2%0+b", 8), (c0, "0+3+3%0+c", 9)],
+            ],
+        ),
+        (
+            topic2,
+            [("A", "a", 5), ("B", "b", 6), ("D", "d", 7), ("D", "d", 18), ("A", "a", 21)],
+            [
+                [],
+                _rows(
+                    [(a0, "0+a+a", 5), (a5, "0+a", 5), (b0, "0+b+b", 6), (b5, "0+b", 6)],
+                    [(d0, "0+d", 7), (d5, "0+d", 7), (W("D", 10, 20), "0+d", 18)],
+                    [(W("D", 15, 25), "0+d+d", 20), (W("A", 15, 25), "0+a+a", 21)],
+                    [(W("A", 20, 30), "0+a+a", 21)],
+                ),
+                _rows(
+                    [(a0, "0+1+1+1%0+a+a", 9), (a5, "0+1+1%0+a", 9), (b0, "0+2+2+2%0+b+b", 8)],
+                    [(b5, "0+2+2%0+b", 8), (d0, "0+4+4%0+d", 7), (d5, "0+4%0+d", 7)],
+                ),
+            ],
+        ),
+    ]
     with TopologyTestDriver(app) as driver:
-
-        def pipe(topic: sk.Topic, *inputs: tuple[str, str, int]) -> None:
+        for number, (topic, inputs, expected) in enumerate(steps):
             for key, value, ts in inputs:
                 driver.pipe(topic, key, value, timestamp_ms=ts)
-
-        pipe(topic1, ("A", "1", 0), ("B", "2", 1), ("C", "3", 2), ("D", "4", 3), ("A", "1", 9))
-        assert windowed(driver, out1) == [
-            (W("A", 0, 10), "0+1", 0),
-            (W("B", 0, 10), "0+2", 1),
-            (W("C", 0, 10), "0+3", 2),
-            (W("D", 0, 10), "0+4", 3),
-            (W("A", 0, 10), "0+1+1", 9),
-            (W("A", 5, 15), "0+1", 9),
-        ]
-        assert windowed(driver, out2) == windowed(driver, joined) == []
-
-        pipe(topic1, ("A", "1", 5), ("B", "2", 6), ("D", "4", 7), ("B", "2", 8), ("C", "3", 9))
-        assert windowed(driver, out1) == [
-            (W("A", 0, 10), "0+1+1+1", 9),
-            (W("A", 5, 15), "0+1+1", 9),
-            (W("B", 0, 10), "0+2+2", 6),
-            (W("B", 5, 15), "0+2", 6),
-            (W("D", 0, 10), "0+4+4", 7),
-            (W("D", 5, 15), "0+4", 7),
-            (W("B", 0, 10), "0+2+2+2", 8),
-            (W("B", 5, 15), "0+2+2", 8),
-            (W("C", 0, 10), "0+3+3", 9),
-            (W("C", 5, 15), "0+3", 9),
-        ]
-        assert windowed(driver, out2) == windowed(driver, joined) == []
-
-        pipe(topic2, ("A", "a", 0), ("B", "b", 1), ("C", "c", 2), ("D", "d", 20), ("A", "a", 20))
-        assert windowed(driver, out1) == []
-        assert windowed(driver, out2) == [
-            (W("A", 0, 10), "0+a", 0),
-            (W("B", 0, 10), "0+b", 1),
-            (W("C", 0, 10), "0+c", 2),
-            (W("D", 15, 25), "0+d", 20),
-            (W("D", 20, 30), "0+d", 20),
-            (W("A", 15, 25), "0+a", 20),
-            (W("A", 20, 30), "0+a", 20),
-        ]
-        assert windowed(driver, joined) == [
-            (W("A", 0, 10), "0+1+1+1%0+a", 9),
-            (W("B", 0, 10), "0+2+2+2%0+b", 8),
-            (W("C", 0, 10), "0+3+3%0+c", 9),
-        ]
-
-        pipe(topic2, ("A", "a", 5), ("B", "b", 6), ("D", "d", 7), ("D", "d", 18), ("A", "a", 21))
-        assert windowed(driver, out1) == []
-        assert windowed(driver, out2) == [
-            (W("A", 0, 10), "0+a+a", 5),
-            (W("A", 5, 15), "0+a", 5),
-            (W("B", 0, 10), "0+b+b", 6),
-            (W("B", 5, 15), "0+b", 6),
-            (W("D", 0, 10), "0+d", 7),
-            (W("D", 5, 15), "0+d", 7),
-            (W("D", 10, 20), "0+d", 18),
-            (W("D", 15, 25), "0+d+d", 20),
-            (W("A", 15, 25), "0+a+a", 21),
-            (W("A", 20, 30), "0+a+a", 21),
-        ]
-        assert windowed(driver, joined) == [
-            (W("A", 0, 10), "0+1+1+1%0+a+a", 9),
-            (W("A", 5, 15), "0+1+1%0+a", 9),
-            (W("B", 0, 10), "0+2+2+2%0+b+b", 8),
-            (W("B", 5, 15), "0+2+2%0+b", 8),
-            (W("D", 0, 10), "0+4+4%0+d", 7),
-            (W("D", 5, 15), "0+4%0+d", 7),
-        ]
+            got = [windowed(driver, out) for out in (out1, out2, joined)]
+            assert got == expected, f"step {number}"
 
 
 def _kafka_window_string(window: sk.Windowed, value: str) -> tuple[str, str]:

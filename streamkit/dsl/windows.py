@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import TypeVar
 
 from ..errors import ConfigError
 from ..state.window_stores import Windowed
@@ -61,6 +62,27 @@ def _check(condition: bool, problem: str) -> None:
         raise ConfigError(problem)
 
 
+def _grace(grace: Duration | None, what: str) -> tuple[bool, int]:
+    """(whether the user chose a grace, the grace in ms): left out, it is 0."""
+    grace_ms = duration_ms(grace or 0)
+    _check(grace_ms >= 0, f"{what}: grace must be >= 0, got {grace_ms} ms")
+    return grace is not None, grace_ms
+
+
+_W = TypeVar("_W")
+
+
+def _no_grace(cls: type[_W], span: Duration) -> _W:
+    """Windows that close at their end: Kafka's ofSizeWithNoGrace and the like."""
+    return cls(span, grace=0)  # type: ignore[call-arg]
+
+
+def _and_grace(cls: type[_W], span: Duration, grace: Duration) -> _W:
+    """Windows that take records up to `grace` after their end: Kafka's ofSizeAndGrace
+    and the like."""
+    return cls(span, grace=grace)  # type: ignore[call-arg]
+
+
 class TimeWindows:
     """Tumbling windows of `size`, or hopping ones that start every `advance`."""
 
@@ -71,30 +93,21 @@ class TimeWindows:
     ) -> None:
         self.size_ms = duration_ms(size)
         self.advance_ms = self.size_ms if advance is None else duration_ms(advance)
-        self.grace_chosen = grace is not None
-        self.grace_ms = duration_ms(grace or 0)
+        self.grace_chosen, self.grace_ms = _grace(grace, "TimeWindows")
         _check(self.size_ms > 0, f"TimeWindows: size must be > 0, got {self.size_ms} ms")
         _check(
             0 < self.advance_ms <= self.size_ms,
             f"TimeWindows: need 0 < advance <= size, got advance={self.advance_ms} ms, "
             f"size={self.size_ms} ms",
         )
-        _check(self.grace_ms >= 0, f"TimeWindows: grace must be >= 0, got {self.grace_ms} ms")
 
     @classmethod
     def of(cls, size: Duration, *, grace: Duration | None = None) -> TimeWindows:
         """Tumbling windows (Kafka's TimeWindows.ofSizeAndGrace)."""
         return cls(size, grace=grace)
 
-    @classmethod
-    def of_size_with_no_grace(cls, size: Duration) -> TimeWindows:
-        """Tumbling windows that close at their end (Kafka's ofSizeWithNoGrace)."""
-        return cls(size, grace=0)
-
-    @classmethod
-    def of_size_and_grace(cls, size: Duration, grace: Duration) -> TimeWindows:
-        """Tumbling windows that take records up to `grace` after their end."""
-        return cls(size, grace=grace)
+    of_size_with_no_grace = classmethod(_no_grace)
+    of_size_and_grace = classmethod(_and_grace)
 
     def advance_by(self, advance: Duration) -> TimeWindows:
         """The same windows, hopping: a new one starts every `advance`."""
@@ -129,29 +142,18 @@ class SlidingWindows:
 
     def __init__(self, time_difference: Duration, *, grace: Duration | None = None) -> None:
         self.time_difference_ms = duration_ms(time_difference)
-        self.grace_chosen = grace is not None
-        self.grace_ms = duration_ms(grace or 0)
+        self.grace_chosen, self.grace_ms = _grace(grace, "SlidingWindows")
         _check(
             self.time_difference_ms >= 0,
             f"SlidingWindows: time_difference must be >= 0, got {self.time_difference_ms} ms",
         )
-        _check(self.grace_ms >= 0, f"SlidingWindows: grace must be >= 0, got {self.grace_ms} ms")
 
     @classmethod
     def of(cls, time_difference: Duration, *, grace: Duration | None = None) -> SlidingWindows:
         return cls(time_difference, grace=grace)
 
-    @classmethod
-    def of_time_difference_with_no_grace(cls, time_difference: Duration) -> SlidingWindows:
-        """Kafka's SlidingWindows.ofTimeDifferenceWithNoGrace."""
-        return cls(time_difference, grace=0)
-
-    @classmethod
-    def of_time_difference_and_grace(
-        cls, time_difference: Duration, grace: Duration
-    ) -> SlidingWindows:
-        """Kafka's SlidingWindows.ofTimeDifferenceAndGrace."""
-        return cls(time_difference, grace=grace)
+    of_time_difference_with_no_grace = classmethod(_no_grace)
+    of_time_difference_and_grace = classmethod(_and_grace)
 
     def closes_at(self, end_ms: int) -> int:
         """The stream time at which the window ending at `end_ms` (included) is closed."""
@@ -176,26 +178,15 @@ class SessionWindows:
 
     def __init__(self, inactivity_gap: Duration, *, grace: Duration | None = None) -> None:
         self.gap_ms = duration_ms(inactivity_gap)
-        self.grace_chosen = grace is not None
-        self.grace_ms = duration_ms(grace or 0)
+        self.grace_chosen, self.grace_ms = _grace(grace, "SessionWindows")
         _check(self.gap_ms > 0, f"SessionWindows: inactivity_gap must be > 0, got {self.gap_ms} ms")
-        _check(self.grace_ms >= 0, f"SessionWindows: grace must be >= 0, got {self.grace_ms} ms")
 
     @classmethod
     def of(cls, inactivity_gap: Duration, *, grace: Duration | None = None) -> SessionWindows:
         return cls(inactivity_gap, grace=grace)
 
-    @classmethod
-    def of_inactivity_gap_with_no_grace(cls, inactivity_gap: Duration) -> SessionWindows:
-        """Kafka's SessionWindows.ofInactivityGapWithNoGrace."""
-        return cls(inactivity_gap, grace=0)
-
-    @classmethod
-    def of_inactivity_gap_and_grace(
-        cls, inactivity_gap: Duration, grace: Duration
-    ) -> SessionWindows:
-        """Kafka's SessionWindows.ofInactivityGapAndGrace."""
-        return cls(inactivity_gap, grace=grace)
+    of_inactivity_gap_with_no_grace = classmethod(_no_grace)
+    of_inactivity_gap_and_grace = classmethod(_and_grace)
 
     def closes_at(self, end_ms: int) -> int:
         """A session is closed once no record within the grace can reach it any more:
