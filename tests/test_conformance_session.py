@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conformance import records
 
 import streamkit as sk
@@ -47,89 +48,69 @@ def _results(driver: TopologyTestDriver, out: sk.Topic) -> list[tuple[Any, Any, 
     return [(W(*key), value, ts) for key, value, ts in records(driver, out)]
 
 
-def test_shouldCreateSingleSessionWhenWithinGap() -> None:
-    """KStreamSessionWindowAggregateProcessorTest.shouldCreateSingleSessionWhenWithinGap"""
+# Store checks: (key, timestamp) piped, then the store's sessions (None: not checked).
+STORE_CASES: dict[str, list[tuple[tuple[str, int], dict[Any, int] | None]]] = {
+    "shouldCreateSingleSessionWhenWithinGap": [
+        (("john", 0), None),
+        (("john", 500), {W("john", 0, 500): 2}),
+    ],
+    "shouldMergeSessions": [
+        (("mel", 0), None),
+        (("mel", GAP_MS + 1), {W("mel", 0, 0): 1, W("mel", GAP_MS + 1, GAP_MS + 1): 1}),
+        (("mel", GAP_MS // 2), {W("mel", 0, GAP_MS + 1): 3}),
+    ],
+    "shouldUpdateSessionIfTheSameTime": [(("mel", 0), None), (("mel", 0), {W("mel", 0, 0): 2})],
+    "shouldRemoveMergedSessionsFromStateStore": [
+        (("a", 0), {W("a", 0, 0): 1}),
+        (("a", 100), {W("a", 0, 100): 2}),
+    ],
+}
+
+
+@pytest.mark.parametrize("method", STORE_CASES)
+def test_KStreamSessionWindowAggregateProcessorTest_store(method: str) -> None:
+    """KStreamSessionWindowAggregateProcessorTest.<method>: the sessions in the store."""
     app, topic, _ = _sessions()
     with TopologyTestDriver(app) as driver:
-        driver.pipe(topic, "john", "first", timestamp_ms=0)
-        driver.pipe(topic, "john", "second", timestamp_ms=500)
-        assert driver.store("session-store") == {W("john", 0, 500): 2}
+        for (key, ts), expected in STORE_CASES[method]:
+            driver.pipe(topic, key, "v", timestamp_ms=ts)
+            if expected is not None:
+                assert driver.store("session-store") == expected
 
 
-def test_shouldMergeSessions() -> None:
-    """KStreamSessionWindowAggregateProcessorTest.shouldMergeSessions"""
-    app, topic, _ = _sessions()
+# Output checks without a record cache: (gap, (key, timestamp) piped, records out).
+FORWARD_CASES: dict[str, tuple[int, list[tuple[str, int]], list[tuple[Any, Any, int]]]] = {
+    "shouldImmediatelyForwardNewSessionWhenNonCachedStore": (
+        GAP_MS,
+        [("a", 0), ("b", 0), ("c", 0)],
+        [(W("a", 0, 0), 1, 0), (W("b", 0, 0), 1, 0), (W("c", 0, 0), 1, 0)],
+    ),
+    "shouldImmediatelyForwardRemovedSessionsWhenMerging": (
+        GAP_MS,
+        [("a", 0), ("a", 5)],
+        [(W("a", 0, 0), 1, 0), (W("a", 0, 0), None, 0), (W("a", 0, 5), 2, 5)],
+    ),
+    # ofInactivityGapAndGrace(10 ms, 0): at stream time 11, Late1 at 0 is dropped (its
+    # session [0, 0] expired at 1).
+    "shouldLogAndMeterWhenSkippingLateRecordWithZeroGrace": (
+        10,
+        [("dummy", 0), ("OnTime1", 0), ("dummy", 11), ("Late1", 0)],
+        [(W("dummy", 0, 0), 1, 0), (W("OnTime1", 0, 0), 1, 0), (W("dummy", 11, 11), 1, 11)],
+    ),
+}
+
+
+@pytest.mark.parametrize("method", FORWARD_CASES)
+def test_KStreamSessionWindowAggregateProcessorTest_forward(method: str) -> None:
+    """KStreamSessionWindowAggregateProcessorTest.<method>: the records forwarded."""
+    gap_ms, inputs, expected = FORWARD_CASES[method]
+    app, topic, out = _sessions(gap_ms)
     with TopologyTestDriver(app) as driver:
-        driver.pipe(topic, "mel", "first", timestamp_ms=0)
-        driver.pipe(topic, "mel", "second", timestamp_ms=GAP_MS + 1)
-        assert driver.store("session-store") == {
-            W("mel", 0, 0): 1,
-            W("mel", GAP_MS + 1, GAP_MS + 1): 1,
-        }
-        driver.pipe(topic, "mel", "third", timestamp_ms=GAP_MS // 2)
-        assert driver.store("session-store") == {W("mel", 0, GAP_MS + 1): 3}
-
-
-def test_shouldUpdateSessionIfTheSameTime() -> None:
-    """KStreamSessionWindowAggregateProcessorTest.shouldUpdateSessionIfTheSameTime"""
-    app, topic, _ = _sessions()
-    with TopologyTestDriver(app) as driver:
-        driver.pipe(topic, "mel", "first", timestamp_ms=0)
-        driver.pipe(topic, "mel", "second", timestamp_ms=0)
-        assert driver.store("session-store") == {W("mel", 0, 0): 2}
-
-
-def test_shouldRemoveMergedSessionsFromStateStore() -> None:
-    """KStreamSessionWindowAggregateProcessorTest.shouldRemoveMergedSessionsFromStateStore"""
-    app, topic, _ = _sessions()
-    with TopologyTestDriver(app) as driver:
-        driver.pipe(topic, "a", "1", timestamp_ms=0)
-        assert driver.store("session-store") == {W("a", 0, 0): 1}
-        driver.pipe(topic, "a", "2", timestamp_ms=100)
-        assert driver.store("session-store") == {W("a", 0, 100): 2}
-
-
-def test_KStreamSessionWindowAggregateProcessorTest_shouldImmediatelyForwardNewSessionWhenNonCachedStore() -> (  # noqa: E501
-    None
-):
-    app, topic, out = _sessions()
-    with TopologyTestDriver(app) as driver:
-        for key in "abc":
-            driver.pipe(topic, key, "1", timestamp_ms=0)
-        assert _results(driver, out) == [(W(k, 0, 0), 1, 0) for k in "abc"]
-
-
-def test_KStreamSessionWindowAggregateProcessorTest_shouldImmediatelyForwardRemovedSessionsWhenMerging() -> (  # noqa: E501
-    None
-):
-    app, topic, out = _sessions()
-    with TopologyTestDriver(app) as driver:
-        driver.pipe(topic, "a", "1", timestamp_ms=0)
-        driver.pipe(topic, "a", "1", timestamp_ms=5)
-        assert _results(driver, out) == [
-            (W("a", 0, 0), 1, 0),
-            (W("a", 0, 0), None, 0),
-            (W("a", 0, 5), 2, 5),
-        ]
-
-
-def test_shouldLogAndMeterWhenSkippingLateRecordWithZeroGrace() -> None:
-    """KStreamSessionWindowAggregateProcessorTest.shouldLogAndMeterWhenSkippingLateRecordWithZeroGrace:
-    SessionWindows.ofInactivityGapAndGrace(10 ms, 0): at stream time 11 a record at 0 is
-    late (its session [0, 0] expired at 1)."""
-    app, topic, out = _sessions(gap_ms=10)
-    with TopologyTestDriver(app) as driver:
-        driver.pipe(topic, "dummy", "dummy", timestamp_ms=0)
-        driver.pipe(topic, "OnTime1", "1", timestamp_ms=0)
-        driver.pipe(topic, "dummy", "dummy", timestamp_ms=11)
-        driver.pipe(topic, "Late1", "1", timestamp_ms=0)
-        assert _results(driver, out) == [
-            (W("dummy", 0, 0), 1, 0),
-            (W("OnTime1", 0, 0), 1, 0),
-            (W("dummy", 11, 11), 1, 11),
-        ]
+        for key, ts in inputs:
+            driver.pipe(topic, key, "1", timestamp_ms=ts)
+        assert _results(driver, out) == expected
     late = app.metrics.value("dropped_records", node="KSTREAM-AGGREGATE-0000000001", reason="late")
-    assert late == 1
+    assert late == (1 if "Late" in method else 0)
 
 
 def _kafka_string(window: sk.Windowed, count: Any) -> tuple[str, Any]:
