@@ -285,3 +285,58 @@ def test_KStreamKStreamLeftJoinTest_shouldNotEmitLeftJoinResultForAsymmetricWind
             ([("topic2", 1, "a1", 102)], [(1, "A1+null", 1)]),
         ],
     )
+
+
+def _series(letter: str, ts: int) -> list[Input]:
+    return _all("topic1", letter, ts)
+
+
+def test_KStreamKStreamLeftJoinTest_testWindowing() -> None:
+    """With testUpperWindowBound and testLowerWindowBound: records far behind stream time
+    still join what the other side holds, and unmatched ones come out at once."""
+    _run(
+        "left",
+        JoinWindows.of_time_difference_with_no_grace(0.1),
+        [
+            ([("topic1", k, f"A{k}", 0) for k in (0, 1)], []),
+            (_all("topic2", "a", 0), [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
+            # testUpperWindowBound
+            ([("topic2", k, f"b{k}", 1000 + k) for k in KEYS], []),
+            (_series("B", 1100), [(k, f"B{k}+b{k}", 1100) for k in KEYS]),
+            (_series("C", 1101), [(k, f"C{k}+b{k}", 1101) for k in (1, 2, 3)]),
+            (_series("D", 1102), [(k, f"D{k}+b{k}", 1102) for k in (2, 3)]),
+            (_series("E", 1103), [(3, "E3+b3", 1103)]),
+            (_series("F", 1104), []),
+            (
+                [("topic1", 0, "dummy", 1405)],
+                [
+                    (0, "C0+null", 1101),
+                    (0, "D0+null", 1102),
+                    (1, "D1+null", 1102),
+                    (0, "E0+null", 1103),
+                    (1, "E1+null", 1103),
+                    (2, "E2+null", 1103),
+                    (0, "F0+null", 1104),
+                    (1, "F1+null", 1104),
+                    (2, "F2+null", 1104),
+                    (3, "F3+null", 1104),
+                ],
+            ),
+            # testLowerWindowBound: far behind stream time (1405)
+            (_series("G", 899), [(k, f"G{k}+null", 899) for k in KEYS]),
+            (
+                _series("H", 900),
+                [(0, "H0+b0", 1000), (1, "H1+null", 900), (2, "H2+null", 900), (3, "H3+null", 900)],
+            ),
+            (
+                _series("I", 901),
+                [(0, "I0+b0", 1000), (1, "I1+b1", 1001), (2, "I2+null", 901), (3, "I3+null", 901)],
+            ),
+            (
+                _series("J", 902),
+                [(0, "J0+b0", 1000), (1, "J1+b1", 1001), (2, "J2+b2", 1002), (3, "J3+null", 902)],
+            ),
+            (_series("K", 903), [(k, f"K{k}+b{k}", 1000 + k) for k in KEYS]),
+            ([("topic1", 0, "dummy", 1203)], [(0, "dummy+null", 1203)]),
+        ],
+    )

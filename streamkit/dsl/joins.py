@@ -357,6 +357,14 @@ class _StreamStreamJoin(ops.DslProcessor):
             self._buffer_time[side] = latest = ts
         if ts > latest - self.retention:
             self.buffers[side].add(key, ts, value)
+        # The shards expire by the task's stream time: say how far each side is behind.
+        task_now = self.context.stream_time_ms
+        if task_now is not None:
+            partition = self.context.partition
+            for s in (LEFT, RIGHT):
+                side_time = self._buffer_time[s]
+                if side_time is not None:
+                    self.buffers[s].lag_behind(partition, task_now - side_time)
 
     def _matched(self, key: Any, ts: int, side: int) -> None:
         assert self.pending is not None
