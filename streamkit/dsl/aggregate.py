@@ -77,7 +77,9 @@ class TableSource(DslProcessor):
     """A KTable read from a topic: upsert (or delete on a tombstone) and pass the change on.
 
     The store keeps each row's record timestamp, which table-table joins and
-    timestamped store reads need.
+    timestamped store reads need. An update that repeats the row's value with a
+    timestamp not older than the row's changes nothing and emits nothing, as Kafka
+    Streams' source tables drop idempotent updates.
     """
 
     def __init__(self, table: Table) -> None:
@@ -94,6 +96,8 @@ class TableSource(DslProcessor):
             if held is None:
                 return
             self.table.delete(key)
+        elif held is not None and record.timestamp >= held[1] and record.value == old:
+            return  # an idempotent update: Kafka Streams (KIP-557) emits nothing
         else:
             self.table[key] = ValueAndTimestamp(record.value, record.timestamp)
         self.context.forward(
