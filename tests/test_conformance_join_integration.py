@@ -80,3 +80,69 @@ def test_StreamStreamJoinIntegrationTest(method: str) -> None:
         ):
             driver.pipe(topics[topic], key, value, timestamp_ms=ts)
             assert records(driver, topics["output"]) == expected, f"input {number}"
+
+
+# AbstractJoinIntegrationTest's `input`: out-of-order data included, every key 0.
+TABLE_INPUT: list[tuple[str, str | None, int]] = [
+    (LEFT, None, 1),
+    (RIGHT, None, 2),
+    (LEFT, "A", 3),
+    (RIGHT, "a", 4),
+    (LEFT, "B", 5),
+    (RIGHT, "b", 6),
+    (LEFT, None, 7),
+    (RIGHT, None, 8),
+    (LEFT, "C", 9),
+    (RIGHT, "c", 10),
+    (RIGHT, None, 11),
+    (LEFT, None, 12),
+    (RIGHT, None, 13),
+    (RIGHT, "d", 7),  # out of order, with null as latest
+    (LEFT, "D", 6),
+    (LEFT, None, 2),
+    (RIGHT, None, 3),
+    (RIGHT, "e", 14),
+    (LEFT, "E", 15),
+    (LEFT, None, 10),  # out of order, with non-null as latest
+    (RIGHT, None, 9),
+    (LEFT, "F", 4),
+    (RIGHT, "f", 3),
+]
+# What each input brings out, (value, timestamp) for key 0; None: nothing.
+Out = tuple[str | None, int] | None
+TABLE_EXPECTED: dict[str, list[Out]] = {
+    "testInner": [
+        *(None, None, None, ("A-a", 4), ("B-a", 5), ("B-b", 6), (None, 7), None, None),
+        *(("C-c", 10), (None, 11), None, None, None, ("D-d", 7), (None, 7), None, None),
+        *(("E-e", 15), (None, 14), None, None, ("F-f", 4)),
+    ],
+    "testLeft": [
+        *(None, None, ("A-null", 3), ("A-a", 4), ("B-a", 5), ("B-b", 6), (None, 7), None),
+        *(("C-null", 9), ("C-c", 10), ("C-null", 11), (None, 12), None, None, ("D-d", 7)),
+        *((None, 7), None, None, ("E-e", 15), (None, 14), None, ("F-null", 4), ("F-f", 4)),
+    ],
+    "testOuter": [
+        *(None, None, ("A-null", 3), ("A-a", 4), ("B-a", 5), ("B-b", 6), ("null-b", 7)),
+        *((None, 8), ("C-null", 9), ("C-c", 10), ("C-null", 11), (None, 12), None),
+        *(("null-d", 7), ("D-d", 7), ("null-d", 7), (None, 3), ("null-e", 14), ("E-e", 15)),
+        *(("null-e", 14), (None, 9), ("F-null", 4), ("F-f", 4)),
+    ],
+}
+
+
+@pytest.mark.parametrize("method", TABLE_EXPECTED)
+def test_TableTableJoinIntegrationTest(method: str) -> None:
+    """TableTableJoinIntegrationTest.<method>, with the cache disabled: results carry the
+    later of the two rows' timestamps; a deletion's tombstone too."""
+    app = sk.App(f"table-table-join-integration-test-{method}")
+    topics = {n: app.topic(n, key_type=int, value_type=str) for n in (LEFT, RIGHT, "output")}
+    left, right = app.ktable(topics[LEFT]), app.ktable(topics[RIGHT])
+    join = {"testInner": left.join, "testLeft": left.left_join, "testOuter": left.outer_join}
+    join[method](right, lambda v1, v2: f"{text(v1)}-{text(v2)}").to_stream().to(topics["output"])
+    with TopologyTestDriver(app) as driver:
+        for number, ((topic, value, ts), expected) in enumerate(
+            zip(TABLE_INPUT, TABLE_EXPECTED[method], strict=True)
+        ):
+            driver.pipe(topics[topic], 0, value, timestamp_ms=ts)
+            out = records(driver, topics["output"])
+            assert out == ([] if expected is None else [(0, *expected)]), f"input {number}"
