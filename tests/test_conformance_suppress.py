@@ -186,3 +186,94 @@ def test_SuppressScenarioTest_shouldWorkBeforeJoinRight() -> None:
 
 def test_SuppressScenarioTest_shouldWorkBeforeJoinLeft() -> None:
     _before_join(suppress_left=True)
+
+
+# Final results of time and sliding windows: (windows, (timestamps piped for k1),
+# raw results, suppressed results). Kafka sorts the sliding case's raw results by key
+# string, then timestamp; so does the check.
+WINDOW_CASES: dict[str, tuple[Any, list[int], list[Row], list[Row]]] = {
+    "shouldSupportFinalResultsForTimeWindows": (
+        sk.TimeWindows.of_size_and_grace(0.002, 0.001),
+        [0, 1, 2, 1, 0, 5, 0],
+        [
+            ("[k1@0/2]", 1, 0),
+            ("[k1@0/2]", 2, 1),
+            ("[k1@2/4]", 1, 2),
+            ("[k1@0/2]", 3, 1),
+            ("[k1@0/2]", 4, 1),
+            ("[k1@4/6]", 1, 5),
+        ],
+        [("[k1@0/2]", 4, 1), ("[k1@2/4]", 1, 2)],
+    ),
+    "shouldSupportFinalResultsForTimeWindowsWithLargeJump": (
+        sk.TimeWindows.of_size_and_grace(0.002, 0.002),
+        [0, 1, 2, 0, 3, 0, 4, 0, 30],
+        [
+            ("[k1@0/2]", 1, 0),
+            ("[k1@0/2]", 2, 1),
+            ("[k1@2/4]", 1, 2),
+            ("[k1@0/2]", 3, 1),
+            ("[k1@2/4]", 2, 3),
+            ("[k1@0/2]", 4, 1),
+            ("[k1@4/6]", 1, 4),
+            ("[k1@30/32]", 1, 30),
+        ],
+        [("[k1@0/2]", 4, 1), ("[k1@2/4]", 2, 3), ("[k1@4/6]", 1, 4)],
+    ),
+    "shouldSupportFinalResultsForSlidingWindows": (
+        sk.SlidingWindows.of_time_difference_and_grace(0.005, 0.015),
+        [10, 11, 10, 13, 10, 24, 5, 7, 90],
+        [
+            ("[k1@11/16]", 1, 11),
+            ("[k1@11/16]", 2, 13),
+            ("[k1@12/17]", 1, 13),
+            ("[k1@19/24]", 1, 24),
+            ("[k1@5/10]", 1, 10),
+            ("[k1@5/10]", 2, 10),
+            ("[k1@5/10]", 3, 10),
+            ("[k1@5/10]", 4, 10),
+            ("[k1@5/10]", 5, 10),
+            ("[k1@6/11]", 2, 11),
+            ("[k1@6/11]", 3, 11),
+            ("[k1@6/11]", 4, 11),
+            ("[k1@6/11]", 5, 11),
+            ("[k1@8/13]", 4, 13),
+            ("[k1@8/13]", 5, 13),
+            ("[k1@85/90]", 1, 90),
+        ],
+        [
+            ("[k1@5/10]", 5, 10),
+            ("[k1@6/11]", 5, 11),
+            ("[k1@8/13]", 5, 13),
+            ("[k1@11/16]", 2, 13),
+            ("[k1@12/17]", 1, 13),
+            ("[k1@19/24]", 1, 24),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("method", WINDOW_CASES)
+def test_SuppressScenarioTest_final_results_of_windows(method: str) -> None:
+    """SuppressScenarioTest.<method>: suppress(until_window_closes(unbounded()))."""
+    windows, timestamps, raw_expected, final_expected = WINDOW_CASES[method]
+    app = sk.App("suppress-windows")
+    source = app.topic("input", key_type=str, value_type=str)
+    raw, final = (app.topic(n, key_type=str, value_type=int) for n in ("raw", "suppressed"))
+    counts = (
+        app.stream(source)
+        .group_by(lambda k, v: k, key_type=str)
+        .windowed_by(windows)
+        .count(name="counts", close_idle_after=None)
+    )
+    counts.to_stream().map(_kafka_string).to(raw)
+    suppressed = counts.suppress(sk.Suppressed.until_window_closes(sk.BufferConfig.unbounded()))
+    suppressed.to_stream().map(_kafka_string).to(final)
+    with TopologyTestDriver(app) as driver:
+        for ts in timestamps:
+            driver.pipe(source, "k1", "v1", timestamp_ms=ts)
+        got = records(driver, raw)
+        if "Sliding" in method:
+            got.sort(key=lambda r: (r[0], r[2]))
+        assert got == raw_expected
+        assert records(driver, final) == final_expected
