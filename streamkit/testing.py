@@ -295,7 +295,7 @@ class TopologyTestDriver:
         an aggregate's latest record time, a KTable row's record time."""
         rows = self._rows(name)
         if name in self.app.tables and self.app.tables[name].timestamped:
-            return rows
+            return {key: ValueAndTimestamp(*row) for key, row in rows.items()}
         raise ConfigError(f"store {name!r} keeps no timestamps; store(name) reads it")
 
     def _rows(self, name: str) -> dict[Any, Any]:

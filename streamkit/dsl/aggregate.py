@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 
 from ..processor import Record
 from ..state.table import Table
-from ..state.timestamped import ValueAndTimestamp
 from .operators import DslProcessor
 
 log = logging.getLogger("streamkit.processor")
@@ -59,7 +58,9 @@ class StreamAggregate(DslProcessor):
             new = self.adder(key, value, old)
             if held[1] > ts:
                 ts = held[1]
-        self.table[key] = ValueAndTimestamp(new, ts)
+        # A plain (value, timestamp) pair: what a ValueAndTimestamp row is, built without
+        # the NamedTuple constructor's cost on the hot path.
+        self.table[key] = (new, ts)
         self.context.forward(Record(key, Change(new, old), ts, record.headers))
 
 
@@ -99,7 +100,7 @@ class TableSource(DslProcessor):
         elif held is not None and record.timestamp >= held[1] and record.value == old:
             return  # an idempotent update: Kafka Streams (KIP-557) emits nothing
         else:
-            self.table[key] = ValueAndTimestamp(record.value, record.timestamp)
+            self.table[key] = (record.value, record.timestamp)  # a ValueAndTimestamp row
         self.context.forward(
             Record(key, Change(record.value, old), record.timestamp, record.headers)
         )
@@ -143,7 +144,7 @@ class TableAggregate(DslProcessor):
             aggregate = self.subtractor(key, change.old, aggregate)
         if change.new is not None:
             aggregate = self.adder(key, change.new, aggregate)
-        self.table[key] = ValueAndTimestamp(aggregate, ts)
+        self.table[key] = (aggregate, ts)  # a ValueAndTimestamp row
         self.context.forward(Record(key, Change(aggregate, old), ts, record.headers))
 
 

@@ -583,7 +583,7 @@ class _TimeWindowAggregate(_WindowAggregate):
                 old = held[0]
                 new = self.aggregator(key, value, old)
                 out_ts = held[1] if held[1] > ts else ts
-            self.store.set(window, ValueAndTimestamp(new, out_ts))
+            self.store.set(window, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
             self.result(record, window, new, old, out_ts)
             added += 1
         if not added:

@@ -33,10 +33,11 @@ class TimestampedSerde:
     def __init__(self, inner: Serde[Any]) -> None:
         self.inner = inner
 
-    def serialize(self, value: ValueAndTimestamp | None) -> bytes | None:
+    def serialize(self, value: tuple[Any, int] | None) -> bytes | None:
+        """A `ValueAndTimestamp`, or the plain `(value, timestamp)` pair hot paths store."""
         if value is None:
             return None
-        return _TIME.pack(value.timestamp) + (self.inner.serialize(value.value) or b"")
+        return _TIME.pack(value[1]) + (self.inner.serialize(value[0]) or b"")
 
     def deserialize(self, data: bytes | None) -> ValueAndTimestamp | None:
         if data is None:
