@@ -285,18 +285,21 @@ class TopologyTestDriver:
     def store(self, name: str) -> dict[Any, Any]:
         """A store's contents across every task, as a dict (windowed stores by
         `Windowed(key, start_ms, end_ms)`); values alone, without their timestamps."""
-        rows = self._rows(name)
-        if name in self.app.tables and self.app.tables[name].timestamped:
-            return {key: row.value for key, row in rows.items()}
-        return rows
+        table = self.app.tables.get(name)
+        if table is None or not table.timestamped:
+            return self._rows(name)
+        return {key: row.value for key, row in self.timestamped_store(name).items()}
 
     def timestamped_store(self, name: str) -> dict[Any, ValueAndTimestamp]:
         """A store's rows with the timestamp each keeps (Kafka's timestamped stores):
-        an aggregate's latest record time, a KTable row's record time."""
+        an aggregate's latest record time, a KTable row's record time (a versioned
+        table's latest version)."""
         rows = self._rows(name)
-        if name in self.app.tables and self.app.tables[name].timestamped:
-            return {key: ValueAndTimestamp(*row) for key, row in rows.items()}
-        raise ConfigError(f"store {name!r} keeps no timestamps; store(name) reads it")
+        table = self.app.tables.get(name)
+        if table is None or not table.timestamped:
+            raise ConfigError(f"store {name!r} keeps no timestamps; store(name) reads it")
+        views = ((key, table.row_view(row)) for key, row in rows.items())
+        return {key: view for key, view in views if view is not None}
 
     def _rows(self, name: str) -> dict[Any, Any]:
         self._check_open()

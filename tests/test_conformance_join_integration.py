@@ -130,15 +130,61 @@ TABLE_EXPECTED: dict[str, list[Out]] = {
 }
 
 
+_E_E = ("E-e", 15)
+# Versioned tables (history retention 5 minutes) ignore out-of-order updates.
+VERSIONED_INNER: list[Out] = [
+    *(None, None, None, ("A-a", 4), ("B-a", 5), ("B-b", 6), (None, 7), None, None),
+    *(("C-c", 10), (None, 11), None, None, None, None, None, None, None, _E_E),
+]
+VERSIONED_LEFT: list[Out] = [
+    *(None, None, ("A-null", 3), ("A-a", 4), ("B-a", 5), ("B-b", 6), (None, 7), None),
+    *(("C-null", 9), ("C-c", 10), ("C-null", 11), (None, 12), None, None, None, None),
+]
+TABLE_EXPECTED.update(
+    {
+        "testInnerWithVersionedStores": [*VERSIONED_INNER, None, None, None, None],
+        "testLeftWithVersionedStores": [*VERSIONED_LEFT, None, None, _E_E, None, None, None, None],
+        "testOuterWithVersionedStores": [
+            *(*VERSIONED_LEFT[:6], ("null-b", 7), (None, 8), *VERSIONED_LEFT[8:12]),
+            *(None, None, None, None, None),
+            *(("null-e", 14), _E_E, None, None, None, None),
+        ],
+        "testInnerWithLeftVersionedOnly": [*VERSIONED_INNER, None, (None, 15), None, ("E-f", 15)],
+        "testLeftWithLeftVersionedOnly": [
+            *VERSIONED_LEFT,
+            *(None, None, _E_E, None, ("E-null", 15), None, ("E-f", 15)),
+        ],
+        "testOuterWithLeftVersionedOnly": [
+            *(*VERSIONED_LEFT[:6], ("null-b", 7), (None, 8), *VERSIONED_LEFT[8:12]),
+            *(None, ("null-d", 7), None, None, (None, 3)),
+            *(("null-e", 14), _E_E, None, ("E-null", 15), None, ("E-f", 15)),
+        ],
+        "testInnerWithRightVersionedOnly": [*VERSIONED_INNER, (None, 14), None, ("F-e", 14), None],
+        "testLeftWithRightVersionedOnly": [
+            *VERSIONED_LEFT[:14],
+            *(("D-null", 6), (None, 2), None, None, _E_E, (None, 14), None, ("F-e", 14), None),
+        ],
+    }
+)
+
+
 @pytest.mark.parametrize("method", TABLE_EXPECTED)
 def test_TableTableJoinIntegrationTest(method: str) -> None:
     """TableTableJoinIntegrationTest.<method>, with the cache disabled: results carry the
     later of the two rows' timestamps; a deletion's tombstone too."""
     app = sk.App(f"table-table-join-integration-test-{method}")
     topics = {n: app.topic(n, key_type=int, value_type=str) for n in (LEFT, RIGHT, "output")}
-    left, right = app.ktable(topics[LEFT]), app.ktable(topics[RIGHT])
-    join = {"testInner": left.join, "testLeft": left.left_join, "testOuter": left.outer_join}
-    join[method](right, lambda v1, v2: f"{text(v1)}-{text(v2)}").to_stream().to(topics["output"])
+    both = "WithVersionedStores" in method
+    left, right = (
+        app.ktable(
+            topics[side],
+            history_retention=300 if both or f"With{side.title()}VersionedOnly" in method else None,
+        )
+        for side in (LEFT, RIGHT)
+    )
+    how = method.removeprefix("test").split("With")[0]
+    join = {"Inner": left.join, "Left": left.left_join, "Outer": left.outer_join}[how]
+    join(right, lambda v1, v2: f"{text(v1)}-{text(v2)}").to_stream().to(topics["output"])
     with TopologyTestDriver(app) as driver:
         for number, ((topic, value, ts), expected) in enumerate(
             zip(TABLE_INPUT, TABLE_EXPECTED[method], strict=True)

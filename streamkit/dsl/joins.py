@@ -501,12 +501,20 @@ def _buffer(app: App, store: str, side: KStream, retention_ms: int) -> JoinBuffe
 
 class _StreamTableJoin(ops.DslProcessor):
     """Looks the table up as each stream record arrives; table updates emit nothing.
-    The result keeps the stream record's timestamp, as in Kafka Streams."""
+    The result keeps the stream record's timestamp, as in Kafka Streams. A versioned
+    table is looked up as of the stream record's timestamp (KIP-914)."""
 
-    def __init__(self, lookup: Lookup, joiner: Joiner, left: bool) -> None:
+    def __init__(
+        self,
+        lookup: Lookup,
+        joiner: Joiner,
+        left: bool,
+        as_of: Callable[[Any, int], ValueAndTimestamp | None] | None = None,
+    ) -> None:
         self.lookup = lookup
         self.joiner = joiner
         self.left = left
+        self.as_of = as_of
 
     def process(self, record: Record) -> None:
         if record.value is None:
@@ -519,7 +527,10 @@ class _StreamTableJoin(ops.DslProcessor):
             else:
                 self.node.dropped(record, "null key")
             return
-        row = self.lookup(record.key)
+        if self.as_of is None:
+            row = self.lookup(record.key)
+        else:
+            row = self.as_of(record.key, record.timestamp)
         if row is None:
             if not self.left:
                 return
@@ -536,7 +547,12 @@ def _stream_table(
     stream = stream.keyed_for_grouping(f"{name}-left" if name else None)
     node = app.graph.add(
         "KSTREAM-JOIN" if how == "inner" else "KSTREAM-LEFTJOIN",
-        lambda: _StreamTableJoin(table.lookup, joiner, how == "left"),
+        lambda: _StreamTableJoin(
+            table.lookup,
+            joiner,
+            how == "left",
+            None if table.versioned is None else table.versioned.as_of,
+        ),
         (stream.node,),
         name=name,
         stores=_stores_behind(table.node),

@@ -22,6 +22,7 @@ from .kstream import KStream, internal_serde
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..state.versioned import VersionedTable
     from .graph import NodeSpec
     from .suppress import Suppressed
 
@@ -91,6 +92,8 @@ class KTable:
         # A windowed aggregation's table: how long after a window's end it closes (the
         # grace; a session's gap too), which suppress(until_window_closes) waits for.
         self.suppress_grace_ms: int | None = None
+        # A versioned table's store: a stream joins it as of each record's timestamp.
+        self.versioned: VersionedTable | None = None
 
     @property
     def getter(self) -> ValueGetter:

@@ -55,6 +55,12 @@ class Table:
         """How rows are stored: the changelog's values, unless the table says otherwise."""
         return self.changelog.value_serde
 
+    def row_view(self, row: Any) -> Any:
+        """A timestamped row as views show it: `ValueAndTimestamp`, or None for nothing."""
+        from .timestamped import ValueAndTimestamp
+
+        return ValueAndTimestamp(*row)
+
     def restored_value(self, raw: bytes | None, timestamp_ms: int) -> bytes | None:
         """A changelog record's value as the store keeps it."""
         return raw
