@@ -124,8 +124,13 @@ def stream_join(
     *,
     window: JoinWindows | None = None,
     key_selector: Callable[[Any, Any], Any] | None = None,
+    grace: Duration | None = None,
     name: str | None = None,
 ) -> KStream:
+    _refuse(
+        grace is not None and not isinstance(other, KTable),
+        "grace= is for stream-table joins (a stream-stream join's is in its JoinWindows)",
+    )
     if isinstance(other, KStream):
         if window is None:
             raise ConfigError("a stream-stream join needs window=JoinWindows(...)")
@@ -137,7 +142,9 @@ def stream_join(
         _refuse(window is not None, "window= is for stream-stream joins")
         _refuse(key_selector is not None, "key_selector= is for GlobalKTable joins")
         _same_app(stream.app, other.app)
-        return _stream_table(stream, other, joiner, how, name)
+        return _stream_table(
+            stream, other, joiner, how, None if grace is None else _ms(grace), name
+        )
     _refuse(window is not None, "window= is for stream-stream joins")
     joined = _global_join(stream, other, joiner, how, key_selector, name)
     if joined is None:
@@ -540,23 +547,115 @@ class _StreamTableJoin(ops.DslProcessor):
         self.context.forward(record.with_value(self.joiner(record.value, found)))
 
 
+class _BufferedStreamTableJoin(_StreamTableJoin):
+    """A stream-table join with a grace over a versioned table (KIP-923): a stream
+    record waits until the join's stream time is `grace` past it, so that table
+    updates up to then (out of order included) reach it; it then joins the version
+    valid at its timestamp. Records leave in timestamp order, ties in arrival order;
+    one already that far behind joins at once.
+
+    The waiting records are in a store with a changelog, keyed (key, timestamp,
+    arrival number), and indexed in memory by (timestamp, arrival number).
+    """
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        joiner: Joiner,
+        left: bool,
+        as_of: Callable[[Any, int], ValueAndTimestamp | None],
+        grace_ms: int,
+        buffer: PendingJoins,
+    ) -> None:
+        super().__init__(lookup, joiner, left, as_of)
+        self.grace_ms = grace_ms
+        self.buffer = buffer
+        self._index: SortedList | None = None
+        self._next = 0
+        self._observed: int | None = None
+
+    def process(self, record: Record) -> None:
+        ts = record.timestamp
+        observed = self._observed = ts if self._observed is None else max(self._observed, ts)
+        deadline = observed - self.grace_ms
+        if ts <= deadline or record.key is None or record.value is None:
+            super().process(record)  # on time for nothing, or nothing to wait for
+        else:
+            index = self._waiting()
+            self.buffer[record.key, ts, self._next] = [record.value]
+            index.add((ts, self._next, record.key))
+            self._next += 1
+        index = self._waiting()
+        while index and index[0][0] <= deadline:
+            ts, number, key = index.pop(0)
+            row = (key, ts, number)
+            values = self.buffer.get(row)
+            self.buffer.delete(row)
+            for value in values or ():
+                super().process(Record(key, value, ts))
+
+    def _waiting(self) -> SortedList:
+        if self._index is None:
+            self._index = SortedList(
+                (ts, number, key) for (key, ts, number), _values in self.buffer.items()
+            )
+            self._next = 1 + max((entry[1] for entry in self._index), default=-1)
+        return self._index
+
+
 def _stream_table(
-    stream: KStream, table: KTable, joiner: Joiner, how: JoinHow, name: str | None
+    stream: KStream,
+    table: KTable,
+    joiner: Joiner,
+    how: JoinHow,
+    grace_ms: int | None,
+    name: str | None,
 ) -> KStream:
     app = stream.app
     stream = stream.keyed_for_grouping(f"{name}-left" if name else None)
-    node = app.graph.add(
-        "KSTREAM-JOIN" if how == "inner" else "KSTREAM-LEFTJOIN",
-        lambda: _StreamTableJoin(
-            table.lookup,
-            joiner,
-            how == "left",
-            None if table.versioned is None else table.versioned.as_of,
-        ),
-        (stream.node,),
-        name=name,
-        stores=_stores_behind(table.node),
-    )
+    versioned = table.versioned
+    as_of = None if versioned is None else versioned.as_of
+    left = how == "left"
+    prefix = "KSTREAM-JOIN" if how == "inner" else "KSTREAM-LEFTJOIN"
+    stores = _stores_behind(table.node)
+    if grace_ms is None:
+
+        def factory() -> _StreamTableJoin:
+            return _StreamTableJoin(table.lookup, joiner, left, as_of)
+
+    else:
+        if versioned is None:
+            raise ConfigError(
+                "a stream-table join with a grace needs a versioned table: "
+                "app.ktable(topic, history_retention=...)"
+            )
+        if versioned.history_retention_ms < grace_ms:
+            raise ConfigError(
+                f"the table's history retention ({versioned.history_retention_ms} ms) must be "
+                f"at least the join's grace ({grace_ms} ms)"
+            )
+        store = f"{app.graph.name(prefix, name)}-buffer"
+        key_serde = internal_serde(None, stream.key_serde)
+        buffer = PendingJoins(
+            store,
+            _changelog(
+                app,
+                store,
+                key_serde,
+                ValuesSerde(internal_serde(None, stream.value_serde)),
+                **{"cleanup.policy": "compact"},
+            ),
+        )
+        app.add_store(buffer)
+        stores = (*stores, buffer)
+        versioned_as_of = versioned.as_of
+
+        def factory() -> _StreamTableJoin:  # type: ignore[misc]
+            return _BufferedStreamTableJoin(
+                table.lookup, joiner, left, versioned_as_of, grace_ms, buffer
+            )
+
+    node = app.graph.add(prefix, factory, (stream.node,), name=name, stores=stores)
     _copartition(app, f"join {node.name}", stream.node, table.node)
     return KStream(app, node, stream.key_serde, None)
 
