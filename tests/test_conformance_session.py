@@ -4,8 +4,8 @@ Ported from org.apache.kafka.streams.kstream.internals.
 KStreamSessionWindowAggregateProcessorTest (the cases without a record cache, or
 that check the store) and SuppressScenarioTest.shouldSupportFinalResultsForSessionWindows.
 A record that falls in existing sessions retracts them (None, at their end) before
-the merged session's result; emit-final drops the retractions and emits each
-session once it has closed.
+the merged session's result. (SuppressScenarioTest.shouldSupportFinalResultsForSessionWindows
+is with the other final-results cases in test_conformance_suppress.py.)
 """
 
 from __future__ import annotations
@@ -111,37 +111,3 @@ def test_KStreamSessionWindowAggregateProcessorTest_forward(method: str) -> None
         assert _results(driver, out) == expected
     late = app.metrics.value("dropped_records", node="KSTREAM-AGGREGATE-0000000001", reason="late")
     assert late == (1 if "Late" in method else 0)
-
-
-def _kafka_string(window: sk.Windowed, count: Any) -> tuple[str, Any]:
-    return f"[{window.key}@{window.start_ms}/{window.end_ms}]", count
-
-
-def test_SuppressScenarioTest_shouldSupportFinalResultsForSessionWindows() -> None:
-    """Raw: every update and retraction; final (Kafka's suppress(untilWindowCloses)):
-    each session once, when stream time passes its end, the gap and the grace."""
-    app = sk.App("final-sessions")
-    source = app.topic("input", key_type=str, value_type=str)
-    raw, final = (app.topic(n, key_type=str, value_type=Any) for n in ("raw", "suppressed"))
-    sessions = (
-        app.stream(source)
-        .group_by(lambda k, v: k, key_type=str)
-        .windowed_by(sk.SessionWindows(0.005))
-    )
-    sessions.count(name="counts", close_idle_after=None).to_stream().map(_kafka_string).to(raw)
-    sessions.count(name="final-counts", emit="final", close_idle_after=None).to_stream().map(
-        _kafka_string
-    ).to(final)
-    with TopologyTestDriver(app) as driver:
-        for key, ts in [("k1", 0), ("k1", 5), ("k1", 1), ("k2", 11), ("k1", 5), ("k1", 30)]:
-            driver.pipe(source, key, "v1", timestamp_ms=ts)
-        assert records(driver, raw) == [
-            ("[k1@0/0]", 1, 0),
-            ("[k1@0/0]", None, 0),
-            ("[k1@0/5]", 2, 5),
-            ("[k1@0/5]", None, 5),
-            ("[k1@0/5]", 3, 5),
-            ("[k2@11/11]", 1, 11),
-            ("[k1@30/30]", 1, 30),
-        ]
-        assert records(driver, final) == [("[k1@0/5]", 3, 5), ("[k2@11/11]", 1, 11)]

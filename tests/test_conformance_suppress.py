@@ -95,27 +95,6 @@ def _kafka_string(window: sk.Windowed, value: Any) -> tuple[str, Any]:
     return f"[{window.key}@{window.start_ms}/{window.end_ms}]", value
 
 
-def test_SuppressScenarioTest_shouldSupportFinalResultsForSessionWindows_suppress() -> None:
-    """The session case through suppress(until_window_closes(unbounded()))."""
-    app = sk.App("suppress-sessions")
-    source = app.topic("input", key_type=str, value_type=str)
-    out = app.topic("suppressed", key_type=str, value_type=int)
-    (
-        app.stream(source)
-        .group_by(lambda k, v: k, key_type=str)
-        .windowed_by(sk.SessionWindows.of_inactivity_gap_with_no_grace(0.005))
-        .count(name="counts", close_idle_after=None)
-        .suppress(sk.Suppressed.until_window_closes(sk.BufferConfig.unbounded()))
-        .to_stream()
-        .map(_kafka_string)
-        .to(out)
-    )
-    with TopologyTestDriver(app) as driver:
-        for key, ts in [("k1", 0), ("k1", 5), ("k1", 1), ("k2", 11), ("k1", 5), ("k1", 30)]:
-            driver.pipe(source, key, "v1", timestamp_ms=ts)
-        assert records(driver, out) == [("[k1@0/5]", 3, 5), ("[k2@11/11]", 1, 11)]
-
-
 def test_SuppressScenarioTest_shouldWorkBeforeGroupBy() -> None:
     app = sk.App("suppress-before-group-by")
     source = app.topic("topic", key_type=str, value_type=str)
@@ -191,89 +170,71 @@ def test_SuppressScenarioTest_shouldWorkBeforeJoinLeft() -> None:
 # Final results of time and sliding windows: (windows, (timestamps piped for k1),
 # raw results, suppressed results). Kafka sorts the sliding case's raw results by key
 # string, then timestamp; so does the check.
+# fmt: off
 WINDOW_CASES: dict[str, tuple[Any, list[int], list[Row], list[Row]]] = {
     "shouldSupportFinalResultsForTimeWindows": (
         sk.TimeWindows.of_size_and_grace(0.002, 0.001),
         [0, 1, 2, 1, 0, 5, 0],
-        [
-            ("[k1@0/2]", 1, 0),
-            ("[k1@0/2]", 2, 1),
-            ("[k1@2/4]", 1, 2),
-            ("[k1@0/2]", 3, 1),
-            ("[k1@0/2]", 4, 1),
-            ("[k1@4/6]", 1, 5),
-        ],
+        [("[k1@0/2]", 1, 0), ("[k1@0/2]", 2, 1), ("[k1@2/4]", 1, 2), ("[k1@0/2]", 3, 1),
+         ("[k1@0/2]", 4, 1), ("[k1@4/6]", 1, 5)],
         [("[k1@0/2]", 4, 1), ("[k1@2/4]", 1, 2)],
     ),
     "shouldSupportFinalResultsForTimeWindowsWithLargeJump": (
         sk.TimeWindows.of_size_and_grace(0.002, 0.002),
         [0, 1, 2, 0, 3, 0, 4, 0, 30],
-        [
-            ("[k1@0/2]", 1, 0),
-            ("[k1@0/2]", 2, 1),
-            ("[k1@2/4]", 1, 2),
-            ("[k1@0/2]", 3, 1),
-            ("[k1@2/4]", 2, 3),
-            ("[k1@0/2]", 4, 1),
-            ("[k1@4/6]", 1, 4),
-            ("[k1@30/32]", 1, 30),
-        ],
+        [("[k1@0/2]", 1, 0), ("[k1@0/2]", 2, 1), ("[k1@2/4]", 1, 2), ("[k1@0/2]", 3, 1),
+         ("[k1@2/4]", 2, 3), ("[k1@0/2]", 4, 1), ("[k1@4/6]", 1, 4), ("[k1@30/32]", 1, 30)],
         [("[k1@0/2]", 4, 1), ("[k1@2/4]", 2, 3), ("[k1@4/6]", 1, 4)],
     ),
     "shouldSupportFinalResultsForSlidingWindows": (
         sk.SlidingWindows.of_time_difference_and_grace(0.005, 0.015),
         [10, 11, 10, 13, 10, 24, 5, 7, 90],
-        [
-            ("[k1@11/16]", 1, 11),
-            ("[k1@11/16]", 2, 13),
-            ("[k1@12/17]", 1, 13),
-            ("[k1@19/24]", 1, 24),
-            ("[k1@5/10]", 1, 10),
-            ("[k1@5/10]", 2, 10),
-            ("[k1@5/10]", 3, 10),
-            ("[k1@5/10]", 4, 10),
-            ("[k1@5/10]", 5, 10),
-            ("[k1@6/11]", 2, 11),
-            ("[k1@6/11]", 3, 11),
-            ("[k1@6/11]", 4, 11),
-            ("[k1@6/11]", 5, 11),
-            ("[k1@8/13]", 4, 13),
-            ("[k1@8/13]", 5, 13),
-            ("[k1@85/90]", 1, 90),
-        ],
-        [
-            ("[k1@5/10]", 5, 10),
-            ("[k1@6/11]", 5, 11),
-            ("[k1@8/13]", 5, 13),
-            ("[k1@11/16]", 2, 13),
-            ("[k1@12/17]", 1, 13),
-            ("[k1@19/24]", 1, 24),
-        ],
+        [("[k1@11/16]", 1, 11), ("[k1@11/16]", 2, 13), ("[k1@12/17]", 1, 13),
+         ("[k1@19/24]", 1, 24), ("[k1@5/10]", 1, 10), ("[k1@5/10]", 2, 10),
+         ("[k1@5/10]", 3, 10), ("[k1@5/10]", 4, 10), ("[k1@5/10]", 5, 10),
+         ("[k1@6/11]", 2, 11), ("[k1@6/11]", 3, 11), ("[k1@6/11]", 4, 11),
+         ("[k1@6/11]", 5, 11), ("[k1@8/13]", 4, 13), ("[k1@8/13]", 5, 13),
+         ("[k1@85/90]", 1, 90)],
+        [("[k1@5/10]", 5, 10), ("[k1@6/11]", 5, 11), ("[k1@8/13]", 5, 13),
+         ("[k1@11/16]", 2, 13), ("[k1@12/17]", 1, 13), ("[k1@19/24]", 1, 24)],
+    ),
+    "shouldSupportFinalResultsForSessionWindows": (
+        sk.SessionWindows.of_inactivity_gap_with_no_grace(0.005),
+        [0, 5, 1, 11, 5, 30],
+        [("[k1@0/0]", 1, 0), ("[k1@0/0]", None, 0), ("[k1@0/5]", 2, 5),
+         ("[k1@0/5]", None, 5), ("[k1@0/5]", 3, 5), ("[k2@11/11]", 1, 11),
+         ("[k1@30/30]", 1, 30)],
+        [("[k1@0/5]", 3, 5), ("[k2@11/11]", 1, 11)],
     ),
 }
+# fmt: on
 
 
 @pytest.mark.parametrize("method", WINDOW_CASES)
 def test_SuppressScenarioTest_final_results_of_windows(method: str) -> None:
-    """SuppressScenarioTest.<method>: suppress(until_window_closes(unbounded()))."""
+    """SuppressScenarioTest.<method>: suppress(until_window_closes(unbounded())), and the
+    same final results from the aggregation's own emit="final"."""
     windows, timestamps, raw_expected, final_expected = WINDOW_CASES[method]
     app = sk.App("suppress-windows")
     source = app.topic("input", key_type=str, value_type=str)
-    raw, final = (app.topic(n, key_type=str, value_type=int) for n in ("raw", "suppressed"))
-    counts = (
-        app.stream(source)
-        .group_by(lambda k, v: k, key_type=str)
-        .windowed_by(windows)
-        .count(name="counts", close_idle_after=None)
+    raw, final, emitted = (
+        app.topic(n, key_type=str, value_type=int) for n in ("raw", "suppressed", "final")
     )
+    grouped = app.stream(source).group_by(lambda k, v: k, key_type=str).windowed_by(windows)
+    counts = grouped.count(name="counts", close_idle_after=None)
     counts.to_stream().map(_kafka_string).to(raw)
     suppressed = counts.suppress(sk.Suppressed.until_window_closes(sk.BufferConfig.unbounded()))
     suppressed.to_stream().map(_kafka_string).to(final)
+    finals = grouped.count(name="final-counts", emit="final", close_idle_after=None)
+    finals.to_stream().map(_kafka_string).to(emitted)
     with TopologyTestDriver(app) as driver:
         for ts in timestamps:
-            driver.pipe(source, "k1", "v1", timestamp_ms=ts)
+            # The session case's fourth record is k2's; every other one is k1's.
+            key = "k2" if "Session" in method and ts == 11 else "k1"
+            driver.pipe(source, key, "v1", timestamp_ms=ts)
         got = records(driver, raw)
         if "Sliding" in method:
             got.sort(key=lambda r: (r[0], r[2]))
         assert got == raw_expected
         assert records(driver, final) == final_expected
+        assert records(driver, emitted) == final_expected
