@@ -192,3 +192,29 @@ def test_TableTableJoinIntegrationTest(method: str) -> None:
             driver.pipe(topics[topic], 0, value, timestamp_ms=ts)
             out = records(driver, topics["output"])
             assert out == ([] if expected is None else [(0, *expected)]), f"input {number}"
+
+
+def test_StreamStreamJoinIntegrationTest_testSelfJoin() -> None:
+    """A stream joined with itself: each record meets every earlier one both ways round."""
+    app = sk.App("stream-stream-join-integration-test-selfJoin")
+    left, output = (app.topic(n, key_type=int, value_type=str) for n in (LEFT, "output"))
+    stream = app.stream(left)
+    stream.join(
+        stream,
+        lambda v1, v2: f"{text(v1)}-{text(v2)}",
+        window=JoinWindows.of_time_difference_and_grace(10, 24 * 3600),
+    ).to(output)
+    expected: list[list[str]] = [
+        [],
+        ["A-A"],
+        ["B-A", "A-B", "B-B"],
+        [],
+        ["C-A", "C-B", "A-C", "B-C", "C-C"],
+        [],
+        ["D-A", "D-B", "D-C", "A-D", "B-D", "C-D", "D-D"],
+    ]
+    values = [None, "A", "B", None, "C", None, "D"]
+    with TopologyTestDriver(app) as driver:
+        for ts, (value, joined) in enumerate(zip(values, expected, strict=True), start=1):
+            driver.pipe(left, 0, value, timestamp_ms=ts)
+            assert records(driver, output) == [(0, j, ts) for j in joined], f"at {ts}"
