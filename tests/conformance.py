@@ -9,6 +9,7 @@ Java source: Java's `null` prints as "null".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamkit as sk
@@ -46,3 +47,29 @@ def records(driver: TopologyTestDriver, topic: sk.Topic) -> list[tuple[Any, Any,
 
 def string_topics(app: sk.App, *names: str, partitions: int = 1) -> list[sk.Topic]:
     return [app.topic(n, key_type=str, value_type=str, partitions=partitions) for n in names]
+
+
+# A step of Kafka's stream-table join tests: pushToStream / pushToTable /
+# pushNullValueToTable ("stream" / "table" / "nulls"), how many keys of 0..3, and the
+# value prefix; then the records out.
+JoinStep = tuple[tuple[str, int, str], list[tuple[Any, str, int]]]
+
+
+def run_join_steps(
+    driver: TopologyTestDriver,
+    topics: tuple[sk.Topic, sk.Topic, sk.Topic],
+    steps: list[JoinStep],
+    table_timestamp: Callable[[int], int],
+) -> None:
+    """pushToStream pipes key i at timestamp i; pushToTable at `table_timestamp(i)`;
+    pushNullValueToTable deletes at 0. Each step's records out are checked."""
+    stream, table, out = topics
+    for number, ((what, count, prefix), expected) in enumerate(steps):
+        for key in range(count):
+            if what == "stream":
+                driver.pipe(stream, key, f"{prefix}{key}", timestamp_ms=key)
+            elif what == "table":
+                driver.pipe(table, key, f"{prefix}{key}", timestamp_ms=table_timestamp(key))
+            else:
+                driver.pipe(table, key, None, timestamp_ms=0)
+        assert records(driver, out) == expected, f"step {number}"

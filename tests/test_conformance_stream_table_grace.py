@@ -8,16 +8,12 @@ the table's version valid at its timestamp; one already that late joins at once.
 from __future__ import annotations
 
 import pytest
-from conformance import records, tostring_joiner
+from conformance import JoinStep, run_join_steps, tostring_joiner
 
 import streamkit as sk
 from streamkit.testing import TopologyTestDriver
 
-KEYS = (0, 1, 2, 3)
-# Each step: what is pushed ("stream"/"table", count, value prefix; "nulls" for
-# pushNullValueToTable), then the records out.
-Step = tuple[tuple[str, int, str], list[tuple[int, str, int]]]
-CASES: dict[str, tuple[float, list[Step]]] = {
+CASES: dict[str, tuple[float, list[JoinStep]]] = {
     "shouldDelayJoinByGracePeriod": (
         0.002,
         [
@@ -72,14 +68,8 @@ def test_KStreamKTableJoinWithGraceTest(method: str) -> None:
     app = sk.App("stream-table-grace")
     stream_topic, table_topic, out = _join(app, grace, 300)
     with TopologyTestDriver(app) as driver:
-        for number, ((what, count, prefix), expected) in enumerate(steps):
-            for i, key in enumerate(KEYS[:count]):
-                if what == "stream":  # pushToStream: timestamp i
-                    driver.pipe(stream_topic, key, f"{prefix}{key}", timestamp_ms=i)
-                else:  # pushToTable and pushNullValueToTable: timestamp 0
-                    value = None if what == "nulls" else f"{prefix}{key}"
-                    driver.pipe(table_topic, key, value, timestamp_ms=0)
-            assert records(driver, out) == expected, f"step {number}"
+        # pushToTable writes every row at timestamp 0 here.
+        run_join_steps(driver, (stream_topic, table_topic, out), steps, lambda _key: 0)
 
 
 def test_KStreamKTableJoinWithGraceTest_shouldFailIfTableIsNotVersioned() -> None:
