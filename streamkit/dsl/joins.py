@@ -374,10 +374,12 @@ class _StreamStreamJoin(ops.DslProcessor):
                     self.buffers[s].lag_behind(partition, task_now - side_time)
 
     def _matched(self, key: Any, ts: int, side: int) -> None:
-        assert self.pending is not None
+        """A held record found its partner: it leaves the pending store and its index."""
+        assert self.pending is not None and self._key_bytes is not None
         row = (key, ts, side)
         if row in self.pending:
             self.pending.delete(row)
+            self._pending_index().discard((ts, _SIDE_RANK[side], self._key_bytes(key), key, side))
 
     def _hold(self, key: Any, ts: int, side: int, value: Any) -> None:
         assert self.pending is not None and self._key_bytes is not None
@@ -403,34 +405,35 @@ class _StreamStreamJoin(ops.DslProcessor):
 
     def _emit_closed(self, side: int, now: int) -> None:
         """Unmatched records whose window and grace have passed, in the pending store's
-        order, joined with None, at their own timestamps."""
+        order, joined with None, at their own timestamps.
+
+        As Kafka Streams does: nothing is tried until stream time passes the lower
+        bound by this side's window; the scan stops once it has met a still-open
+        record of each side, and the bound becomes the last record it read.
+        """
         assert self.pending is not None
         index = self._pending_index()
         if self._min_time is None or self._min_time + self.ahead[side] + self.grace >= now:
             return
-        if not index:
-            self._min_time = None
-            return
-        # Kafka scans the whole store and leaves its bound at the last row's time.
-        last = index[-1][0]
+        last_read: int | None = None
+        still_open = [False, False]
         emitted = []
         for entry in index:
+            if still_open[LEFT] and still_open[RIGHT]:
+                break  # every later record is open on both sides
             ts, _, _, key, entry_side = entry
+            last_read = ts
             if ts + self.ahead[entry_side] + self.grace >= now:
-                if ts + min(self.ahead) + self.grace >= now:
-                    break  # this row and every later one are still open, on both sides
+                still_open[entry_side] = True
                 continue
             emitted.append(entry)
             row = (key, ts, entry_side)
-            values = self.pending.get(row)
-            if values is None:
-                continue  # matched since it was held
-            for value in values:
+            for value in self.pending.get(row) or ():
                 self.context.forward(Record(key, self._joined(entry_side, value, None), ts))
             self.pending.delete(row)
         for entry in emitted:
             index.remove(entry)
-        self._min_time = last
+        self._min_time = last_read
 
 
 def _stream_stream(
