@@ -56,13 +56,15 @@ def _ms(duration: Duration) -> int:
 
 
 class JoinWindows:
-    """How far apart in event time two records may be to join, and how late they may come.
+    """How far apart in event time two records may be to join, and how long unmatched
+    records wait for a partner.
 
-    A left record at t joins right records in [t - before, t + after]. A record
-    whose timestamp is more than `grace` behind stream time is late: dropped and
-    counted, as no window that could still take it is open. Left and outer joins
-    emit a record that found no partner once its window has closed (stream time
-    past t + after + grace for a left record, t + before + grace for a right one).
+    A left record at t joins right records in [t - before, t + after]. Each side
+    keeps its records for before + after + grace of its own time, and a record,
+    however late, joins what the other side still keeps. Left and outer joins emit
+    a record that found no partner once its window and grace have passed (stream
+    time past t + after + grace for a left record, t + before + grace for a right
+    one), or at once when its window has already ended.
     """
 
     __slots__ = ("after_ms", "before_ms", "grace_chosen", "grace_ms")
