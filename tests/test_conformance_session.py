@@ -111,3 +111,63 @@ def test_KStreamSessionWindowAggregateProcessorTest_forward(method: str) -> None
         assert _results(driver, out) == expected
     late = app.metrics.value("dropped_records", node="KSTREAM-AGGREGATE-0000000001", reason="late")
     assert late == (1 if "Late" in method else 0)
+
+
+# SessionWindowedKStreamImplTest: ofInactivityGapWithNoGrace(500 ms), processData's
+# five records; outputs on every update, and on window close (emit="final").
+IMPL_INPUT = [("1", "1", 10), ("1", "2", 15), ("1", "3", 600), ("2", "1", 600), ("2", "2", 599)]
+IMPL_CASES: dict[str, tuple[list[Any], Any]] = {
+    "shouldCountSessionWindowedWithCachingDisabled": ([1, 2, 1, 1, 2], 2),
+    "shouldReduceWindowed": (["1", "1+2", "3", "1", "1+2"], "1+2"),
+    "shouldAggregateSessionWindowed": (["0+1", "0+0+1+2", "0+3", "0+1", "0+0+1+2"], "0+0+1+2"),
+}
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+@pytest.mark.parametrize("method", IMPL_CASES)
+def test_SessionWindowedKStreamImplTest(method: str, emit: str) -> None:
+    """SessionWindowedKStreamImplTest.<method> for EmitStrategy onWindowUpdate / onWindowClose;
+    with updates, shouldMaterialize{Count,Reduced,Aggregated}'s store check too."""
+    app = sk.App("session-windowed-impl")
+    topic = app.topic("input", key_type=str, value_type=str)
+    out = app.topic("out", key_type=Any, value_type=Any)
+    windowed = (
+        app.stream(topic)
+        .group_by_key()
+        .windowed_by(sk.SessionWindows.of_inactivity_gap_with_no_grace(0.5))
+    )
+    options: dict[str, Any] = {"name": "store", "emit": emit, "close_idle_after": None}
+    if method.startswith("shouldCount"):
+        table = windowed.count(**options)
+    elif method.startswith("shouldReduce"):
+        table = windowed.reduce(lambda a, b: f"{a}+{b}", **options)
+    else:
+        table = windowed.aggregate(
+            lambda: "0",
+            lambda _k, v, agg: f"{agg}+{v}",
+            merger=lambda _k, a, b: f"{a}+{b}",
+            **options,
+        )
+    table.to_stream().to(out)
+    first, merged, third, fourth, last = IMPL_CASES[method][0]
+    with TopologyTestDriver(app) as driver:
+        for key, value, ts in IMPL_INPUT:
+            driver.pipe(topic, key, value, timestamp_ms=ts)
+        got = _results(driver, out)
+        if emit == "final":
+            assert got == [(W("1", 10, 15), IMPL_CASES[method][1], 15)]
+            return
+        assert got == [
+            (W("1", 10, 10), first, 10),
+            (W("1", 10, 10), None, 10),
+            (W("1", 10, 15), merged, 15),
+            (W("1", 600, 600), third, 600),
+            (W("2", 600, 600), fourth, 600),
+            (W("2", 600, 600), None, 600),
+            (W("2", 599, 600), last, 600),
+        ]
+        assert driver.store("store") == {
+            W("1", 10, 15): merged,
+            W("1", 600, 600): third,
+            W("2", 599, 600): last,
+        }
