@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conformance import records, string_init, string_topics, tostring_adder
 
 import streamkit as sk
@@ -218,3 +219,56 @@ def test_KStreamWindowAggregateTest_shouldLogAndMeterWhenSkippingExpiredWindowBy
             driver.pipe(topic, "k", value, timestamp_ms=ts)
         assert records(driver, output) == [("[k@200/210]", "+100", 200)]
     assert _dropped(app) == 7
+
+
+# TimeWindowedKStreamImplTest: TimeWindows.ofSizeWithNoGrace(500 ms) and processData.
+IMPL_INPUT = [("1", "1", 10), ("1", "2", 15), ("1", "3", 500), ("2", "10", 550)]
+IMPL_INPUT += [("2", "20", 500), ("2", "30", 1000)]
+# method -> the six results on update: [1@0] twice, [1@500], [2@500] twice, [2@1000].
+IMPL_CASES: dict[str, list[Any]] = {
+    "shouldCountWindowed": [1, 2, 1, 1, 2, 1],
+    "shouldReduceWindowed": ["1", "1+2", "3", "10", "10+20", "30"],
+    "shouldAggregateWindowed": ["0+1", "0+1+2", "0+3", "0+10", "0+10+20", "0+30"],
+}
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+@pytest.mark.parametrize("method", IMPL_CASES)
+def test_TimeWindowedKStreamImplTest(method: str, emit: str) -> None:
+    """TimeWindowedKStreamImplTest.<method>, EmitStrategy onWindowUpdate / onWindowClose."""
+    app = sk.App("time-windowed-impl")
+    (topic,) = string_topics(app, "input")
+    out = app.topic("out", key_type=Any, value_type=Any)
+    windowed = (
+        app.stream(topic).group_by_key().windowed_by(sk.TimeWindows.of_size_with_no_grace(0.5))
+    )
+    options: dict[str, Any] = {"emit": emit, "close_idle_after": None}
+    if method == "shouldCountWindowed":
+        table = windowed.count(**options)
+    elif method == "shouldReduceWindowed":
+        table = windowed.reduce(lambda a, b: f"{a}+{b}", **options)
+    else:
+        table = windowed.aggregate(string_init, tostring_adder, **options)
+    table.to_stream().to(out)
+    with TopologyTestDriver(app) as driver:
+        for key, value, ts in IMPL_INPUT:
+            driver.pipe(topic, key, value, timestamp_ms=ts)
+        got = [(W(*key), value, ts) for key, value, ts in records(driver, out)]
+    k1w0, k1w1, k2w1, k2w2 = (
+        W("1", 0, 500),
+        W("1", 500, 1000),
+        W("2", 500, 1000),
+        W("2", 1000, 1500),
+    )
+    v = IMPL_CASES[method]
+    if emit == "final":
+        assert got == [(k1w0, v[1], 15), (k1w1, v[2], 500), (k2w1, v[4], 550)]
+    else:
+        assert got == [
+            (k1w0, v[0], 10),
+            (k1w0, v[1], 15),
+            (k1w1, v[2], 500),
+            (k2w1, v[3], 550),
+            (k2w1, v[4], 550),
+            (k2w2, v[5], 1000),
+        ]
