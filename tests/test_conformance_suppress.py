@@ -84,8 +84,9 @@ def test_SuppressScenarioTest_shouldSuppressIntermediateEventsWith(buffer: sk.Bu
     )
 
 
-def test_SuppressScenarioTest_shouldNotSendMoreThanTheBufferAllowsWhenShuttingDown() -> None:
-    """shutDownWhenFull: a buffer over its bound stops the task rather than emit early."""
+def test_suppress_shut_down_when_full_stops_the_task() -> None:
+    """Not a port: Kafka's shutDownWhenFull, on the scenario's input. A buffer over its
+    bound stops the task rather than emit a result early."""
     app, source, _, _ = _value_counts(
         sk.Suppressed.until_time_limit(
             2**62 / 1000, sk.BufferConfig.max_records(1).shut_down_when_full()
