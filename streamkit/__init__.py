@@ -7,6 +7,7 @@ from .dsl.global_table import GlobalKTable
 from .dsl.joins import JoinWindows
 from .dsl.kstream import BranchedKStream, KGroupedStream, KStream
 from .dsl.ktable import KGroupedTable, KTable
+from .dsl.suppress import BufferConfig, Suppressed
 from .dsl.windowed import SessionWindowedKStream, TimeWindowedKStream
 from .dsl.windows import SessionWindows, SlidingWindows, TimeWindows, Windowed
 from .errors import (
@@ -32,6 +33,7 @@ from .processor import (
 from .serde import Serde
 from .settings import Settings
 from .state.restore_listener import RestoreListener
+from .state.timestamped import ValueAndTimestamp
 from .stream import Stream
 from .topic import ErrorPolicy, Topic
 from .topology import TaskId, Topology
@@ -47,6 +49,7 @@ __all__ = [
     "App",
     "BadInputError",
     "BranchedKStream",
+    "BufferConfig",
     "Cancellable",
     "Change",
     "ConfigError",
@@ -73,6 +76,7 @@ __all__ = [
     "SlidingWindows",
     "Stream",
     "StreamkitError",
+    "Suppressed",
     "TaskId",
     "TimeWindowedKStream",
     "TimeWindows",
@@ -80,6 +84,7 @@ __all__ = [
     "Topology",
     "TopologyError",
     "TransportError",
+    "ValueAndTimestamp",
     "Windowed",
     "__version__",
 ]

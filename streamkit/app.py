@@ -14,6 +14,7 @@ from .dsl.global_table import GlobalKTable
 from .dsl.graph import GraphBuilder
 from .dsl.kstream import KStream
 from .dsl.ktable import KTable
+from .dsl.versioned import versioned_ktable
 from .errors import ConfigError
 from .metrics import Metrics
 from .processor import Record
@@ -23,6 +24,7 @@ from .serde import Serde
 from .settings import make_settings
 from .state.restore_listener import RestoreListener
 from .state.table import Table
+from .state.timestamped import SourceTable
 from .state.windowed import WindowedTable
 from .topic import ErrorPolicy, Topic
 from .topology import Topology
@@ -278,11 +280,16 @@ class App:
         *,
         name: str | None = None,
         on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+        history_retention: float | timedelta | None = None,
     ) -> KTable:
         """The latest value per key of a topic; the topic itself is the store's changelog.
 
         Its store (named `name`, default the topic's name) is restored from the
-        topic on a new worker, so no second topic is written.
+        topic on a new worker, so no second topic is written. With
+        `history_retention` (seconds or a timedelta) the table is versioned: it keeps
+        each key's values for that long of stream time (in a changelog of its own),
+        ignores out-of-order updates downstream, and a stream joins it as of each
+        stream record's timestamp (Kafka Streams' versioned tables, KIP-914).
         """
         self.check_declared(topic)
         store = name or topic.name
@@ -290,9 +297,11 @@ class App:
         self._check_not_global(topic)
         if self.graph.source_for(topic) is not None:
             raise ConfigError(f"topic {topic.name!r} is already read as a stream or table")
-        table = Table(store, topic, changelog_is_source=True)
-        self.tables[store] = table
         source = self.graph.source(topic, ErrorPolicy(on_error), None)
+        if history_retention is not None:
+            return versioned_ktable(self, topic, store, source, _seconds(history_retention))
+        table = SourceTable(store, topic)
+        self.tables[store] = table
         node = self.graph.add(
             "KTABLE-SOURCE", lambda: TableSource(table), (source,), stores=(table,)
         )

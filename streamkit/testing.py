@@ -35,6 +35,7 @@ from .runtime.record_writer import RecordWriter
 from .runtime.task import Task, TaskServices
 from .runtime.topic_admin import ensure_topics
 from .settings import make_settings
+from .state.timestamped import ValueAndTimestamp
 from .topic import Topic
 from .topology import Topology
 from .transport.base import Consumer, Headers, Producer, RawRecord, TopicPartition
@@ -285,7 +286,24 @@ class TopologyTestDriver:
 
     def store(self, name: str) -> dict[Any, Any]:
         """A store's contents across every task, as a dict (windowed stores by
-        `(key, window_start_ms, window_end_ms)`)."""
+        `Windowed(key, start_ms, end_ms)`); values alone, without their timestamps."""
+        table = self.app.tables.get(name)
+        if table is None or not table.timestamped:
+            return self._rows(name)
+        return {key: row.value for key, row in self.timestamped_store(name).items()}
+
+    def timestamped_store(self, name: str) -> dict[Any, ValueAndTimestamp]:
+        """A store's rows with the timestamp each keeps (Kafka's timestamped stores):
+        an aggregate's latest record time, a KTable row's record time (a versioned
+        table's latest version)."""
+        rows = self._rows(name)
+        table = self.app.tables.get(name)
+        if table is None or not table.timestamped:
+            raise ConfigError(f"store {name!r} keeps no timestamps; store(name) reads it")
+        views = ((key, table.row_view(row)) for key, row in rows.items())
+        return {key: view for key, view in views if view is not None}
+
+    def _rows(self, name: str) -> dict[Any, Any]:
         self._check_open()
         if name in self.app.global_tables:
             return dict(self.app.global_tables[name].store.items())

@@ -93,7 +93,8 @@ class Names:
             if r.value is None:
                 values.pop(r.key.decode(), None)
             else:
-                values[r.key.decode()] = int(r.value)
+                # Aggregates are timestamped rows: `timestamp (8 bytes) | value`.
+                values[r.key.decode()] = int(r.value[8:])
         return values
 
 

@@ -129,45 +129,55 @@ def test_inner_join_never_emits_unmatched() -> None:
 
 def test_outer_join_emits_both_sides_when_their_windows_close() -> None:
     # Left records look 200 ms ahead (close at t + 200), right ones 100 ms (t + 100).
+    # As in Kafka Streams, a record of one side tries to emit only once stream time has
+    # passed the earliest pending record by its own side's window: the left side's
+    # 200 ms, so y at 1101 emits nothing, though b's window closed at 1100.
     app, left, right, out = stream_stream_app("outer", JoinWindows(before=0.1, after=0.2))
     with TopologyTestDriver(app) as driver:
         driver.pipe(left, "a", "A", timestamp_ms=1000)
         driver.pipe(right, "b", "B", timestamp_ms=1000)
         driver.pipe(left, "x", "X", timestamp_ms=1100)
-        assert driver.read_output(out) == []
         driver.pipe(left, "y", "Y", timestamp_ms=1101)
-        assert [(r.key, r.value, r.timestamp) for r in driver.read_records(out)] == [
-            ("b", "None|B", 1000)
-        ]
+        assert driver.read_output(out) == []
         driver.pipe(right, "x", "x1", timestamp_ms=1201)
+        # Closed together at one timestamp: the right side's first, as Kafka orders them.
         assert [(r.key, r.value, r.timestamp) for r in driver.read_records(out)] == [
+            ("b", "None|B", 1000),
             ("a", "A|None", 1000),
             ("x", "X|x1", 1201),
         ]
 
 
-def test_late_records_are_dropped_and_counted() -> None:
-    app, left, right, out = stream_stream_app("left", JoinWindows.of(1, grace=0.05))
+def test_late_records_still_join_what_the_other_side_holds() -> None:
+    # +-100 ms, grace 50: each side holds records 250 ms behind its latest.
+    app, left, right, out = stream_stream_app("left", JoinWindows.of(0.1, grace=0.05))
     with TopologyTestDriver(app) as driver:
+        driver.pipe(right, "k", "k1", timestamp_ms=900)
         driver.pipe(left, "a", "A", timestamp_ms=1000)
-        driver.pipe(left, "b", "B", timestamp_ms=949)  # 51 ms behind stream time: late
-        driver.pipe(left, "c", "C", timestamp_ms=950)  # 50 ms: within grace
-        driver.pipe(right, "b", "b1", timestamp_ms=1000)
-        driver.pipe(right, "c", "c1", timestamp_ms=1000)
-        assert driver.read_output(out) == [("c", "C|c1")]
-        dropped = app.metrics.value(
-            "dropped_records", node="j", reason="late for the join window (beyond its grace)"
-        )
-        assert dropped == 1
+        driver.pipe(right, "a", "a1", timestamp_ms=1040)
+        driver.pipe(left, "b", "B", timestamp_ms=1100)
+        assert driver.read_output(out) == [("a", "A|a1")]
+        # 150 ms behind stream time, past its window's end: joins the held k1 ...
+        driver.pipe(left, "k", "K", timestamp_ms=950)
+        # ... and a record with no partner is emitted at once, joined with None.
+        driver.pipe(left, "m", "M", timestamp_ms=960)
+        records = driver.read_records(out)
+        assert [(r.key, r.value, r.timestamp) for r in records] == [
+            ("k", "K|k1", 950),
+            ("m", "M|None", 960),
+        ]
 
 
-def test_null_keys_and_values_are_dropped_and_counted() -> None:
-    app, left, right, out = stream_stream_app("outer", JoinWindows.of(1))
+def test_null_keys_pass_a_left_or_outer_side_and_are_dropped_elsewhere() -> None:
+    """KIP-962: a side that emits unmatched records emits a null-key record at once."""
+    app, left, right, out = stream_stream_app("left", JoinWindows.of(1))
     with TopologyTestDriver(app) as driver:
         driver.pipe(left, None, "A", timestamp_ms=1000)
+        driver.pipe(right, None, "b", timestamp_ms=1000)
         driver.pipe(right, "k", None, timestamp_ms=1000)
-        driver.pipe(left, "z", "Z", timestamp_ms=99_000)
-        assert driver.read_output(out) == []
+        assert [(r.key, r.value, r.timestamp) for r in driver.read_records(out)] == [
+            (None, "A|None", 1000)
+        ]
     assert app.metrics.value("dropped_records", node="j", reason="null key") == 1
     assert app.metrics.value("dropped_records", node="j", reason="null value") == 1
 
@@ -255,13 +265,22 @@ def test_stream_table_join_looks_the_table_up_on_arrival(how: str) -> None:
         assert got == [("c1", "o1|None", 10), *joined, ("c1", "o4|None", 70)]
 
 
-def test_stream_table_join_drops_null_keys_and_counts_them() -> None:
-    app, orders, customers, out = orders_app("left")
+def test_stream_table_inner_join_drops_null_keys_and_counts_them() -> None:
+    app, orders, customers, out = orders_app("inner")
     with TopologyTestDriver(app) as driver:
         driver.pipe(customers, "c1", "Alice", timestamp_ms=1)
         driver.pipe(orders, None, "o1", timestamp_ms=2)
         assert driver.read_output(out) == []
     assert app.metrics.value("dropped_records", node="enrich", reason="null key") == 1
+
+
+def test_stream_table_left_join_passes_null_keys_joined_with_nothing() -> None:
+    """KIP-962: a left join keeps a record whose key is null."""
+    app, orders, customers, out = orders_app("left")
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(customers, "c1", "Alice", timestamp_ms=1)
+        driver.pipe(orders, None, "o1", timestamp_ms=2)
+        assert driver.read_output(out) == [(None, "o1|None")]
 
 
 def test_stream_table_join_reads_derived_and_aggregated_tables() -> None:
@@ -411,7 +430,9 @@ def test_foreign_key_join(how: str) -> None:
         assert step(customers, "c2", None) == (
             [("o1", "c2:10|None"), ("o2", "c2:5|None")] if left else [("o1", None), ("o2", None)]
         )
-        assert step(orders, "o1", None) == ([("o1", None)] if left else [])
+        # Deleting a row emits a tombstone even when it had no result (inner), as Kafka
+        # Streams does: it cannot know whether a result went out before.
+        assert step(orders, "o1", None) == [("o1", None)]
         assert driver.store("oc-output-store") == (
             {"o2": "c2:5|None", "o3": "c9:7|None"} if left else {}
         )

@@ -30,7 +30,12 @@ Aggregator = Callable[[Any, Any, Any], Any]  # (key, value, aggregate) -> aggreg
 
 
 class StreamAggregate(DslProcessor):
-    """count, reduce and aggregate of a grouped stream: one table row per key."""
+    """count, reduce and aggregate of a grouped stream: one table row per key.
+
+    Rows are `ValueAndTimestamp`: a result is stamped with the larger of the
+    record's timestamp and the previous aggregate's, as Kafka Streams does, so an
+    out-of-order record does not move a result back in time.
+    """
 
     def __init__(self, table: Table, initializer: Initializer, adder: Aggregator) -> None:
         self.table = table
@@ -43,10 +48,20 @@ class StreamAggregate(DslProcessor):
             # Kafka Streams drops these too; counted and logged, never silently.
             self.node.dropped(record, "null key" if key is None else "null value")
             return
-        old = self.table.get(key)
-        new = self.adder(key, value, self.initializer() if old is None else old)
-        self.table[key] = new
-        self.context.forward(Record(key, Change(new, old), record.timestamp, record.headers))
+        held = self.table.get(key)
+        ts = record.timestamp
+        if held is None:
+            old = None
+            new = self.adder(key, value, self.initializer())
+        else:
+            old = held[0]
+            new = self.adder(key, value, old)
+            if held[1] > ts:
+                ts = held[1]
+        # A plain (value, timestamp) pair: what a ValueAndTimestamp row is, built without
+        # the NamedTuple constructor's cost on the hot path.
+        self.table[key] = (new, ts)
+        self.context.forward(Record(key, Change(new, old), ts, record.headers))
 
 
 def reducer_as_aggregator(reducer: Callable[[Any, Any], Any]) -> tuple[Initializer, Aggregator]:
@@ -60,7 +75,13 @@ def reducer_as_aggregator(reducer: Callable[[Any, Any], Any]) -> tuple[Initializ
 
 
 class TableSource(DslProcessor):
-    """A KTable read from a topic: upsert (or delete on a tombstone) and pass the change on."""
+    """A KTable read from a topic: upsert (or delete on a tombstone) and pass the change on.
+
+    The store keeps each row's record timestamp, which table-table joins and
+    timestamped store reads need. An update that repeats the row's value with a
+    timestamp not older than the row's changes nothing and emits nothing, as Kafka
+    Streams' source tables drop idempotent updates.
+    """
 
     def __init__(self, table: Table) -> None:
         self.table = table
@@ -70,20 +91,29 @@ class TableSource(DslProcessor):
         if key is None:
             self.node.dropped(record, "null key")
             return
-        old = self.table.get(key)
+        held = self.table.get(key)
+        old = None if held is None else held[0]
         if record.value is None:
-            if old is None:
+            if held is None:
                 return
             self.table.delete(key)
+        elif held is not None and record.timestamp >= held[1] and record.value == old:
+            return  # an idempotent update: Kafka Streams (KIP-557) emits nothing
         else:
-            self.table[key] = record.value
+            self.table[key] = (record.value, record.timestamp)  # a ValueAndTimestamp row
         self.context.forward(
             Record(key, Change(record.value, old), record.timestamp, record.headers)
         )
 
 
 class TableAggregate(DslProcessor):
-    """A grouped table's aggregate: subtract the old value, add the new one."""
+    """A grouped table's aggregate: subtract the old value, add the new one, emit once.
+
+    A row that changes within its group arrives as one Change with both values
+    (KIP-904), so the group's aggregate moves in one step: no transient result
+    without the row. The result's timestamp is the larger of the update's and
+    the previous aggregate's.
+    """
 
     def __init__(
         self,
@@ -102,32 +132,52 @@ class TableAggregate(DslProcessor):
         if key is None:
             self.node.dropped(record, "null key")
             return
-        old = self.table.get(key)
-        aggregate = self.initializer() if old is None else old
+        held = self.table.get(key)
+        ts = record.timestamp
+        if held is None:
+            old = None
+            aggregate = self.initializer()
+        else:
+            old = aggregate = held[0]
+            ts = max(ts, held[1])
         if change.old is not None:
             aggregate = self.subtractor(key, change.old, aggregate)
         if change.new is not None:
             aggregate = self.adder(key, change.new, aggregate)
-        self.table[key] = aggregate
-        self.context.forward(Record(key, Change(aggregate, old), record.timestamp, record.headers))
+        self.table[key] = (aggregate, ts)  # a ValueAndTimestamp row
+        self.context.forward(Record(key, Change(aggregate, old), ts, record.headers))
 
 
 class TableRegroup(DslProcessor):
-    """KTable.group_by: map each change to the new key(s), old and new apart.
+    """KTable.group_by: map each change to the new key(s).
 
-    The old value leaves its (possibly different) group and the new one joins
-    its own; both travel through the repartition topic as Change records.
+    A row that stays in its group travels as one Change(new, old) (KIP-904); one
+    that moves leaves its old group (Change(None, old)) before it joins the new one
+    (Change(new, None)). A selector that gives no pair, or a None key or value,
+    skips that side, as Kafka Streams does (counted as dropped).
     """
 
-    def __init__(self, selector: Callable[[Any, Any], tuple[Any, Any]]) -> None:
+    def __init__(self, selector: Callable[[Any, Any], tuple[Any, Any] | None]) -> None:
         self.selector = selector
+
+    def _select(self, record: Record, value: Any) -> tuple[Any, Any] | None:
+        if value is None:
+            return None
+        pair = self.selector(record.key, value)
+        if pair is None or pair[0] is None or pair[1] is None:
+            self.node.dropped(record, "group_by selected a None key or value")
+            return None
+        return pair
 
     def process(self, record: Record) -> None:
         change: Change = record.value
         ts, headers = record.timestamp, record.headers
-        if change.old is not None:
-            old_key, old_value = self.selector(record.key, change.old)
-            self.context.forward(Record(old_key, Change(None, old_value), ts, headers))
-        if change.new is not None:
-            new_key, new_value = self.selector(record.key, change.new)
-            self.context.forward(Record(new_key, Change(new_value, None), ts, headers))
+        old = self._select(record, change.old)
+        new = self._select(record, change.new)
+        if old is not None and new is not None and old[0] == new[0]:
+            self.context.forward(Record(new[0], Change(new[1], old[1]), ts, headers))
+            return
+        if old is not None:
+            self.context.forward(Record(old[0], Change(None, old[1]), ts, headers))
+        if new is not None:
+            self.context.forward(Record(new[0], Change(new[1], None), ts, headers))

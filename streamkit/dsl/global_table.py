@@ -75,15 +75,18 @@ class GlobalJoin(DslProcessor):
         self.left = left
 
     def process(self, record: Record) -> None:
+        """As Kafka Streams (KIP-962): a left join passes a record with a null key on,
+        looked up at its selected key; otherwise a null value or a None selected key
+        has nothing to join and is dropped (counted)."""
         if record.value is None:
-            # As Kafka Streams: a tombstone in a stream has nothing to join.
             self.node.dropped(record, "null value")
             return
         lookup = self.key_selector(record.key, record.value)
+        if lookup is None and not (self.left and record.key is None):
+            self.node.dropped(record, "null lookup key")
+            return
         other = None if lookup is None else self.table.get(lookup)
         if other is None and not self.left:
-            if lookup is None:
-                self.node.dropped(record, "null lookup key")
             return
         joined = self.joiner(record.value, other)
         self.context.forward(Record(record.key, joined, record.timestamp, record.headers))

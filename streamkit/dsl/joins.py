@@ -12,11 +12,11 @@ by the left key.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from sortedcontainers import SortedList
 
 from ..errors import ConfigError
 from ..processor import Record
@@ -30,12 +30,14 @@ from ..state.join_store import (
     ValuesSerde,
 )
 from ..state.table import Table
+from ..state.timestamped import ValueAndTimestamp
 from ..topic import Topic
 from . import operators as ops
 from .aggregate import Change
 from .graph import CopartitionGroup, NodeKind, NodeSpec
 from .kstream import KStream, internal_serde
-from .ktable import KTable, ValueGetter
+from .ktable import KTable, Lookup, ValueGetter, timestamped_table
+from .windows import notice_unchosen_grace
 
 if TYPE_CHECKING:
     from ..app import App
@@ -54,21 +56,24 @@ def _ms(duration: Duration) -> int:
 
 
 class JoinWindows:
-    """How far apart in event time two records may be to join, and how late they may come.
+    """How far apart in event time two records may be to join, and how long unmatched
+    records wait for a partner.
 
-    A left record at t joins right records in [t - before, t + after]. A record
-    whose timestamp is more than `grace` behind stream time is late: dropped and
-    counted, as no window that could still take it is open. Left and outer joins
-    emit a record that found no partner once its window has closed (stream time
-    past t + after + grace for a left record, t + before + grace for a right one).
+    A left record at t joins right records in [t - before, t + after]. Each side
+    keeps its records for before + after + grace of its own time, and a record,
+    however late, joins what the other side still keeps. Left and outer joins emit
+    a record that found no partner once its window and grace have passed (stream
+    time past t + after + grace for a left record, t + before + grace for a right
+    one), or at once when its window has already ended.
     """
 
-    __slots__ = ("after_ms", "before_ms", "grace_ms")
+    __slots__ = ("after_ms", "before_ms", "grace_chosen", "grace_ms")
 
-    def __init__(self, *, before: Duration, after: Duration, grace: Duration = 0) -> None:
+    def __init__(self, *, before: Duration, after: Duration, grace: Duration | None = None) -> None:
         self.before_ms = _ms(before)
         self.after_ms = _ms(after)
-        self.grace_ms = _ms(grace)
+        self.grace_chosen = grace is not None
+        self.grace_ms = _ms(grace or 0)
         if self.before_ms + self.after_ms < 0:
             raise ConfigError(
                 f"JoinWindows: before + after must be >= 0 (the window's size), got "
@@ -78,9 +83,30 @@ class JoinWindows:
             raise ConfigError(f"JoinWindows: grace must be >= 0, got {self.grace_ms} ms")
 
     @classmethod
-    def of(cls, difference: Duration, grace: Duration = 0) -> JoinWindows:
+    def of(cls, difference: Duration, grace: Duration | None = None) -> JoinWindows:
         """Records at most `difference` apart, either way (Kafka's ofTimeDifference...)."""
         return cls(before=difference, after=difference, grace=grace)
+
+    @classmethod
+    def of_time_difference_with_no_grace(cls, difference: Duration) -> JoinWindows:
+        """Kafka's JoinWindows.ofTimeDifferenceWithNoGrace."""
+        return cls(before=difference, after=difference, grace=0)
+
+    @classmethod
+    def of_time_difference_and_grace(cls, difference: Duration, grace: Duration) -> JoinWindows:
+        """Kafka's JoinWindows.ofTimeDifferenceAndGrace."""
+        return cls(before=difference, after=difference, grace=grace)
+
+    def with_before(self, before: Duration) -> JoinWindows:
+        """The same windows, reaching `before` back from a left record (Kafka's before())."""
+        return JoinWindows(before=before, after=self.after_ms / 1000, grace=self._grace())
+
+    def with_after(self, after: Duration) -> JoinWindows:
+        """The same windows, reaching `after` ahead of a left record (Kafka's after())."""
+        return JoinWindows(before=self.before_ms / 1000, after=after, grace=self._grace())
+
+    def _grace(self) -> float | None:
+        return self.grace_ms / 1000 if self.grace_chosen else None
 
     def __repr__(self) -> str:
         return (
@@ -100,8 +126,13 @@ def stream_join(
     *,
     window: JoinWindows | None = None,
     key_selector: Callable[[Any, Any], Any] | None = None,
+    grace: Duration | None = None,
     name: str | None = None,
 ) -> KStream:
+    _refuse(
+        grace is not None and not isinstance(other, KTable),
+        "grace= is for stream-table joins (a stream-stream join's is in its JoinWindows)",
+    )
     if isinstance(other, KStream):
         if window is None:
             raise ConfigError("a stream-stream join needs window=JoinWindows(...)")
@@ -113,7 +144,9 @@ def stream_join(
         _refuse(window is not None, "window= is for stream-stream joins")
         _refuse(key_selector is not None, "key_selector= is for GlobalKTable joins")
         _same_app(stream.app, other.app)
-        return _stream_table(stream, other, joiner, how, name)
+        return _stream_table(
+            stream, other, joiner, how, None if grace is None else _ms(grace), name
+        )
     _refuse(window is not None, "window= is for stream-stream joins")
     joined = _global_join(stream, other, joiner, how, key_selector, name)
     if joined is None:
@@ -218,9 +251,6 @@ def _changelog(app: App, store: str, key: Serde[Any], value: Serde[Any], **confi
 # Stream-stream ------------------------------------------------------------------------
 
 
-_Heap = list[tuple[int, int, Any]]  # (timestamp, sequence, key) of pending records
-
-
 class _Sided(NamedTuple):
     side: int
     value: Any
@@ -236,12 +266,30 @@ class _TagSide(ops.DslProcessor):
         self.context.forward(record.with_value(_Sided(self.side, record.value)))
 
 
-class _StreamStreamJoin(ops.DslProcessor):
-    """Both sides of a windowed join in one processor, so the unmatched records of both
-    sides are emitted in timestamp order from one place when their windows close.
+# Kafka's outer-join store orders its rows by timestamp, then side (right before
+# left: the side is a byte, 1 for left), then key bytes; unmatched records that
+# close together leave in that order.
+_SIDE_RANK = (1, 0)  # LEFT, RIGHT
 
-    Pending (unmatched) records are indexed in memory by a heap per side, rebuilt
-    from the pending store when a task opens, so a record costs no scan.
+
+class _StreamStreamJoin(ops.DslProcessor):
+    """Both sides of a windowed join in one processor, as Kafka Streams' pair of join
+    processors sharing one time tracker and one outer-join store.
+
+    - Stream time is the join's: the largest timestamp it has seen on either side.
+    - A record joins the other side's buffered records within its window, however
+      late it is: the buffers keep records for before + after + grace of their side's
+      time, and a record is only refused a place in its own buffer when expired.
+    - A left/outer record that finds no partner is emitted at once, joined with
+      None, when its window has already ended (t + after < stream time); otherwise
+      it waits in the pending store until a partner comes or its window and grace
+      have passed, and is then emitted in the store's order (timestamp, right
+      before left, key bytes).
+    - A record with a null key is emitted at once by a side that emits unmatched
+      records (KIP-962), and dropped (counted) by the others.
+
+    Pending records are indexed in memory, sorted as Kafka's store iterates them,
+    and rebuilt from the pending store when a task opens.
     """
 
     def __init__(
@@ -254,92 +302,140 @@ class _StreamStreamJoin(ops.DslProcessor):
     ) -> None:
         self.joiner = joiner
         self.grace = windows.grace_ms
-        # A record of side s joins the other side's records in [t - back[s], t + ahead[s]].
+        # A record of side s joins the other side's records in [t - back[s], t + ahead[s]];
+        # an unmatched record of side s waits ahead[s] + grace past its timestamp.
         self.back = (windows.before_ms, windows.after_ms)
         self.ahead = (windows.after_ms, windows.before_ms)
+        self.retention = windows.before_ms + windows.after_ms + windows.grace_ms
         self.buffers = buffers
         self.pending = pending
         self.emits_unmatched = emits_unmatched
-        self._heaps: tuple[_Heap, _Heap] | None = None
-        self._seq = itertools.count()
+        self._index: SortedList | None = None  # (ts, side rank, key bytes, key, side)
+        self._key_bytes = None if pending is None else pending.key_bytes
+        self._now: int | None = None
+        # The largest timestamp put in each side's buffer: its own clock for expiry.
+        self._buffer_time: list[int | None] = [None, None]
+        # Kafka's lower bound on pending timestamps: no emission is tried before
+        # stream time passes it by a window and the grace.
+        self._min_time: int | None = None
 
     def process(self, record: Record) -> None:
         side, value = record.value
         key, ts = record.key, record.timestamp
+        now = ts if self._now is None or ts > self._now else self._now
+        self._now = now
+        emits = self.emits_unmatched[side]
+        if key is None and value is not None and emits:
+            self.context.forward(Record(None, self._joined(side, value, None), ts, record.headers))
+            return
         if key is None or value is None:
             self.node.dropped(record, "null key" if key is None else "null value")
             return
-        now = self.context.stream_time_ms
-        now = ts if now is None else now
-        if ts + self.grace < now:
-            self.node.dropped(record, "late for the join window (beyond its grace)")
-            return
-        if self.pending is not None:
-            self._emit_closed(now)
+        if self.pending is not None and ts == now:
+            self._emit_closed(side, now)
+        self._buffer(side, key, ts, value)
         other = RIGHT - side
-        lo, hi = ts - self.back[side], ts + self.ahead[side]
+        lo, hi = max(0, ts - self.back[side]), max(0, ts + self.ahead[side])
+        other_time = self._buffer_time[other]
+        if other_time is not None:
+            lo = max(lo, other_time - self.retention + 1)
         matched = False
         for other_ts, values in self.buffers[other].between(key, lo, hi):
             matched = True
-            if self.emits_unmatched[other]:
+            if self.pending is not None:
                 self._matched(key, other_ts, other)
-            out_ts = max(ts, other_ts)
+            out_ts = ts if ts > other_ts else other_ts
             for other_value in values:
-                self._forward(key, side, value, other_value, out_ts, record.headers)
-        self.buffers[side].add(key, ts, value)
-        if not matched and self.emits_unmatched[side]:
+                self.context.forward(
+                    Record(key, self._joined(side, value, other_value), out_ts, record.headers)
+                )
+        if matched or not emits:
+            return
+        if self.pending is None or hi < now:
+            self.context.forward(Record(key, self._joined(side, value, None), ts, record.headers))
+        else:
             self._hold(key, ts, side, value)
 
-    def _forward(self, key: Any, side: int, value: Any, other: Any, ts: int, headers: Any) -> None:
-        left, right = (value, other) if side == LEFT else (other, value)
-        self.context.forward(Record(key, self.joiner(left, right), ts, headers))
+    def _joined(self, side: int, value: Any, other: Any) -> Any:
+        return self.joiner(value, other) if side == LEFT else self.joiner(other, value)
+
+    def _buffer(self, side: int, key: Any, ts: int, value: Any) -> None:
+        """Keep the record for the other side, unless it has expired already."""
+        latest = self._buffer_time[side]
+        if latest is None or ts > latest:
+            self._buffer_time[side] = latest = ts
+        if ts > latest - self.retention:
+            self.buffers[side].add(key, ts, value)
+        # The shards expire by the task's stream time: say how far each side is behind.
+        task_now = self.context.stream_time_ms
+        if task_now is not None:
+            partition = self.context.partition
+            for s in (LEFT, RIGHT):
+                side_time = self._buffer_time[s]
+                if side_time is not None:
+                    self.buffers[s].lag_behind(partition, task_now - side_time)
 
     def _matched(self, key: Any, ts: int, side: int) -> None:
-        assert self.pending is not None
+        """A held record found its partner: it leaves the pending store and its index."""
+        assert self.pending is not None and self._key_bytes is not None
         row = (key, ts, side)
         if row in self.pending:
             self.pending.delete(row)
+            self._pending_index().discard((ts, _SIDE_RANK[side], self._key_bytes(key), key, side))
 
     def _hold(self, key: Any, ts: int, side: int, value: Any) -> None:
-        assert self.pending is not None
+        assert self.pending is not None and self._key_bytes is not None
         row = (key, ts, side)
         values = self.pending.get(row)
         self.pending[row] = [value] if values is None else [*values, value]
         if values is None:
-            heapq.heappush(self._index()[side], (ts, next(self._seq), key))
+            self._pending_index().add((ts, _SIDE_RANK[side], self._key_bytes(key), key, side))
+        if self._min_time is None or ts < self._min_time:
+            self._min_time = ts
 
-    def _index(self) -> tuple[_Heap, _Heap]:
-        if self._heaps is None:
-            assert self.pending is not None
-            heaps: tuple[_Heap, _Heap] = ([], [])
-            for (key, ts, side), _values in self.pending.items():
-                heaps[side].append((ts, next(self._seq), key))
-            for heap in heaps:
-                heapq.heapify(heap)
-            self._heaps = heaps
-        return self._heaps
+    def _pending_index(self) -> SortedList:
+        if self._index is None:
+            assert self.pending is not None and self._key_bytes is not None
+            key_bytes = self._key_bytes
+            self._index = SortedList(
+                (ts, _SIDE_RANK[side], key_bytes(key), key, side)
+                for (key, ts, side), _values in self.pending.items()
+            )
+            if self._index:
+                self._min_time = self._index[0][0]
+        return self._index
 
-    def _emit_closed(self, now: int) -> None:
-        """Unmatched records whose window closed, oldest first, with None for the other side."""
+    def _emit_closed(self, side: int, now: int) -> None:
+        """Unmatched records whose window and grace have passed, in the pending store's
+        order, joined with None, at their own timestamps.
+
+        As Kafka Streams does: nothing is tried until stream time passes the lower
+        bound by this side's window; the scan stops once it has met a still-open
+        record of each side, and the bound becomes the last record it read.
+        """
         assert self.pending is not None
-        heaps = self._index()
-        while True:
-            due = [
-                s
-                for s in (LEFT, RIGHT)
-                if heaps[s] and heaps[s][0][0] + self.ahead[s] + self.grace < now
-            ]
-            if not due:
-                return
-            side = min(due, key=lambda s: heaps[s][0][0])
-            ts, _, key = heapq.heappop(heaps[side])
-            row = (key, ts, side)
-            values = self.pending.get(row)
-            if values is None:
-                continue  # matched since it was held
+        index = self._pending_index()
+        if self._min_time is None or self._min_time + self.ahead[side] + self.grace >= now:
+            return
+        last_read: int | None = None
+        still_open = [False, False]
+        emitted = []
+        for entry in index:
+            if still_open[LEFT] and still_open[RIGHT]:
+                break  # every later record is open on both sides
+            ts, _, _, key, entry_side = entry
+            last_read = ts
+            if ts + self.ahead[entry_side] + self.grace >= now:
+                still_open[entry_side] = True
+                continue
+            emitted.append(entry)
+            row = (key, ts, entry_side)
+            for value in self.pending.get(row) or ():
+                self.context.forward(Record(key, self._joined(entry_side, value, None), ts))
             self.pending.delete(row)
-            for value in values:
-                self._forward(key, side, value, None, ts, ())
+        for entry in emitted:
+            index.remove(entry)
+        self._min_time = last_read
 
 
 def _stream_stream(
@@ -367,10 +463,12 @@ def _stream_stream(
     )
     prefix = {"inner": "KSTREAM-JOIN", "left": "KSTREAM-LEFTJOIN", "outer": "KSTREAM-OUTERJOIN"}
     join_name = graph.name(prefix[how], name)
-    grace = windows.grace_ms
+    notice_unchosen_grace(windows, f"join {join_name!r}")
+    # Kafka keeps both sides for the window's size plus the grace.
+    retention = windows.before_ms + windows.after_ms + windows.grace_ms
     buffers = (
-        _buffer(app, f"{this.name}-store", left, windows.after_ms + grace),
-        _buffer(app, f"{that.name}-store", right, windows.before_ms + grace),
+        _buffer(app, f"{this.name}-store", left, retention),
+        _buffer(app, f"{that.name}-store", right, retention),
     )
     emits_unmatched = (how in ("left", "outer"), how == "outer")
     pending = None
@@ -414,35 +512,155 @@ def _buffer(app: App, store: str, side: KStream, retention_ms: int) -> JoinBuffe
 
 
 class _StreamTableJoin(ops.DslProcessor):
-    """Looks the table up as each stream record arrives; table updates emit nothing."""
+    """Looks the table up as each stream record arrives; table updates emit nothing.
+    The result keeps the stream record's timestamp, as in Kafka Streams. A versioned
+    table is looked up as of the stream record's timestamp (KIP-914)."""
 
-    def __init__(self, getter: ValueGetter, joiner: Joiner, left: bool) -> None:
-        self.getter = getter
+    def __init__(
+        self,
+        lookup: Lookup,
+        joiner: Joiner,
+        left: bool,
+        as_of: Callable[[Any, int], ValueAndTimestamp | None] | None = None,
+    ) -> None:
+        self.lookup = lookup
         self.joiner = joiner
         self.left = left
+        self.as_of = as_of
 
     def process(self, record: Record) -> None:
-        if record.key is None or record.value is None:
-            self.node.dropped(record, "null key" if record.key is None else "null value")
+        if record.value is None:
+            self.node.dropped(record, "null value")
             return
-        found = self.getter(record.key)
-        if found is None and not self.left:
+        if record.key is None:
+            # KIP-962: a left join passes a null-key record on, joined with nothing.
+            if self.left:
+                self.context.forward(record.with_value(self.joiner(record.value, None)))
+            else:
+                self.node.dropped(record, "null key")
             return
+        if self.as_of is None:
+            row = self.lookup(record.key)
+        else:
+            row = self.as_of(record.key, record.timestamp)
+        if row is None:
+            if not self.left:
+                return
+            found = None
+        else:
+            found = row[0]
         self.context.forward(record.with_value(self.joiner(record.value, found)))
 
 
+class _BufferedStreamTableJoin(_StreamTableJoin):
+    """A stream-table join with a grace over a versioned table (KIP-923): a stream
+    record waits until the join's stream time is `grace` past it, so that table
+    updates up to then (out of order included) reach it; it then joins the version
+    valid at its timestamp. Records leave in timestamp order, ties in arrival order;
+    one already that far behind joins at once.
+
+    The waiting records are in a store with a changelog, keyed (key, timestamp,
+    arrival number), and indexed in memory by (timestamp, arrival number).
+    """
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        joiner: Joiner,
+        left: bool,
+        as_of: Callable[[Any, int], ValueAndTimestamp | None],
+        grace_ms: int,
+        buffer: PendingJoins,
+    ) -> None:
+        super().__init__(lookup, joiner, left, as_of)
+        self.grace_ms = grace_ms
+        self.buffer = buffer
+        self._index: SortedList | None = None
+        self._next = 0
+        self._observed: int | None = None
+
+    def process(self, record: Record) -> None:
+        ts = record.timestamp
+        observed = self._observed = ts if self._observed is None else max(self._observed, ts)
+        deadline = observed - self.grace_ms
+        if ts <= deadline or record.key is None or record.value is None:
+            super().process(record)  # on time for nothing, or nothing to wait for
+        else:
+            index = self._waiting()
+            self.buffer[record.key, ts, self._next] = [record.value]
+            index.add((ts, self._next, record.key))
+            self._next += 1
+        index = self._waiting()
+        while index and index[0][0] <= deadline:
+            ts, number, key = index.pop(0)
+            row = (key, ts, number)
+            values = self.buffer.get(row)
+            self.buffer.delete(row)
+            for value in values or ():
+                super().process(Record(key, value, ts))
+
+    def _waiting(self) -> SortedList:
+        if self._index is None:
+            self._index = SortedList(
+                (ts, number, key) for (key, ts, number), _values in self.buffer.items()
+            )
+            self._next = 1 + max((entry[1] for entry in self._index), default=-1)
+        return self._index
+
+
 def _stream_table(
-    stream: KStream, table: KTable, joiner: Joiner, how: JoinHow, name: str | None
+    stream: KStream,
+    table: KTable,
+    joiner: Joiner,
+    how: JoinHow,
+    grace_ms: int | None,
+    name: str | None,
 ) -> KStream:
     app = stream.app
     stream = stream.keyed_for_grouping(f"{name}-left" if name else None)
-    node = app.graph.add(
-        "KSTREAM-JOIN" if how == "inner" else "KSTREAM-LEFTJOIN",
-        lambda: _StreamTableJoin(table.getter, joiner, how == "left"),
-        (stream.node,),
-        name=name,
-        stores=_stores_behind(table.node),
-    )
+    versioned = table.versioned
+    as_of = None if versioned is None else versioned.as_of
+    left = how == "left"
+    prefix = "KSTREAM-JOIN" if how == "inner" else "KSTREAM-LEFTJOIN"
+    stores = _stores_behind(table.node)
+    if grace_ms is None:
+
+        def factory() -> _StreamTableJoin:
+            return _StreamTableJoin(table.lookup, joiner, left, as_of)
+
+    else:
+        if versioned is None:
+            raise ConfigError(
+                "a stream-table join with a grace needs a versioned table: "
+                "app.ktable(topic, history_retention=...)"
+            )
+        if versioned.history_retention_ms < grace_ms:
+            raise ConfigError(
+                f"the table's history retention ({versioned.history_retention_ms} ms) must be "
+                f"at least the join's grace ({grace_ms} ms)"
+            )
+        store = f"{app.graph.name(prefix, name)}-buffer"
+        key_serde = internal_serde(None, stream.key_serde)
+        buffer = PendingJoins(
+            store,
+            _changelog(
+                app,
+                store,
+                key_serde,
+                ValuesSerde(internal_serde(None, stream.value_serde)),
+                **{"cleanup.policy": "compact"},
+            ),
+        )
+        app.add_store(buffer)
+        stores = (*stores, buffer)
+        versioned_as_of = versioned.as_of
+
+        def factory() -> _StreamTableJoin:  # type: ignore[misc]
+            return _BufferedStreamTableJoin(
+                table.lookup, joiner, left, versioned_as_of, grace_ms, buffer
+            )
+
+    node = app.graph.add(prefix, factory, (stream.node,), name=name, stores=stores)
     _copartition(app, f"join {node.name}", stream.node, table.node)
     return KStream(app, node, stream.key_serde, None)
 
@@ -451,9 +669,10 @@ def _stream_table(
 
 
 class _TableJoinSide(ops.DslProcessor):
-    """An update of one table, joined with the other's current row: old and new results."""
+    """An update of one table, joined with the other's current row: old and new results,
+    stamped with the later of the update's and the other row's timestamps."""
 
-    def __init__(self, side: int, other: ValueGetter, joiner: Joiner, how: JoinHow) -> None:
+    def __init__(self, side: int, other: Lookup, joiner: Joiner, how: JoinHow) -> None:
         self.side = side
         self.other = other
         self.joiner = joiner
@@ -464,7 +683,8 @@ class _TableJoinSide(ops.DslProcessor):
             self.node.dropped(record, "null key")
             return
         change: Change = record.value
-        other = self.other(record.key)
+        row = self.other(record.key)
+        other, ts = (None, record.timestamp) if row is None else (row[0], row[1])
         if self.side == LEFT:
             new = _combine(self.how, self.joiner, change.new, other)
             old = _combine(self.how, self.joiner, change.old, other)
@@ -473,7 +693,8 @@ class _TableJoinSide(ops.DslProcessor):
             old = _combine(self.how, self.joiner, other, change.old)
         if new is None and old is None:
             return  # no row of the join changed
-        self.context.forward(record.with_value(Change(new, old)))
+        ts = max(ts, record.timestamp)
+        self.context.forward(Record(record.key, Change(new, old), ts, record.headers))
 
 
 def _table_table(
@@ -482,23 +703,30 @@ def _table_table(
     app, graph = left.app, left.app.graph
     this = graph.add(
         "KTABLE-JOINTHIS",
-        lambda: _TableJoinSide(LEFT, right.getter, joiner, how),
+        lambda: _TableJoinSide(LEFT, right.lookup, joiner, how),
         (left.node,),
         name=f"{name}-this" if name else None,
         stores=_stores_behind(right.node),
     )
     that = graph.add(
         "KTABLE-JOINOTHER",
-        lambda: _TableJoinSide(RIGHT, left.getter, joiner, how),
+        lambda: _TableJoinSide(RIGHT, left.lookup, joiner, how),
         (right.node,),
         name=f"{name}-other" if name else None,
         stores=_stores_behind(left.node),
     )
     merge = graph.add("KTABLE-MERGE", ops.PassThrough, (this, that), name=name)
-    left_get, right_get = left.getter, right.getter
+    left_get, right_get = left.lookup, right.lookup
 
-    def get(key: Any) -> Any:
-        return _combine(how, joiner, left_get(key), right_get(key))
+    def get(key: Any) -> ValueAndTimestamp | None:
+        lrow, rrow = left_get(key), right_get(key)
+        lval = None if lrow is None else lrow[0]
+        rval = None if rrow is None else rrow[0]
+        joined = _combine(how, joiner, lval, rval)
+        if joined is None:
+            return None
+        stamps = [r[1] for r in (lrow, rrow) if r is not None]
+        return ValueAndTimestamp(joined, max(stamps))
 
     _copartition(app, f"join {merge.name}", left.node, right.node)
     return KTable(app, merge, left.key_serde, None, get)
@@ -509,15 +737,24 @@ def _table_table(
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 
 
-def _settle(result: Table, key: Any, new: Any, source: Record) -> Record | None:
-    """Store a left row's new join result; the change to pass on, if anything changed."""
-    old = result.get(key)
+def _settle(
+    result: Table, key: Any, new: Any, source: Record, *, tombstone: bool = False
+) -> Record | None:
+    """Store a left row's new join result; the change to pass on, if anything changed.
+
+    `tombstone`: a None result is passed on even when no result was stored. Kafka
+    Streams does this for a left row that existed before (deleted, or moved to a
+    foreign key without a match): it cannot know whether a result went out.
+    """
+    held = result.get(key)
+    old = None if held is None else held[0]
     if new is None:
-        if old is None:
+        if held is None and not tombstone:
             return None
-        result.delete(key)
+        if held is not None:
+            result.delete(key)
     else:
-        result[key] = new
+        result[key] = ValueAndTimestamp(new, source.timestamp)
     return Record(key, Change(new, old), source.timestamp, source.headers)
 
 
@@ -553,15 +790,21 @@ class _SubscriptionSend(ops.DslProcessor):
         new_fk = None if change.new is None else self.foreign_key(change.new)
         old_fk = None if change.old is None else self.foreign_key(change.old)
         ts, headers = record.timestamp, record.headers
+        # A row that existed before has its result replaced even by "nothing to join".
+        existed = change.old is not None
         if old_fk is not None and old_fk != new_fk:
-            self.context.forward(Record(old_fk, (_UNSUBSCRIBE, key), ts, headers), to=self.sink)
+            self.context.forward(
+                Record(old_fk, (_UNSUBSCRIBE, key, False), ts, headers), to=self.sink
+            )
         if new_fk is not None:
-            self.context.forward(Record(new_fk, (_SUBSCRIBE, key), ts, headers), to=self.sink)
+            self.context.forward(
+                Record(new_fk, (_SUBSCRIBE, key, existed), ts, headers), to=self.sink
+            )
             return
         if change.new is not None and not self.left:
             self.node.dropped(record, "null foreign key")
         new = self.joiner(change.new, None) if self.left and change.new is not None else None
-        settled = _settle(self.result, key, new, record)
+        settled = _settle(self.result, key, new, record, tombstone=existed)
         if settled is not None:
             self.context.forward(settled, to=self.output)
 
@@ -575,7 +818,7 @@ class _SubscriptionReceive(ops.DslProcessor):
 
     def process(self, record: Record) -> None:
         foreign_key = record.key
-        op, left_key = record.value
+        op, left_key, existed = record.value
         row = (foreign_key, left_key)
         if op == _UNSUBSCRIBE:
             if row in self.subscriptions:
@@ -583,10 +826,9 @@ class _SubscriptionReceive(ops.DslProcessor):
             return
         if row not in self.subscriptions:
             self.subscriptions[row] = 1
+        right = self.right(foreign_key)
         self.context.forward(
-            Record(
-                left_key, (foreign_key, self.right(foreign_key)), record.timestamp, record.headers
-            )
+            Record(left_key, (foreign_key, right, existed), record.timestamp, record.headers)
         )
 
 
@@ -603,7 +845,7 @@ class _ForeignChange(ops.DslProcessor):
         change: Change = record.value
         for left_key in self.subscriptions.subscribers(record.key):
             self.context.forward(
-                Record(left_key, (record.key, change.new), record.timestamp, record.headers)
+                Record(left_key, (record.key, change.new, False), record.timestamp, record.headers)
             )
 
 
@@ -631,12 +873,12 @@ class _ResponseJoin(ops.DslProcessor):
         self.result = result
 
     def process(self, record: Record) -> None:
-        foreign_key, right = record.value
+        foreign_key, right, existed = record.value
         current = self.left(record.key)
         if current is None or self.foreign_key(current) != foreign_key:
             return
         new = None if right is None and not self.left_join else self.joiner(current, right)
-        settled = _settle(self.result, record.key, new, record)
+        settled = _settle(self.result, record.key, new, record, tombstone=existed)
         if settled is not None:
             self.context.forward(settled)
 
@@ -657,7 +899,7 @@ def _foreign_key_join(
         base, fk_serde, _PYTHON, None, suffix="subscription-registration"
     )
     response = app.repartition_topic(base, key_serde, _PYTHON, None, suffix="subscription-response")
-    result = app.table(f"{base}-output-store", key_type=key_serde, value_type=_PYTHON)
+    result = timestamped_table(app, f"{base}-output-store", key_serde, _PYTHON)
     store = f"{base}-subscription-store"
     subscriptions = SubscriptionStore(
         store,

@@ -276,15 +276,24 @@ class KStream:
         *,
         window: JoinWindows | None = None,
         key_selector: Callable[[Any, Any], Any] | None = None,
+        grace: Duration | None = None,
         name: str | None = None,
     ) -> KStream:
         """Inner join, `joiner(value, other_value)`: with a KStream within `window`, with a
-        KTable as of each record's arrival, or with a GlobalKTable at
+        KTable as of each record's arrival (a versioned one as of each record's
+        timestamp, after `grace` if given), or with a GlobalKTable at
         `key_selector(key, value)`; see docs/dsl.md for each kind."""
         from .joins import stream_join
 
         return stream_join(
-            self, other, joiner, "inner", window=window, key_selector=key_selector, name=name
+            self,
+            other,
+            joiner,
+            "inner",
+            window=window,
+            key_selector=key_selector,
+            grace=grace,
+            name=name,
         )
 
     def left_join(
@@ -294,13 +303,21 @@ class KStream:
         *,
         window: JoinWindows | None = None,
         key_selector: Callable[[Any, Any], Any] | None = None,
+        grace: Duration | None = None,
         name: str | None = None,
     ) -> KStream:
         """Every record of this stream; `other_value` is None where nothing joins."""
         from .joins import stream_join
 
         return stream_join(
-            self, other, joiner, "left", window=window, key_selector=key_selector, name=name
+            self,
+            other,
+            joiner,
+            "left",
+            window=window,
+            key_selector=key_selector,
+            grace=grace,
+            name=name,
         )
 
     def outer_join(
@@ -366,9 +383,11 @@ class KGroupedStream:
 
     def _table(self, name: str | None, prefix: str, value_serde: Serde[Any]) -> Table:
         app = self.stream.app
+        from .ktable import timestamped_table
+
         store = name or app.graph.name(f"{prefix}-STATE-STORE", None)
-        return app.table(
-            store, key_type=internal_serde(None, self.stream.key_serde), value_type=value_serde
+        return timestamped_table(
+            app, store, internal_serde(None, self.stream.key_serde), value_serde
         )
 
     def aggregate(
@@ -412,7 +431,8 @@ class KGroupedStream:
             (stream.node,),
             stores=(table,),
         )
-        return KTable(stream.app, node, stream.key_serde, table.changelog.value_serde, table.get)
+        value_serde = table.value_serde.inner  # type: ignore[attr-defined]
+        return KTable(stream.app, node, stream.key_serde, value_serde, table.get)
 
     # Windows (implemented in windowed.py) --------------------------------------------
 

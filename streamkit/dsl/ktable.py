@@ -14,15 +14,28 @@ from typing import TYPE_CHECKING, Any
 
 from ..processor import Record
 from ..serde import Serde
+from ..state.table import Table
+from ..state.timestamped import TimestampedSerde, ValueAndTimestamp
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, TableAggregate, TableRegroup
 from .kstream import KStream, internal_serde
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..state.versioned import VersionedTable
     from .graph import NodeSpec
+    from .suppress import Suppressed
 
 ValueGetter = Callable[[Any], Any]  # key -> current value or None; valid inside the task
+# key -> ValueAndTimestamp(current value, its timestamp) or None; valid inside the task
+Lookup = Callable[[Any], ValueAndTimestamp | None]
+
+
+def timestamped_table(app: App, name: str, key_serde: Serde[Any], value_serde: Serde[Any]) -> Table:
+    """An aggregation's store: `ValueAndTimestamp` rows, with a changelog of its own."""
+    table = app.table(name, key_type=key_serde, value_type=TimestampedSerde(value_serde))
+    table.timestamped = True
+    return table
 
 
 class _TableFilter(ops.DslProcessor):
@@ -67,14 +80,31 @@ class KTable:
         node: NodeSpec,
         key_serde: Serde[Any] | None,
         value_serde: Serde[Any] | None,
-        getter: ValueGetter,
+        lookup: Lookup,
     ) -> None:
         self.app = app
         self.node = node
         self.key_serde = key_serde
         self.value_serde = value_serde
-        # Reads the table's current value for a key from inside a task of its graph.
-        self.getter = getter
+        # Reads the table's current row (value and timestamp) for a key from inside a
+        # task of its graph.
+        self.lookup = lookup
+        # A windowed aggregation's table: how long after a window's end it closes (the
+        # grace; a session's gap too), which suppress(until_window_closes) waits for.
+        self.suppress_grace_ms: int | None = None
+        # A versioned table's store: a stream joins it as of each record's timestamp.
+        self.versioned: VersionedTable | None = None
+
+    @property
+    def getter(self) -> ValueGetter:
+        """The current value for a key, without its timestamp."""
+        lookup = self.lookup
+
+        def get(key: Any) -> Any:
+            row = lookup(key)
+            return None if row is None else row[0]
+
+        return get
 
     def __repr__(self) -> str:
         return f"<KTable {self.node.name}>"
@@ -84,19 +114,19 @@ class KTable:
         prefix: str,
         processor: Callable[[], ops.DslProcessor],
         name: str | None,
-        getter: ValueGetter,
+        lookup: Lookup,
         value_serde: Serde[Any] | None,
     ) -> KTable:
         node = self.app.graph.add(prefix, processor, (self.node,), name=name)
-        return KTable(self.app, node, self.key_serde, value_serde, getter)
+        return KTable(self.app, node, self.key_serde, value_serde, lookup)
 
     def filter(self, predicate: ops.KeyValueFn, *, name: str | None = None) -> KTable:
         """Keys whose value passes; a value that stops passing is a deletion downstream."""
-        parent = self.getter
+        parent = self.lookup
 
-        def get(key: Any) -> Any:
-            value = parent(key)
-            return value if value is not None and predicate(key, value) else None
+        def get(key: Any) -> ValueAndTimestamp | None:
+            row = parent(key)
+            return row if row is not None and predicate(key, row[0]) else None
 
         return self._derive(
             "KTABLE-FILTER", lambda: _TableFilter(predicate, True), name, get, self.value_serde
@@ -106,13 +136,20 @@ class KTable:
         return self.filter(lambda k, v: not predicate(k, v), name=name)
 
     def map_values(self, fn: Callable[[Any], Any], *, name: str | None = None) -> KTable:
-        parent = self.getter
+        parent = self.lookup
 
-        def get(key: Any) -> Any:
-            value = parent(key)
-            return None if value is None else fn(value)
+        def get(key: Any) -> ValueAndTimestamp | None:
+            row = parent(key)
+            return None if row is None else ValueAndTimestamp(fn(row[0]), row[1])
 
         return self._derive("KTABLE-MAPVALUES", lambda: _TableMapValues(fn), name, get, None)
+
+    def suppress(self, suppressed: Suppressed, *, name: str | None = None) -> KTable:
+        """Hold updates back: until a time limit passes, or until their window closes
+        (`sk.Suppressed.until_time_limit(...)` / `until_window_closes(...)`)."""
+        from .suppress import suppress
+
+        return suppress(self, suppressed, name)
 
     def to_stream(self, *, name: str | None = None) -> KStream:
         """Every update as a record: (key, new value), value None for a deletion."""
@@ -121,13 +158,15 @@ class KTable:
 
     def group_by(
         self,
-        selector: Callable[[Any, Any], tuple[Any, Any]],
+        selector: Callable[[Any, Any], tuple[Any, Any] | None],
         *,
         name: str | None = None,
         key_type: Any = None,
         value_type: Any = None,
     ) -> KGroupedTable:
-        """Re-key rows with `selector(key, value) -> (key, value)` to aggregate them."""
+        """Re-key rows with `selector(key, value) -> (key, value)` to aggregate them.
+
+        A row for which it returns None (or a None key or value) joins no group."""
         graph = self.app.graph
         regroup = graph.add("KTABLE-SELECT", lambda: TableRegroup(selector), (self.node,))
         base = name or graph.name("KTABLE-REPARTITION", None)
@@ -228,8 +267,8 @@ class KGroupedTable:
     ) -> KTable:
         app = self.stream.app
         store = name or app.graph.name("KTABLE-AGGREGATE-STATE-STORE", None)
-        table = app.table(
-            store, key_type=internal_serde(None, self.stream.key_serde), value_type=value_serde
+        table = timestamped_table(
+            app, store, internal_serde(None, self.stream.key_serde), value_serde
         )
         node = app.graph.add(
             "KTABLE-AGGREGATE",

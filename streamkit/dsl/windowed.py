@@ -16,15 +16,19 @@ windowed grouped stream; its aggregations are KTables keyed by
   windows not emitted yet wait in a store with a changelog, so a failover neither
   loses them nor emits one twice. A record that would change an emitted window is
   late.
-- Merging sessions retracts the merged ones downstream: a record with the old
-  windowed key and the value None, as Kafka Streams does (a session a record only
-  extends or updates is updated in place, not retracted first).
-- Results carry the timestamp of the record that changed them (a session's: its
-  end; a sliding window's and an emitted final result's: their latest record's).
+- A record that falls in existing sessions retracts them downstream (a record
+  with the old windowed key and the value None, stamped with its end) before the
+  merged session's result, as Kafka Streams does, even when the session's bounds
+  do not change; only a record at the very instant of a one-instant session
+  updates it in place.
+- Results carry the latest timestamp among the records in them (the larger of the
+  record's and the window's previous one), as Kafka Streams stamps them; a
+  session's carry its end.
 - The aggregation's store (`name=`; `driver.store(name)`) holds the aggregate per
   `Windowed` key, for the retention of its windows (at least their size, or gap,
-  plus the grace); a sliding one holds `ValueAndTimestamp(value, timestamp)`, the
-  latest record time being how a record finds its neighbouring windows.
+  plus the grace), as `ValueAndTimestamp(value, timestamp)` rows
+  (`driver.timestamped_store(name)`); the latest record time is also how a
+  sliding window's record finds its neighbouring windows.
 
 One deliberate difference from Kafka Streams: with `emit="final"`, windows also
 close when the input goes quiet. Kafka Streams closes windows only as stream time
@@ -44,6 +48,8 @@ from __future__ import annotations
 import abc
 import heapq
 import itertools
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -65,14 +71,25 @@ from ..topic import Topic
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, reducer_as_aggregator
 from .kstream import internal_serde
-from .ktable import KTable, ValueGetter
-from .windows import Duration, SessionWindows, SlidingWindows, TimeWindows, duration_ms
+from .ktable import KTable, Lookup
+from .windows import (
+    Duration,
+    SessionWindows,
+    SlidingWindows,
+    TimeWindows,
+    duration_ms,
+    notice_unchosen_grace,
+)
 
 if TYPE_CHECKING:
     from ..app import App
     from .kstream import KGroupedStream, KStream
 
+log = logging.getLogger("streamkit.processor")
+
 Emit = Literal["update", "final"]
+# How often a node that drops late records says so in the log, in wall-clock seconds.
+LATE_SUMMARY_S = 60.0
 Merger = Callable[[Any, Any, Any], Any]  # (key, aggregate, aggregate) -> aggregate
 _DAY_MS = 86_400_000
 
@@ -185,11 +202,14 @@ class _WindowedKStream(abc.ABC):
         factory: ProcessorFactory,
         stores: tuple[Table, ...],
         value_serde: Serde[Any],
-        getter: ValueGetter,
+        lookup: Lookup,
+        closes_after_ms: int,
     ) -> KTable:
         stream: KStream = self.grouped.stream
         node = self._app.graph.add(prefix, factory, (stream.node,), stores=stores)
-        return KTable(self._app, node, stores[0].changelog.key_serde, value_serde, getter)
+        table = KTable(self._app, node, stores[0].changelog.key_serde, value_serde, lookup)
+        table.suppress_grace_ms = closes_after_ms
+        return table
 
 
 class TimeWindowedKStream(_WindowedKStream):
@@ -227,28 +247,32 @@ class TimeWindowedKStream(_WindowedKStream):
     ) -> KTable:
         app, windows = self._app, self.windows
         store_name = self._store_name(name, prefix)
+        notice_unchosen_grace(windows, f"aggregation {store_name!r}")
         key_serde = internal_serde(None, self.grouped.stream.key_serde)
-        if isinstance(windows, SlidingWindows):
-            # Sliding windows keep each aggregate's latest record time: it finds neighbours.
-            size, stored = windows.time_difference_ms, TimestampedSerde(value_serde)
-        else:
-            size, stored = windows.size_ms, value_serde
+        # Windows keep each aggregate's latest record time: it stamps the results, and
+        # sliding windows find their neighbours by it.
+        size = (
+            windows.time_difference_ms if isinstance(windows, SlidingWindows) else windows.size_ms
+        )
+        stored = TimestampedSerde(value_serde)
         changelog = _window_changelog(app, store_name, key_serde, stored, windows.retention_ms)
         store = TimeWindowStore(store_name, changelog, size, windows.retention_ms)
         app.add_store(store)
         pending = _pending(app, store, key_serde, value_serde, options)
-        setup = _Setup(store, pending, initializer, aggregator, windows.closes_at, options)
+        setup = _Setup(
+            store, pending, initializer, aggregator, windows.closes_at, options, windows.grace_ms
+        )
         if isinstance(windows, SlidingWindows):
             factory: ProcessorFactory = partial(_SlidingWindowAggregate, setup, windows)
-            getter = partial(_latest_value, store)
         else:
-            factory, getter = partial(_TimeWindowAggregate, setup, windows), store.get
-        return self._finish(prefix, factory, setup.stores, value_serde, getter)
+            factory = partial(_TimeWindowAggregate, setup, windows)
+        return self._finish(prefix, factory, setup.stores, value_serde, store.get, windows.grace_ms)
 
 
-def _latest_value(store: Table, window: Windowed) -> Any:
-    held = store.get(window)
-    return None if held is None else held.value
+def _session_row(store: Table, window: Windowed) -> ValueAndTimestamp | None:
+    """A session's result is stamped with its end, which its key holds."""
+    value = store.get(window)
+    return None if value is None else ValueAndTimestamp(value, window.end_ms)
 
 
 class SessionWindowedKStream(_WindowedKStream):
@@ -290,15 +314,25 @@ class SessionWindowedKStream(_WindowedKStream):
     ) -> KTable:
         app, windows = self._app, self.windows
         store_name = self._store_name(name, prefix)
+        notice_unchosen_grace(windows, f"aggregation {store_name!r}")
         key_serde = internal_serde(None, self.grouped.stream.key_serde)
         changelog = _window_changelog(app, store_name, key_serde, value_serde, windows.retention_ms)
         store = SessionStore(store_name, changelog, windows.retention_ms)
         app.add_store(store)
         pending = _pending(app, store, key_serde, value_serde, options)
-        setup = _Setup(store, pending, initializer, aggregator, windows.closes_at, options)
+        setup = _Setup(
+            store, pending, initializer, aggregator, windows.closes_at, options, windows.grace_ms
+        )
         assert merger is not None  # count, reduce and aggregate always pass one
         factory = partial(_SessionWindowAggregate, setup, windows, merger)
-        return self._finish(prefix, factory, setup.stores, value_serde, store.get)
+        return self._finish(
+            prefix,
+            factory,
+            setup.stores,
+            value_serde,
+            partial(_session_row, store),
+            windows.gap_ms + windows.grace_ms,
+        )
 
 
 def _window_changelog(
@@ -338,6 +372,7 @@ class _Setup:
     aggregator: Aggregator
     closes_at: Callable[[int], int]  # window end -> the stream time at which it is closed
     options: _Emit
+    grace_ms: int = 0  # the windows' grace, for the log
 
     @property
     def stores(self) -> tuple[Table, ...]:
@@ -368,14 +403,23 @@ class _WindowAggregate(ops.DslProcessor):
         self._idle_time: int | None = None
         # The latest record time among the pending windows: stream time after a restart.
         self._restored: int | None = None
+        # Records seen and records too late for every window (or some), since `_since`:
+        # what the periodic summary of late records reports.
+        self._seen_records = self._late_records = self._partly_late = 0
+        self._since = time.time()
 
     def init(self, context: ProcessorContext) -> None:
         super().init(context)
         self._moved_at = context.wall_clock_ms
         if self.pending is not None and self._idle_ms is not None:
             context.schedule(self._idle_ms / 1000, WALL_CLOCK, self._close_idle)
+        context.schedule(LATE_SUMMARY_S, WALL_CLOCK, self._summarise_late)
+
+    def close(self) -> None:
+        self._summarise_late(self.context.wall_clock_ms)
 
     def process(self, record: Record) -> None:
+        self._seen_records += 1
         if record.key is None or record.value is None:
             self.node.dropped(record, "null key" if record.key is None else "null value")
             return
@@ -420,10 +464,37 @@ class _WindowAggregate(ops.DslProcessor):
 
     def late(self, record: Record) -> None:
         """Never silent: counted, and dropped or written unchanged to the late topic."""
+        self._late_records += 1
         topic = self.setup.options.late_topic
         if topic is not None:
             self.node.send(topic, record)
         self.node.dropped(record, "late", topic)
+
+    def partly_late(self, record: Record) -> None:
+        """Too late for some of its windows (hopping, sliding): the others took it."""
+        self._partly_late += 1
+        self.node.dropped(record, "late for some windows")
+
+    def _summarise_late(self, wall_ms: int) -> None:
+        """One log line per interval while records come late, rather than one per drop:
+        how many of how many since when, and what would have taken them."""
+        if self._late_records or self._partly_late:
+            topic = self.setup.options.late_topic
+            log.warning(
+                "task %s: node %s: %d of %d records since %s were later than their window's "
+                "grace (%d ms) and %s; %d more were too late for some of their windows. "
+                "A larger grace takes them (metric streamkit_dropped_records)",
+                self.context.task_id,
+                self.node.node.name,
+                self._late_records,
+                self._seen_records,
+                time.strftime("%H:%M:%S", time.localtime(self._since)),
+                self.setup.grace_ms,
+                "were dropped" if topic is None else f"went to {topic.name}",
+                self._partly_late,
+            )
+        self._seen_records = self._late_records = self._partly_late = 0
+        self._since = time.time()
 
     # Stream time, and emit-final --------------------------------------------------------
 
@@ -506,18 +577,24 @@ class _TimeWindowAggregate(_WindowAggregate):
         added = skipped = 0
         for start in self.windows.starts_for(ts):
             window = Windowed(key, start, start + size)
-            old = self.store.get(window)
-            if not self.accepts(window, now, old is not None):
+            held = self.store.get(window)
+            if not self.accepts(window, now, held is not None):
                 skipped += 1
                 continue
-            new = self.aggregator(key, value, self.initializer() if old is None else old)
-            self.store.set(window, new)
-            self.result(record, window, new, old, ts)
+            if held is None:
+                old, out_ts = None, ts
+                new = self.aggregator(key, value, self.initializer())
+            else:
+                old = held[0]
+                new = self.aggregator(key, value, old)
+                out_ts = held[1] if held[1] > ts else ts
+            self.store.set(window, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
+            self.result(record, window, new, old, out_ts)
             added += 1
         if not added:
             self.late(record)
         elif skipped:
-            self.node.dropped(record, "late for some windows")
+            self.partly_late(record)
 
 
 class _SlidingWindowAggregate(_WindowAggregate):
@@ -545,7 +622,7 @@ class _SlidingWindowAggregate(_WindowAggregate):
         else:
             self._in_order(record, now)
         if self._skipped:
-            self.node.dropped(record, "late for some windows")
+            self.partly_late(record)
 
     def _in_order(self, record: Record, now: int) -> None:
         key, t, d = record.key, record.timestamp, self.d
@@ -652,20 +729,20 @@ class _SessionWindowAggregate(_WindowAggregate):
         start = min([ts, *(w.start_ms for w, _ in found)])
         end = max([ts, *(w.end_ms for w, _ in found)])
         merged = Windowed(key, start, end)
-        # As in Kafka Streams, only the merged session must be open; with emit-final, no
-        # session it absorbs may have been emitted.
-        if self.closed(merged, now) or any(self.emitted(w) for w, _ in found):
+        # As in Kafka Streams, only the merged session must be open: a record may merge
+        # into a session that emit-final has emitted already (its result is replaced).
+        if self.closed(merged, now):
             self.late(record)
             return
-        aggregate, old = self.initializer(), None
+        aggregate = self.initializer()
         for _, value in found:
             aggregate = self.merger(key, aggregate, value)
         aggregate = self.aggregator(key, record.value, aggregate)
-        for window, value in found:
-            if window == merged:
-                old = value
-            else:
+        if found and merged != (key, ts, ts):
+            # Every session the record falls in is taken back, even one whose bounds do
+            # not change, and the merged session comes anew, as Kafka Streams emits them.
+            for window, value in found:
                 self.store.delete(window)
                 self.retract(record, window, value)
         self.store.set(merged, aggregate)
-        self.result(record, merged, aggregate, old, end)
+        self.result(record, merged, aggregate, None, end)

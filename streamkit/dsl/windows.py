@@ -12,11 +12,21 @@
 Past it the window is closed: a record for it is late, and emit-final results are
 emitted. Durations are seconds (float) or timedeltas; a window key is a
 `Windowed(key, start_ms, end_ms)`.
+
+Grace is a choice, as in Kafka Streams 3.x: `TimeWindows.of_size_and_grace(size,
+grace)` or `TimeWindows.of_size_with_no_grace(size)` (and the same pairs for sliding
+and session windows) say it; `TimeWindows(size, grace=...)` works too. Left out,
+it is 0 (no grace, Kafka's `...WithNoGrace`), and the aggregation logs once that
+the grace was not chosen: a stream merged from several partitions or re-keyed is
+out of order by the spread between its producers, and a record later than its
+window's end is then dropped (counted, and summarised in the log).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+from typing import TypeVar
 
 from ..errors import ConfigError
 from ..state.window_stores import Windowed
@@ -24,6 +34,22 @@ from ..state.window_stores import Windowed
 __all__ = ["Duration", "SessionWindows", "SlidingWindows", "TimeWindows", "Windowed"]
 
 Duration = float | timedelta  # seconds, or a timedelta
+
+log = logging.getLogger("streamkit.dsl")
+
+
+def notice_unchosen_grace(windows: object, where: str) -> None:
+    """Say once, when an aggregation is declared, that its windows' grace defaulted to 0."""
+    if getattr(windows, "grace_chosen", True):
+        return
+    log.warning(
+        "%s uses %r without choosing a grace period: records later than their window's "
+        "end are dropped. Say grace=... (or ...with_no_grace / ...and_grace) to choose; "
+        "a stream merged from several partitions or re-keyed needs a grace as large as "
+        "its disorder",
+        where,
+        windows,
+    )
 
 
 def duration_ms(duration: Duration) -> int:
@@ -36,33 +62,57 @@ def _check(condition: bool, problem: str) -> None:
         raise ConfigError(problem)
 
 
+def _grace(grace: Duration | None, what: str) -> tuple[bool, int]:
+    """(whether the user chose a grace, the grace in ms): left out, it is 0."""
+    grace_ms = duration_ms(grace or 0)
+    _check(grace_ms >= 0, f"{what}: grace must be >= 0, got {grace_ms} ms")
+    return grace is not None, grace_ms
+
+
+_W = TypeVar("_W")
+
+
+def _no_grace(cls: type[_W], span: Duration) -> _W:
+    """Windows that close at their end: Kafka's ofSizeWithNoGrace and the like."""
+    return cls(span, grace=0)  # type: ignore[call-arg]
+
+
+def _and_grace(cls: type[_W], span: Duration, grace: Duration) -> _W:
+    """Windows that take records up to `grace` after their end: Kafka's ofSizeAndGrace
+    and the like."""
+    return cls(span, grace=grace)  # type: ignore[call-arg]
+
+
 class TimeWindows:
     """Tumbling windows of `size`, or hopping ones that start every `advance`."""
 
-    __slots__ = ("advance_ms", "grace_ms", "size_ms")
+    __slots__ = ("advance_ms", "grace_chosen", "grace_ms", "size_ms")
 
     def __init__(
-        self, size: Duration, *, advance: Duration | None = None, grace: Duration = 0
+        self, size: Duration, *, advance: Duration | None = None, grace: Duration | None = None
     ) -> None:
         self.size_ms = duration_ms(size)
         self.advance_ms = self.size_ms if advance is None else duration_ms(advance)
-        self.grace_ms = duration_ms(grace)
+        self.grace_chosen, self.grace_ms = _grace(grace, "TimeWindows")
         _check(self.size_ms > 0, f"TimeWindows: size must be > 0, got {self.size_ms} ms")
         _check(
             0 < self.advance_ms <= self.size_ms,
             f"TimeWindows: need 0 < advance <= size, got advance={self.advance_ms} ms, "
             f"size={self.size_ms} ms",
         )
-        _check(self.grace_ms >= 0, f"TimeWindows: grace must be >= 0, got {self.grace_ms} ms")
 
     @classmethod
-    def of(cls, size: Duration, *, grace: Duration = 0) -> TimeWindows:
+    def of(cls, size: Duration, *, grace: Duration | None = None) -> TimeWindows:
         """Tumbling windows (Kafka's TimeWindows.ofSizeAndGrace)."""
         return cls(size, grace=grace)
 
+    of_size_with_no_grace = classmethod(_no_grace)
+    of_size_and_grace = classmethod(_and_grace)
+
     def advance_by(self, advance: Duration) -> TimeWindows:
         """The same windows, hopping: a new one starts every `advance`."""
-        return TimeWindows(self.size_ms / 1000, advance=advance, grace=self.grace_ms / 1000)
+        grace = self.grace_ms / 1000 if self.grace_chosen else None
+        return TimeWindows(self.size_ms / 1000, advance=advance, grace=grace)
 
     def starts_for(self, timestamp_ms: int) -> range:
         """Starts of the windows holding a (non-negative) timestamp, oldest first."""
@@ -88,20 +138,22 @@ class TimeWindows:
 class SlidingWindows:
     """Windows over records at most `time_difference` apart (Kafka's SlidingWindows)."""
 
-    __slots__ = ("grace_ms", "time_difference_ms")
+    __slots__ = ("grace_chosen", "grace_ms", "time_difference_ms")
 
-    def __init__(self, time_difference: Duration, *, grace: Duration = 0) -> None:
+    def __init__(self, time_difference: Duration, *, grace: Duration | None = None) -> None:
         self.time_difference_ms = duration_ms(time_difference)
-        self.grace_ms = duration_ms(grace)
+        self.grace_chosen, self.grace_ms = _grace(grace, "SlidingWindows")
         _check(
             self.time_difference_ms >= 0,
             f"SlidingWindows: time_difference must be >= 0, got {self.time_difference_ms} ms",
         )
-        _check(self.grace_ms >= 0, f"SlidingWindows: grace must be >= 0, got {self.grace_ms} ms")
 
     @classmethod
-    def of(cls, time_difference: Duration, *, grace: Duration = 0) -> SlidingWindows:
+    def of(cls, time_difference: Duration, *, grace: Duration | None = None) -> SlidingWindows:
         return cls(time_difference, grace=grace)
+
+    of_time_difference_with_no_grace = classmethod(_no_grace)
+    of_time_difference_and_grace = classmethod(_and_grace)
 
     def closes_at(self, end_ms: int) -> int:
         """The stream time at which the window ending at `end_ms` (included) is closed."""
@@ -122,17 +174,19 @@ class SlidingWindows:
 class SessionWindows:
     """Per-key sessions: records at most `inactivity_gap` apart share one."""
 
-    __slots__ = ("gap_ms", "grace_ms")
+    __slots__ = ("gap_ms", "grace_chosen", "grace_ms")
 
-    def __init__(self, inactivity_gap: Duration, *, grace: Duration = 0) -> None:
+    def __init__(self, inactivity_gap: Duration, *, grace: Duration | None = None) -> None:
         self.gap_ms = duration_ms(inactivity_gap)
-        self.grace_ms = duration_ms(grace)
+        self.grace_chosen, self.grace_ms = _grace(grace, "SessionWindows")
         _check(self.gap_ms > 0, f"SessionWindows: inactivity_gap must be > 0, got {self.gap_ms} ms")
-        _check(self.grace_ms >= 0, f"SessionWindows: grace must be >= 0, got {self.grace_ms} ms")
 
     @classmethod
-    def of(cls, inactivity_gap: Duration, *, grace: Duration = 0) -> SessionWindows:
+    def of(cls, inactivity_gap: Duration, *, grace: Duration | None = None) -> SessionWindows:
         return cls(inactivity_gap, grace=grace)
+
+    of_inactivity_gap_with_no_grace = classmethod(_no_grace)
+    of_inactivity_gap_and_grace = classmethod(_and_grace)
 
     def closes_at(self, end_ms: int) -> int:
         """A session is closed once no record within the grace can reach it any more:

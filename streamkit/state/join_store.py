@@ -61,12 +61,38 @@ class ValuesSerde:
 
 
 class JoinBuffer(WindowedTable):
-    """Values per (key, timestamp) of one join side, kept `retention_ms` of stream time."""
+    """Values per (key, timestamp) of one join side, kept `retention_ms` of the side's time.
+
+    Kafka Streams' join window stores each keep their own clock: the latest
+    timestamp put in them. A shard here expires by its task's stream time, so the
+    join reports how far each task's side lags behind that (`lag_behind`) and rows
+    are kept that much longer: a side whose input went quiet still joins what it
+    holds, as in Kafka.
+    """
 
     def __init__(self, name: str, changelog: Topic, retention_ms: int) -> None:
         super().__init__(name, changelog, 0.0, 1.0, retention_ms / 1000)
         # Exact, not through float seconds: the retention decides which rows still join.
         self.retention_ms = retention_ms
+        # Per task partition: how far this side's latest timestamp is behind the task's
+        # stream time; the largest of them widens every shard's retention.
+        self._lags: dict[int, int] = {}
+        self._max_lag = 0
+
+    def lag_behind(self, partition: int, lag: int) -> None:
+        previous = self._lags.get(partition, 0)
+        if lag == previous:
+            return
+        self._lags[partition] = lag
+        if lag >= self._max_lag:
+            self._max_lag = lag
+        elif previous == self._max_lag:
+            self._max_lag = max(self._lags.values())
+
+    def expiry_cutoff(self, now_ms: int, stream_time_ms: int | None) -> int | None:
+        if stream_time_ms is None:
+            return None
+        return stream_time_ms - self.retention_ms - self._max_lag
 
     def add(self, key: Any, timestamp_ms: int, value: Any) -> None:
         """Append: several records of one key may share a timestamp."""
@@ -95,6 +121,10 @@ class PendingJoins(Table):
 
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
+
+    def key_bytes(self, key: Any) -> bytes:
+        """A join key's bytes, which order pending records of one timestamp and side."""
+        return self._inner_key_serde.serialize(key) or b""
 
 
 class _Bound:

@@ -16,6 +16,7 @@ from ..errors import StateError
 from ..topic import Topic
 
 if TYPE_CHECKING:
+    from ..serde import Serde
     from .task_store import TaskStore
 
 # The stores of the task whose agent is running; set per agent coroutine.
@@ -49,6 +50,21 @@ class Table:
 
     # How a shard treats rows; a windowed table differs in each of these. -------
 
+    @property
+    def value_serde(self) -> Serde[Any]:
+        """How rows are stored: the changelog's values, unless the table says otherwise."""
+        return self.changelog.value_serde
+
+    def row_view(self, row: Any) -> Any:
+        """A timestamped row as views show it: `ValueAndTimestamp`, or None for nothing."""
+        from .timestamped import ValueAndTimestamp
+
+        return ValueAndTimestamp(*row)
+
+    def restored_value(self, raw: bytes | None, timestamp_ms: int) -> bytes | None:
+        """A changelog record's value as the store keeps it."""
+        return raw
+
     def routing_bytes(self, key: Any) -> bytes | None:
         """The bytes whose partition must be the task's (the key, as in its stream)."""
         return self.changelog.key_serde.serialize(key)
@@ -72,6 +88,8 @@ class Table:
     # Expired keys of a TTL table are deleted through the changelog; windows are not
     # (their changelog deletes by time, as in Kafka Streams).
     tombstones_on_expiry = True
+    # Whether rows are `ValueAndTimestamp` (timestamped.py): views show the value alone.
+    timestamped = False
     # Whether a row's time is part of its key (a window's end) rather than when it
     # changed: then a key newer than every stored row is known absent without a read.
     row_time_in_key = False

@@ -93,7 +93,7 @@ class TaskStore:
         self.sqlite = sqlite
         self.changelog_tp = TopicPartition(table.changelog.name, partition)
         self._key_serde = table.changelog.key_serde
-        self._value_serde = table.changelog.value_serde
+        self._value_serde = table.value_serde
         self._partitions = table.changelog.partitions
         self._dirty: dict[Any, Any] = {}
         # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
@@ -279,8 +279,9 @@ class TaskStore:
     def apply_changelog(self, records: Sequence[RawRecord], next_offset: int) -> None:
         """Replay a fetched batch: only the last value of each key matters."""
         row_time = self.table.restored_row_time
+        value_of = self.table.restored_value
         latest = {
-            r.key: (r.key, r.value, row_time(r.key, r.timestamp))
+            r.key: (r.key, value_of(r.value, r.timestamp), row_time(r.key, r.timestamp))
             for r in records
             if r.key is not None
         }

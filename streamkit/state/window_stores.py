@@ -22,11 +22,23 @@ from typing import Any, NamedTuple
 from ..serde import Serde
 from ..topic import Topic
 from .table import Table
+from .timestamped import TimestampedSerde, ValueAndTimestamp
 from .windowed import WindowedTable, WindowKeySerde
 
 _LEN = struct.Struct(">I")
 _TIME = struct.Struct(">q")
 _LATEST = 2**63 - 1
+
+__all__ = [
+    "PendingWindows",
+    "SessionKeySerde",
+    "SessionStore",
+    "TimeWindowStore",
+    "TimestampedSerde",
+    "ValueAndTimestamp",
+    "Windowed",
+    "WindowedKeySerde",
+]
 
 
 class Windowed(NamedTuple):
@@ -38,13 +50,6 @@ class Windowed(NamedTuple):
     key: Any
     start_ms: int
     end_ms: int
-
-
-class ValueAndTimestamp(NamedTuple):
-    """An aggregate with the timestamp of the latest record in it."""
-
-    value: Any
-    timestamp: int
 
 
 class WindowedKeySerde(WindowKeySerde):
@@ -60,27 +65,12 @@ class SessionKeySerde(WindowedKeySerde):
     end_first = True
 
 
-class TimestampedSerde:
-    """`ValueAndTimestamp` <-> `timestamp | value bytes`, the value with its own serde."""
-
-    def __init__(self, inner: Serde[Any]) -> None:
-        self.inner = inner
-
-    def serialize(self, value: ValueAndTimestamp | None) -> bytes | None:
-        if value is None:
-            return None
-        return _TIME.pack(value.timestamp) + (self.inner.serialize(value.value) or b"")
-
-    def deserialize(self, data: bytes | None) -> ValueAndTimestamp | None:
-        if data is None:
-            return None
-        (timestamp,) = _TIME.unpack_from(data)
-        return ValueAndTimestamp(self.inner.deserialize(data[_TIME.size :]), timestamp)
-
-
 class TimeWindowStore(WindowedTable):
     """Windows of `size_ms` (a sliding window's time difference), kept `retention_ms`
-    of stream time after they end."""
+    of stream time after they end. Rows are `ValueAndTimestamp`: a window's result
+    carries its latest record's timestamp."""
+
+    timestamped = True
 
     def __init__(self, name: str, changelog: Topic, size_ms: int, retention_ms: int) -> None:
         # Which windows a record falls in is the aggregation's business (hopping,
@@ -144,6 +134,8 @@ class PendingWindows(Table):
 
     No expiry: a row leaves when its window is emitted (or merged away, for sessions).
     """
+
+    timestamped = True
 
     def __init__(self, name: str, changelog: Topic, window_key_serde: Serde[Any]) -> None:
         super().__init__(name, changelog)

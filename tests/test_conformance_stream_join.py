@@ -1,0 +1,342 @@
+"""Kafka Streams conformance: windowed stream-stream joins.
+
+Ported from org.apache.kafka.streams.kstream.internals.KStreamKStreamJoinTest and
+KStreamKStreamOuterJoinTest (Kafka 3.x, with the outer-join emit interval set to 0
+as those tests set it). Each step pipes records and checks what came out since the
+previous step, as Kafka's `checkAndClearProcessResult` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from conformance import records, tostring_joiner
+
+import streamkit as sk
+from streamkit.dsl.joins import JoinWindows
+from streamkit.testing import TopologyTestDriver
+
+Input = tuple[str, int, str, int]  # topic, key, value, timestamp
+Output = tuple[int, str, int]
+KEYS = (0, 1, 2, 3)
+
+
+def _run(how: str, window: JoinWindows, steps: Sequence[tuple[list[Input], list[Output]]]) -> None:
+    app = sk.App(f"kstream-{how}-join")
+    topic1, topic2, out = (
+        app.topic(name, key_type=int, value_type=str) for name in ("topic1", "topic2", "out")
+    )
+    stream = app.stream(topic1)
+    join = {"inner": stream.join, "left": stream.left_join, "outer": stream.outer_join}[how]
+    join(app.stream(topic2), tostring_joiner, window=window).to(out)
+    topics = {"topic1": topic1, "topic2": topic2}
+    with TopologyTestDriver(app) as driver:
+        for number, (inputs, expected) in enumerate(steps):
+            for topic, key, value, ts in inputs:
+                driver.pipe(topics[topic], key, value, timestamp_ms=ts)
+            assert records(driver, out) == expected, f"step {number}"
+
+
+def _all(topic: str, letter: str, ts: int) -> list[Input]:
+    """Kafka's loop `for key in expectedKeys: pipeInput(key, letter + key, ts)`."""
+    return [(topic, k, f"{letter}{k}", ts) for k in KEYS]
+
+
+def _a_series() -> list[Input]:
+    return [("topic1", k, f"A{k}", 1000 + k) for k in KEYS]
+
+
+def test_KStreamKStreamJoinTest_testAsymmetricWindowingAfter() -> None:
+    # JoinWindows.ofTimeDifferenceWithNoGrace(0).after(100)
+    _run(
+        "inner",
+        JoinWindows(before=0, after=0.1),
+        [
+            (_a_series(), []),
+            (_all("topic2", "a", 999), []),
+            (_all("topic2", "b", 1000), [(0, "A0+b0", 1000)]),
+            (_all("topic2", "c", 1001), [(0, "A0+c0", 1001), (1, "A1+c1", 1001)]),
+            (
+                _all("topic2", "d", 1002),
+                [(0, "A0+d0", 1002), (1, "A1+d1", 1002), (2, "A2+d2", 1002)],
+            ),
+            (_all("topic2", "e", 1003), [(k, f"A{k}+e{k}", 1003) for k in KEYS]),
+            (_all("topic2", "f", 1100), [(k, f"A{k}+f{k}", 1100) for k in KEYS]),
+            (
+                _all("topic2", "g", 1101),
+                [(1, "A1+g1", 1101), (2, "A2+g2", 1101), (3, "A3+g3", 1101)],
+            ),
+            (_all("topic2", "h", 1102), [(2, "A2+h2", 1102), (3, "A3+h3", 1102)]),
+            (_all("topic2", "i", 1103), [(3, "A3+i3", 1103)]),
+            (_all("topic2", "j", 1104), []),
+        ],
+    )
+
+
+def test_KStreamKStreamJoinTest_testAsymmetricWindowingBefore() -> None:
+    # JoinWindows.ofTimeDifferenceWithNoGrace(0).before(100)
+    _run(
+        "inner",
+        JoinWindows(before=0.1, after=0),
+        [
+            (_a_series(), []),
+            (_all("topic2", "a", 899), []),
+            (_all("topic2", "b", 900), [(0, "A0+b0", 1000)]),
+            (_all("topic2", "c", 901), [(0, "A0+c0", 1000), (1, "A1+c1", 1001)]),
+            (
+                _all("topic2", "d", 902),
+                [(0, "A0+d0", 1000), (1, "A1+d1", 1001), (2, "A2+d2", 1002)],
+            ),
+            (_all("topic2", "e", 903), [(k, f"A{k}+e{k}", 1000 + k) for k in KEYS]),
+            (_all("topic2", "f", 1000), [(k, f"A{k}+f{k}", 1000 + k) for k in KEYS]),
+            (
+                _all("topic2", "g", 1001),
+                [(1, "A1+g1", 1001), (2, "A2+g2", 1002), (3, "A3+g3", 1003)],
+            ),
+            (_all("topic2", "h", 1002), [(2, "A2+h2", 1002), (3, "A3+h3", 1003)]),
+            (_all("topic2", "i", 1003), [(3, "A3+i3", 1003)]),
+            (_all("topic2", "j", 1004), []),
+        ],
+    )
+
+
+def test_KStreamKStreamOuterJoinTest_testOuterJoinDuplicates() -> None:
+    # JoinWindows.ofTimeDifferenceAndGrace(100, 10)
+    _run(
+        "outer",
+        JoinWindows.of(0.1, grace=0.01),
+        [
+            (
+                [
+                    ("topic1", 0, "A0", 0),
+                    ("topic1", 0, "A0-0", 0),
+                    ("topic2", 1, "a1", 0),
+                    ("topic2", 1, "a1-0", 0),
+                    ("topic2", 1, "a0", 111),
+                    ("topic2", 3, "dummy", 211),
+                ],
+                [(1, "null+a1", 0), (1, "null+a1-0", 0), (0, "A0+null", 0), (0, "A0-0+null", 0)],
+            ),
+            (
+                [
+                    ("topic1", 2, "A2", 200),
+                    ("topic1", 2, "A2-0", 200),
+                    ("topic2", 2, "a2", 201),
+                    ("topic2", 2, "a2-0", 201),
+                ],
+                [
+                    (2, "A2+a2", 201),
+                    (2, "A2-0+a2", 201),
+                    (2, "A2+a2-0", 201),
+                    (2, "A2-0+a2-0", 201),
+                ],
+            ),
+            ([("topic2", 3, "dummy", 1500)], [(1, "null+a0", 111), (3, "null+dummy", 211)]),
+        ],
+    )
+
+
+def _expired_non_joined(first: str, second: str, grace: float, flush_ts: int) -> None:
+    """The four testXExpiredNonJoinedRecordsAreEmittedByTheYProcessor cases: records of
+    `first` wait unmatched; a dummy on `second` emits them once their window closed."""
+    swapped = first == "topic2"
+
+    def joined(mine: str, theirs: str) -> str:
+        return f"{theirs}+{mine}" if swapped else f"{mine}+{theirs}"
+
+    other = "topic2" if first == "topic1" else "topic1"
+    _run(
+        "outer",
+        JoinWindows.of(0.1, grace=grace),
+        [
+            ([(first, 0, "A0", 1), (first, 1, "A1", 2), (first, 0, "A0-0", 3)], []),
+            ([(other, 1, "a1", 3)], [(1, joined("A1", "a1"), 3)]),
+            (
+                [(second, 2, "dummy", 401)],
+                [(0, joined("A0", "null"), 1), (0, joined("A0-0", "null"), 3)],
+            ),
+            (
+                [("topic2" if second == "topic1" else "topic1", 2, "dummy", flush_ts)],
+                [(2, "dummy+dummy", flush_ts)],
+            ),
+        ],
+    )
+
+
+def test_KStreamKStreamOuterJoinTest_left_expired_by_left() -> None:
+    """KStreamKStreamOuterJoinTest.testLeftExpiredNonJoinedRecordsAreEmittedByTheLeftProcessor"""
+    _expired_non_joined("topic1", "topic1", 0, 401)
+
+
+def test_KStreamKStreamOuterJoinTest_left_expired_by_right() -> None:
+    """KStreamKStreamOuterJoinTest.testLeftExpiredNonJoinedRecordsAreEmittedByTheRightProcessor"""
+    _expired_non_joined("topic1", "topic2", 0, 402)
+
+
+def test_KStreamKStreamOuterJoinTest_right_expired_by_left() -> None:
+    """KStreamKStreamOuterJoinTest.testRightExpiredNonJoinedRecordsAreEmittedByTheLeftProcessor"""
+    _expired_non_joined("topic2", "topic1", 0, 402)
+
+
+def test_KStreamKStreamOuterJoinTest_right_expired_by_right() -> None:
+    """KStreamKStreamOuterJoinTest.testRightExpiredNonJoinedRecordsAreEmittedByTheRightProcessor"""
+    _expired_non_joined("topic2", "topic2", 0, 402)
+
+
+def test_KStreamKStreamOuterJoinTest_testOrdering() -> None:
+    _run(
+        "outer",
+        JoinWindows.of(0.1),
+        [
+            ([("topic1", 0, "A0", 0), ("topic1", 1, "A1", 100)], []),
+            ([("topic2", 1, "a1", 110)], [(0, "A0+null", 0), (1, "A1+a1", 110)]),
+        ],
+    )
+
+
+def test_KStreamKStreamOuterJoinTest_testGracePeriod() -> None:
+    _run(
+        "outer",
+        JoinWindows.of(0.1, grace=0.01),
+        [
+            ([("topic1", 0, "A0", 0), ("topic2", 1, "a1", 0)], []),
+            ([("topic2", 0, "a0", 101), ("topic1", 1, "A1", 101)], []),
+            ([("topic2", 0, "dummy", 211)], [(1, "null+a1", 0), (0, "A0+null", 0)]),
+        ],
+    )
+
+
+def test_KStreamKStreamOuterJoinTest_testOuterJoinWithDefaultSuppliers() -> None:
+    """runOuterJoin: every record at time 0; all of them find a partner."""
+    _run(
+        "outer",
+        JoinWindows.of(0.1),
+        [
+            ([("topic1", k, f"A{k}", 0) for k in (0, 1)], []),
+            ([("topic2", k, f"a{k}", 0) for k in (0, 1)], [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
+            ([("topic1", k, f"B{k}", 0) for k in (0, 1, 2)], [(0, "B0+a0", 0), (1, "B1+a1", 0)]),
+            (
+                _all("topic2", "b", 0),
+                [
+                    (0, "A0+b0", 0),
+                    (0, "B0+b0", 0),
+                    (1, "A1+b1", 0),
+                    (1, "B1+b1", 0),
+                    (2, "B2+b2", 0),
+                ],
+            ),
+            (
+                _all("topic1", "C", 0),
+                [
+                    (0, "C0+a0", 0),
+                    (0, "C0+b0", 0),
+                    (1, "C1+a1", 0),
+                    (1, "C1+b1", 0),
+                    (2, "C2+b2", 0),
+                    (3, "C3+b3", 0),
+                ],
+            ),
+            ([("topic1", 0, "dummy", 400)], []),
+        ],
+    )
+
+
+def test_KStreamKStreamLeftJoinTest_testLeftJoinedRecordsWithZeroAfterAreEmitted() -> None:
+    # JoinWindows.ofTimeDifferenceWithNoGrace(100).after(0): a left record's window ends
+    # at its own timestamp, so the next one closes it; a later partner still joins.
+    _run(
+        "left",
+        JoinWindows(before=0.1, after=0),
+        [
+            (_a_series(), [(0, "A0+null", 1000), (1, "A1+null", 1001), (2, "A2+null", 1002)]),
+            (_all("topic2", "a", 999), [(k, f"A{k}+a{k}", 1000 + k) for k in KEYS]),
+            (_all("topic2", "b", 1000), [(k, f"A{k}+b{k}", 1000 + k) for k in KEYS]),
+            (
+                _all("topic2", "c", 1001),
+                [(1, "A1+c1", 1001), (2, "A2+c2", 1002), (3, "A3+c3", 1003)],
+            ),
+            (_all("topic2", "d", 1002), [(2, "A2+d2", 1002), (3, "A3+d3", 1003)]),
+            (_all("topic2", "e", 1003), [(3, "A3+e3", 1003)]),
+            (_all("topic2", "f", 1100), []),
+        ],
+    )
+
+
+def test_KStreamKStreamLeftJoinTest_testGracePeriod() -> None:
+    _run(
+        "left",
+        JoinWindows.of(0.1, grace=0.01),
+        [
+            ([("topic1", k, f"A{k}", 0) for k in (0, 1)], []),
+            (_all("topic2", "a", 101), []),
+            ([("topic2", 0, "dummy", 1201)], [(0, "A0+null", 0), (1, "A1+null", 0)]),
+        ],
+    )
+
+
+def test_KStreamKStreamLeftJoinTest_shouldNotEmitLeftJoinResultForAsymmetricWindow() -> None:
+    # JoinWindows.ofTimeDifferenceWithNoGrace(100).before(0)
+    _run(
+        "left",
+        JoinWindows(before=0, after=0.1),
+        [
+            ([("topic1", 0, "A0", 0), ("topic1", 1, "A1", 1)], []),
+            ([("topic2", 0, "a0", 100)], [(0, "A0+a0", 100)]),
+            ([("topic2", 1, "a1", 102)], [(1, "A1+null", 1)]),
+        ],
+    )
+
+
+def _series(letter: str, ts: int) -> list[Input]:
+    return _all("topic1", letter, ts)
+
+
+def test_KStreamKStreamLeftJoinTest_testWindowing() -> None:
+    """With testUpperWindowBound and testLowerWindowBound: records far behind stream time
+    still join what the other side holds, and unmatched ones come out at once."""
+    _run(
+        "left",
+        JoinWindows.of_time_difference_with_no_grace(0.1),
+        [
+            ([("topic1", k, f"A{k}", 0) for k in (0, 1)], []),
+            (_all("topic2", "a", 0), [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
+            # testUpperWindowBound
+            ([("topic2", k, f"b{k}", 1000 + k) for k in KEYS], []),
+            (_series("B", 1100), [(k, f"B{k}+b{k}", 1100) for k in KEYS]),
+            (_series("C", 1101), [(k, f"C{k}+b{k}", 1101) for k in (1, 2, 3)]),
+            (_series("D", 1102), [(k, f"D{k}+b{k}", 1102) for k in (2, 3)]),
+            (_series("E", 1103), [(3, "E3+b3", 1103)]),
+            (_series("F", 1104), []),
+            (
+                [("topic1", 0, "dummy", 1405)],
+                [
+                    (0, "C0+null", 1101),
+                    (0, "D0+null", 1102),
+                    (1, "D1+null", 1102),
+                    (0, "E0+null", 1103),
+                    (1, "E1+null", 1103),
+                    (2, "E2+null", 1103),
+                    (0, "F0+null", 1104),
+                    (1, "F1+null", 1104),
+                    (2, "F2+null", 1104),
+                    (3, "F3+null", 1104),
+                ],
+            ),
+            # testLowerWindowBound: far behind stream time (1405)
+            (_series("G", 899), [(k, f"G{k}+null", 899) for k in KEYS]),
+            (
+                _series("H", 900),
+                [(0, "H0+b0", 1000), (1, "H1+null", 900), (2, "H2+null", 900), (3, "H3+null", 900)],
+            ),
+            (
+                _series("I", 901),
+                [(0, "I0+b0", 1000), (1, "I1+b1", 1001), (2, "I2+null", 901), (3, "I3+null", 901)],
+            ),
+            (
+                _series("J", 902),
+                [(0, "J0+b0", 1000), (1, "J1+b1", 1001), (2, "J2+b2", 1002), (3, "J3+null", 902)],
+            ),
+            (_series("K", 903), [(k, f"K{k}+b{k}", 1000 + k) for k in KEYS]),
+            ([("topic1", 0, "dummy", 1203)], [(0, "dummy+null", 1203)]),
+        ],
+    )

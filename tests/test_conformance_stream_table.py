@@ -1,0 +1,80 @@
+"""Kafka Streams conformance: KStream-KTable left join.
+
+Ported from org.apache.kafka.streams.kstream.internals.KStreamKTableLeftJoinTest: a
+stream record joins the table's current row (None where there is none), keeps its
+own timestamp, and a null key joins nothing but is not dropped (KIP-962).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conformance import JoinStep, records, run_join_steps, tostring_joiner
+
+import streamkit as sk
+from streamkit.testing import TopologyTestDriver
+
+X_NULL_TWO = [(0, "X0+null", 0), (1, "X1+null", 1)]
+X_Y_TWO = [(0, "X0+Y0", 0), (1, "X1+Y1", 1), (2, "X2+null", 2), (3, "X3+null", 3)]
+CASES: dict[str, list[JoinStep]] = {
+    "shouldJoinWithEmptyTableOnStreamUpdates": [(("stream", 2, "X"), X_NULL_TWO)],
+    "shouldNotJoinOnTableUpdates": [
+        (("stream", 2, "X"), X_NULL_TWO),
+        (("table", 2, "Y"), []),
+        (("stream", 4, "X"), X_Y_TWO),
+        (("table", 4, "YY"), []),
+        (("stream", 4, "X"), [(k, f"X{k}+YY{k}", k) for k in range(4)]),
+        (("table", 4, "YYY"), []),
+    ],
+    "shouldJoinRegardlessIfMatchFoundOnStreamUpdates": [
+        (("table", 2, "Y"), []),
+        (("stream", 4, "X"), X_Y_TWO),
+    ],
+    "shouldClearTableEntryOnNullValueUpdates": [
+        (("table", 4, "Y"), []),
+        (("stream", 4, "X"), [(k, f"X{k}+Y{k}", k) for k in range(4)]),
+        (("nulls", 2, ""), []),
+        (
+            ("stream", 4, "XX"),
+            [(0, "XX0+null", 0), (1, "XX1+null", 1), (2, "XX2+Y2", 2), (3, "XX3+Y3", 3)],
+        ),
+    ],
+}
+
+
+def _left_join() -> tuple[sk.App, tuple[sk.Topic, sk.Topic, sk.Topic]]:
+    app = sk.App("kstream-ktable-left-join")
+    stream, table, out = (
+        app.topic(n, key_type=int, value_type=str) for n in ("streamTopic", "tableTopic", "out")
+    )
+    app.stream(stream).left_join(app.ktable(table), tostring_joiner).to(out)
+    return app, (stream, table, out)
+
+
+@pytest.mark.parametrize("method", CASES)
+def test_KStreamKTableLeftJoinTest(method: str) -> None:
+    """KStreamKTableLeftJoinTest.<method>; pushToTable's timestamps are random in Kafka's."""
+    app, topics = _left_join()
+    table_timestamps = random.Random(method)
+    with TopologyTestDriver(app) as driver:
+        run_join_steps(
+            driver, topics, CASES[method], lambda _key: table_timestamps.randrange(2**31 - 1)
+        )
+
+
+def test_KStreamKTableLeftJoinTest_shouldNotDropLeftNullKey() -> None:
+    app, (stream, table, out) = _left_join()
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(table, 0, "Y0", timestamp_ms=7)
+        driver.pipe(stream, None, "A", timestamp_ms=0)
+        assert records(driver, out) == [(None, "A+null", 0)]
+
+
+def test_KStreamKTableLeftJoinTest_shouldLogAndMeterWhenSkippingNullLeftValue() -> None:
+    app, (stream, _table, out) = _left_join()
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(stream, 1, None, timestamp_ms=0)
+        assert records(driver, out) == []
+    node = "KSTREAM-LEFTJOIN-0000000003"
+    assert app.metrics.value("dropped_records", node=node, reason="null value") == 1
