@@ -4,7 +4,7 @@
 with its own data dir and environment, their stdout and stderr captured to files
 under the test's tmp_path. Tests wait on their log lines with deadlines (never a
 fixed sleep), send them SIGTERM or SIGKILL, and the `cluster` fixture kills
-whatever a test left running, each process by its own pid.
+whatever a test left running, each process by its own pid (conftest.py).
 
 The Kafka helpers use aiokafka directly, as a user reading the broker would:
 produce keyed records with the batch API, read a whole topic to its true end (the
@@ -24,12 +24,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -336,16 +335,6 @@ class Cluster:
             w.kill()
 
 
-@pytest.fixture
-def cluster(kafka_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    """A Cluster whose leftover workers are killed (by their own pids) after the test."""
-    c = Cluster(kafka_url, tmp_path)
-    try:
-        yield c
-    finally:
-        c.kill_all()
-
-
 # Kafka helpers -----------------------------------------------------------------------
 
 
@@ -632,7 +621,6 @@ __all__ = [
     "Record",
     "WorkerProcess",
     "by_partition",
-    "cluster",
     "committed_offsets",
     "create_topic",
     "end_offsets",

@@ -23,7 +23,6 @@ from cluster import (
     Cluster,
     Feeder,
     Produced,
-    cluster,  # noqa: F401
     committed_offsets,
     create_topic,
     end_offsets,
@@ -33,7 +32,6 @@ from cluster import (
     servers,
     wait_for_commits,
 )
-from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 
 from streamkit.partitioner import partition_for
 
@@ -98,7 +96,7 @@ class Names:
 
 
 @pytest.fixture
-def names(kafka_url: str, topic_name: Callable[[str], str]) -> Names:  # noqa: F811
+def names(kafka_url: str, topic_name: Callable[[str], str]) -> Names:
     return Names(kafka_url, topic_name("app"), topic_name("in"), topic_name("out"))
 
 
@@ -138,7 +136,7 @@ class Counted:
 
 async def test_a_repartitioned_count_survives_a_kill_within_the_uncommitted_window(
     names: Names,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     repartition = names.internal("by-user", "repartition")
     await names.create_topics()
@@ -237,7 +235,7 @@ def city_counts(cities: dict[str, str | None]) -> Counter[str]:
 
 async def test_a_regrouped_ktable_is_restored_from_its_topic_on_the_survivor(
     names: Names,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """The KTable's store comes back from its own topic (no changelog is written for
     it): people who move after the kill leave their old city, whose count the

@@ -31,7 +31,6 @@ from cluster import (
     COMMIT_INTERVAL_S,
     Cluster,
     WorkerProcess,
-    cluster,  # noqa: F401
     committed_offsets,
     create_topic,
     partition_of,
@@ -40,7 +39,6 @@ from cluster import (
     wait_for_commits,
     wait_until,
 )
-from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 
 from streamkit.devbroker import free_port
 
@@ -160,7 +158,7 @@ class JoinNames:
 
 
 @pytest.fixture
-def join_names(kafka_url: str, topic_name: Callable[[str], str]) -> JoinNames:  # noqa: F811
+def join_names(kafka_url: str, topic_name: Callable[[str], str]) -> JoinNames:
     return JoinNames(
         kafka_url,
         topic_name("app"),
@@ -273,7 +271,7 @@ async def read_joined(url: str, topic: str) -> list[Joined]:
 
 async def test_joins_with_two_workers_survive_a_kill_with_their_tables_and_buffers(
     join_names: JoinNames,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     names = join_names
     await names.create_topics()
@@ -401,7 +399,7 @@ async def test_joins_with_two_workers_survive_a_kill_with_their_tables_and_buffe
 
 async def test_a_join_of_topics_with_different_partition_counts_is_refused_before_consuming(
     join_names: JoinNames,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     names = join_names
     await names.create_topics(customer_partitions=3)
@@ -445,7 +443,7 @@ class WindowNames:
 
 
 @pytest.fixture
-def window_names(kafka_url: str, topic_name: Callable[[str], str]) -> WindowNames:  # noqa: F811
+def window_names(kafka_url: str, topic_name: Callable[[str], str]) -> WindowNames:
     return WindowNames(kafka_url, topic_name("app"), topic_name("in"), topic_name("out"))
 
 
@@ -502,7 +500,7 @@ def scrape_late(port: int) -> float:
 
 async def test_a_final_windowed_count_with_two_workers_emits_each_window_once(
     window_names: WindowNames,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     names = window_names
     await create_topic(names.url, names.input, PARTITIONS)

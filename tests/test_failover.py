@@ -24,7 +24,6 @@ from cluster import (
     Producer,
     Record,
     WorkerProcess,
-    cluster,  # noqa: F401
     committed_offsets,
     create_topic,
     ends_of,
@@ -34,7 +33,6 @@ from cluster import (
     wait_for_commits,
     wait_until,
 )
-from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 
 APP = "sk_counting_table:app"
 PARTITIONS = 4
@@ -108,7 +106,7 @@ class Counting:
 
 
 @pytest.fixture
-def counting(kafka_url: str, topic_name: Callable[[str], str]) -> Counting:  # noqa: F811
+def counting(kafka_url: str, topic_name: Callable[[str], str]) -> Counting:
     return Counting(kafka_url, topic_name("app"), topic_name("in"), topic_name("out"))
 
 
@@ -133,7 +131,7 @@ def key_of(i: int) -> bytes:
 
 async def test_counts_survive_a_kill_within_the_uncommitted_window(
     counting: Counting,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await counting.create_topics()
     feeder = Feeder(counting.url, counting.input, PARTITIONS, rate=RATE, key_of=key_of).start()
@@ -203,7 +201,7 @@ async def run_to_commit(
 async def test_a_worker_restores_its_counts_when_its_state_files_are_lost(
     damage: str,
     counting: Counting,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
     tmp_path: Path,
 ) -> None:
     await counting.create_topics()
@@ -277,7 +275,7 @@ async def write_changelog(
 
 async def test_a_changelog_of_many_large_batches_is_restored_to_its_last_record(
     counting: Counting,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """Tansu reports a partition's end as the last batch's first offset + 1: a restore
     that trusted it would lose the rest of the last batch."""
@@ -305,7 +303,7 @@ async def test_a_changelog_of_many_large_batches_is_restored_to_its_last_record(
 
 async def test_workers_joining_during_a_restore_end_with_every_task_running(
     counting: Counting,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
     tmp_path: Path,
 ) -> None:
     """One worker restores a table; two more join while it does. The tasks it gives

@@ -23,7 +23,6 @@ from cluster import (
     Feeder,
     Produced,
     WorkerProcess,
-    cluster,  # noqa: F401
     committed_offsets,
     create_topic,
     ends_of,
@@ -31,7 +30,6 @@ from cluster import (
     read_topic,
     wait_for_commits,
 )
-from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 
 APP = "sk_scale_echo:app"
 PARTITIONS = 4
@@ -95,7 +93,7 @@ class Echo:
 
 
 @pytest.fixture
-def echo(kafka_url: str, topic_name: Callable[[str], str]) -> Echo:  # noqa: F811
+def echo(kafka_url: str, topic_name: Callable[[str], str]) -> Echo:
     return Echo(kafka_url, topic_name("app"), topic_name("in"), topic_name("out"))
 
 
@@ -166,7 +164,7 @@ async def produced_after(feeder: Feeder, extra: int) -> None:
 
 async def test_one_worker_processes_a_prefilled_topic_exactly_once(
     echo: Echo,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await echo.create_topics()
     produced = await produce(
@@ -197,7 +195,7 @@ async def test_one_worker_processes_a_prefilled_topic_exactly_once(
 
 async def test_a_second_worker_takes_half_of_the_tasks_while_input_flows(
     echo: Echo,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await echo.create_topics()
     feeder = Feeder(echo.url, echo.input, PARTITIONS, rate=RATE, key_of=key_of).start()
@@ -226,7 +224,7 @@ async def test_a_second_worker_takes_half_of_the_tasks_while_input_flows(
 
 async def test_agents_of_tasks_that_stay_keep_their_in_memory_state_across_a_rebalance(
     echo: Echo,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """Tasks are suspended, not closed, when revoked: an agent instance that stays on
     its worker goes on counting, one that moves starts over on the new worker."""
@@ -265,7 +263,7 @@ async def test_agents_of_tasks_that_stay_keep_their_in_memory_state_across_a_reb
 
 async def test_the_survivor_of_a_kill_takes_every_task_and_loses_nothing(
     echo: Echo,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await echo.create_topics()
     feeder = Feeder(echo.url, echo.input, PARTITIONS, rate=RATE, key_of=key_of).start()
@@ -321,7 +319,7 @@ async def test_the_survivor_of_a_kill_takes_every_task_and_loses_nothing(
 
 async def test_sigterm_hands_tasks_over_without_loss_or_duplicates(
     echo: Echo,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await echo.create_topics()
     feeder = Feeder(echo.url, echo.input, PARTITIONS, rate=RATE, key_of=key_of).start()
@@ -350,7 +348,7 @@ async def test_sigterm_hands_tasks_over_without_loss_or_duplicates(
 
 async def test_three_workers_joining_one_after_another_end_balanced_with_few_moves(
     echo: Echo,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await echo.create_topics()
     feeder = Feeder(echo.url, echo.input, PARTITIONS, rate=RATE, key_of=key_of).start()
@@ -387,7 +385,7 @@ async def test_three_workers_joining_one_after_another_end_balanced_with_few_mov
 
 async def test_records_fetched_right_after_an_assignment_reach_their_tasks(
     echo: Echo,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """A worker's consumer hands out records of a partition as soon as the group has
     assigned it, while the rebalance listener may still be awaiting (it checks each
