@@ -492,15 +492,12 @@ async def test_a_reader_gets_every_record_up_to_the_true_end_of_a_partition(
         reader.assign({tp0: 0})
         assert reader.position(tp0) == 0
         assert await reader.offsets(tp0) == (0, n)
-        started = time.monotonic()
         got = (await read_to_end(reader, [tp0], max_records=500))[tp0]
-        elapsed = time.monotonic() - started
         assert [r.offset for r in got] == list(range(n))
         assert [r.value for r in got] == [b"%068d" % i for i in range(n)]
         assert got[-1].timestamp == 1000 + n - 1
         assert reader.position(tp0) == n
         assert await reader.getmany(0.1, 500) == {}
-        assert elapsed < 10
 
         # From the middle, in the middle of a batch: exactly the tail.
         reader.assign({tp0: 12_345})
