@@ -163,7 +163,7 @@ def worker(
     stop_when_idle: float | None,
 ) -> None:
     """Run the app's agents on this process's share of the tasks."""
-    from .runtime.worker import run_worker
+    from .runtime.worker import EXIT_SHUTDOWN_TIMED_OUT, ShutdownTimedOut, run_worker
 
     app = load_app(app_ref)
     app.configure(
@@ -177,6 +177,10 @@ def worker(
         # The user's own traceback helps them fix their agent; ours would not.
         log.error("%s", exc, exc_info=exc.__cause__)
         raise
+    except ShutdownTimedOut:
+        # The shutdown already said what it left undone, in one line.
+        log.warning("worker stopped, not cleanly (exit status %d)", EXIT_SHUTDOWN_TIMED_OUT)
+        sys.exit(EXIT_SHUTDOWN_TIMED_OUT)
     log.info("worker stopped cleanly")
 
 

@@ -36,11 +36,17 @@ class Coordinator:
         self.standbys: dict[TaskId, StandbyTask] = {}
         self._jobs: dict[Task | StandbyTask, asyncio.Task[None]] = {}
         self._by_partition: dict[TopicPartition, Task] = {}
+        # Set by close_all: a rebalance finishing during the shutdown starts nothing.
+        self._closed = False
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         return self._by_partition.get(tp)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._closed:
+            # The consumer finished a join it began before the worker was told to stop.
+            log.info("not starting tasks of an assignment that came during the shutdown")
+            return
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
             by_task[self._topology.task_id_for(tp)].add(tp)
@@ -84,10 +90,14 @@ class Coordinator:
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Suspend, not close: with eager rebalancing most tasks come straight back."""
+        if self._closed:
+            return
         touched = {t for tp in revoked if (t := self._by_partition.get(tp)) is not None}
         await asyncio.gather(*(t.suspend() for t in touched))
 
     async def close_all(self) -> None:
+        """Close every task and standby, and take no assignment after (a shutdown)."""
+        self._closed = True
         await self._close(set(self.tasks))
         await self._close_standbys(set(self.standbys))
 
@@ -104,12 +114,15 @@ class Coordinator:
     async def _stop(self, runnables: Sequence[Task | StandbyTask]) -> None:
         for runnable in runnables:
             runnable.request_stop()
-        jobs = [self._jobs.pop(r) for r in runnables]
-        await asyncio.gather(*jobs, return_exceptions=True)
+        try:
+            await asyncio.gather(*(self._jobs[r] for r in runnables), return_exceptions=True)
+        finally:
+            for runnable in runnables:
+                self._jobs.pop(runnable, None)
 
-    def cancel_all(self) -> None:
-        for job in self._jobs.values():
-            job.cancel()
+    def unfinished(self) -> list[str]:
+        """Tasks and standbys whose coroutine has not ended yet, sorted."""
+        return sorted(str(r.id) for r, job in self._jobs.items() if not job.done())
 
     def has_queued_records(self) -> bool:
         return any(t.has_queued() for t in self.tasks.values())

@@ -12,6 +12,11 @@ With SKT_HOLD_RESTORE_FILE set, every restore holds after its first batch until
 that file exists: a test arranges a rebalance while a restore is still going on,
 however fast the machine restores.
 
+With SKT_SLOW_RESTORE_S set, every restored batch takes that much longer: a
+restore that makes progress, slowly. With SKT_HOLD_AGENT_FILE set, the agent logs
+"holding at offset N" at its first record and holds until that file exists: a
+task busy with its batch in hand, which a rebalance must wait for.
+
 For each input the agent adds one to the key's count and outputs the key with
 `<count> <input partition> <input offset> <worker>`, so a test can tell which
 input, and which worker, produced each count.
@@ -20,6 +25,7 @@ input, and which worker, produced each count.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
@@ -44,13 +50,37 @@ class HoldRestore(sk.RestoreListener):
             await asyncio.sleep(0.02)
 
 
+class SlowRestore(sk.RestoreListener):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def on_batch_restored(self, *_: Any) -> None:
+        await asyncio.sleep(self.seconds)
+
+
 if "SKT_HOLD_RESTORE_FILE" in os.environ:
     app.set_restore_listener(HoldRestore(os.environ["SKT_HOLD_RESTORE_FILE"]))
+elif "SKT_SLOW_RESTORE_S" in os.environ:
+    app.set_restore_listener(SlowRestore(float(os.environ["SKT_SLOW_RESTORE_S"])))
+HOLD_AGENT = os.environ.get("SKT_HOLD_AGENT_FILE")
+log = logging.getLogger("sk_counting_table")
+
+
+async def hold_agent(offset: int) -> None:
+    assert HOLD_AGENT is not None
+    log.info("holding at offset %d", offset)
+    # A file another process creates: nothing to await but time.
+    while not os.path.exists(HOLD_AGENT):  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.02)
 
 
 @app.agent(source, sink=sink)
 async def count(stream: Any) -> Any:
+    held = HOLD_AGENT is None
     async for event in stream.events():
+        if not held:
+            held = True
+            await hold_agent(event.offset)
         counts[event.key] += 1
         yield event.key, f"{counts[event.key]} {event.partition} {event.offset} {WORKER}"
 
