@@ -173,7 +173,7 @@ async def test_sigterm_while_a_restore_is_stuck_exits_within_the_timeout(
     await write_changelog(names, 400)
     never = tmp_path / "never-created"
     w1 = cluster.start(APP, "w1", env=names.env(SKT_HOLD_RESTORE_FILE=str(never)))
-    await cluster.wait_for_assignment([w1], TASKS)
+    await w1.wait_for_line(r"holding the restore of task", count=PARTITIONS)
     code, took = await terminate(w1)
 
     line = assert_stopped_past_the_timeout(w1, code, took)

@@ -379,6 +379,10 @@ class Worker:
         job = asyncio.ensure_future(step)
         done, _ = await asyncio.wait((job,), timeout=max(0.0, budget_s))
         if job in done:
+            if job.cancelled():
+                # aiokafka lets the CancelledError of an inner task it awaited escape.
+                log.debug("%r ended cancelled", step)
+                return False
             job.result()
             return True
         on_timeout()

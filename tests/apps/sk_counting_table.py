@@ -33,6 +33,7 @@ from typing import Any
 import streamkit as sk
 
 WORKER = os.environ.get("SKT_WORKER", "?")
+log = logging.getLogger("sk_counting_table")
 
 app = sk.App(os.environ["SKT_APP_ID"])
 source = app.topic(os.environ["SKT_INPUT"], key_type=str, value_type=str, partitions=4)
@@ -44,7 +45,9 @@ class HoldRestore(sk.RestoreListener):
     def __init__(self, release: str) -> None:
         self.release = release
 
-    async def on_batch_restored(self, *_: Any) -> None:
+    async def on_batch_restored(self, task: Any, *_: Any) -> None:
+        if not os.path.exists(self.release):  # noqa: ASYNC240
+            log.info("holding the restore of task %s", task)
         # A file another process creates: nothing to await but time.
         while not os.path.exists(self.release):  # noqa: ASYNC110, ASYNC240
             await asyncio.sleep(0.02)
@@ -63,7 +66,6 @@ if "SKT_HOLD_RESTORE_FILE" in os.environ:
 elif "SKT_SLOW_RESTORE_S" in os.environ:
     app.set_restore_listener(SlowRestore(float(os.environ["SKT_SLOW_RESTORE_S"])))
 HOLD_AGENT = os.environ.get("SKT_HOLD_AGENT_FILE")
-log = logging.getLogger("sk_counting_table")
 
 
 async def hold_agent(offset: int) -> None:
