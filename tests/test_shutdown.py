@@ -11,6 +11,10 @@ naming what was left undone (README, "Stopping a worker").
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from cluster import (
+    APPS,
     Cluster,
     WorkerProcess,
     committed_offsets,
@@ -26,24 +31,25 @@ from cluster import (
     ends_of,
     produce,
     wait_for_commits,
+    wait_until,
 )
 
 from streamkit.devbroker import DevBroker
 from streamkit.runtime.worker import (
-    CLOSE_FLOOR_S,
     EXIT_SHUTDOWN_TIMED_OUT,
     HARD_EXIT_GRACE_S,
+    SHUTDOWN_OVERRUN_S,
 )
 
 APP = "sk_counting_table:app"
 PARTITIONS = 4
 TASKS = frozenset(f"0_{p}" for p in range(PARTITIONS))
 SHUTDOWN_TIMEOUT_S = 4.0
-# The longest a stop may take: the timeout, the closes' floors (see Worker._shut_down),
-# and the time a loaded machine takes to start the interpreter's exit.
-EXIT_WITHIN_S = SHUTDOWN_TIMEOUT_S + 4 * CLOSE_FLOOR_S + 3.0
+# The longest a stop may take: the timeout, what a shutdown may run past it (see
+# Worker._shut_down), and the time a loaded machine takes for the interpreter's exit.
+EXIT_WITHIN_S = SHUTDOWN_TIMEOUT_S + SHUTDOWN_OVERRUN_S + 3.0
 # Past this, only the hard-exit watchdog could have ended the process.
-WATCHDOG_AT_S = SHUTDOWN_TIMEOUT_S + 4 * CLOSE_FLOOR_S + HARD_EXIT_GRACE_S
+WATCHDOG_AT_S = SHUTDOWN_TIMEOUT_S + SHUTDOWN_OVERRUN_S + HARD_EXIT_GRACE_S
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -264,3 +270,37 @@ async def test_sigterm_while_the_broker_is_unreachable_exits_within_the_timeout(
     assert "did not stop within" not in log, w1.output()
     last = log.rstrip().splitlines()[-1]
     assert "worker stopped" in last, w1.output()
+
+
+async def test_a_worker_whose_event_loop_is_blocked_is_ended_by_the_watchdog(
+    tmp_path: Path,
+) -> None:
+    """The last bound: user code that never yields cannot keep the process alive."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKIT_")}
+    env["STREAMKIT_SHUTDOWN_TIMEOUT_S"] = "1"
+    stderr = tmp_path / "stderr"
+    with stderr.open("wb") as err:
+        process = subprocess.Popen(  # noqa: ASYNC220 (started, not waited for)
+            [sys.executable, "-m", "streamkit", "worker", "sk_blocking_loop:app"],
+            cwd=APPS,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        await wait_until(
+            lambda: "blocking the loop" in stderr.read_text(), timeout=30, what="the block"
+        )
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await wait_until(lambda: process.poll() is not None, timeout=60, what="the exit")
+        took = time.monotonic() - began
+    finally:
+        process.kill()
+        process.wait()
+    log = stderr.read_text()
+    assert process.returncode == EXIT_SHUTDOWN_TIMED_OUT, log
+    assert 1 + SHUTDOWN_OVERRUN_S <= took <= 1 + SHUTDOWN_OVERRUN_S + HARD_EXIT_GRACE_S + 5, took
+    assert "the worker did not stop within" in log and "of SIGTERM: exiting now (status 3)" in log
+    # Where it was stuck: the user's blocking call, on the main thread's stack.
+    assert "sk_blocking_loop.py" in log, log

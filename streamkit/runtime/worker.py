@@ -42,11 +42,17 @@ log = logging.getLogger("streamkit.worker")
 EXIT_FAILED = 1  # a failure stopped it: a record under `fail`, a broker error, a bad setting
 EXIT_SHUTDOWN_TIMED_OUT = 3  # stopped, but not all in-hand work was committed in time
 
-# Each client close gets at least this long, even after the tasks used up the budget:
-# leaving the group at once spares the others a session timeout.
+# The producer's flush and each client close get at least this long, even after
+# the tasks used up the budget: leaving the group at once spares the others a
+# session timeout.
 CLOSE_FLOOR_S = 1.0
-# Beyond `shutdown_timeout_s` and the closes' floors, how long the last-resort watchdog
-# gives the event loop before it ends the process itself.
+# How long a cancelled shutdown step may take to unwind before it is left behind.
+UNWIND_S = 0.25
+# The most a shutdown runs past `shutdown_timeout_s`: the tasks' unwind, the flush and
+# three client closes at their floors, and the cancelling of leftovers.
+SHUTDOWN_OVERRUN_S = UNWIND_S + 4 * (CLOSE_FLOOR_S + UNWIND_S) + CLOSE_FLOOR_S
+# Beyond that, how long the last-resort watchdog gives the event loop before it ends
+# the process itself.
 HARD_EXIT_GRACE_S = 5.0
 
 
@@ -214,7 +220,7 @@ class Worker:
         if not job.done():
             log.info("stopped while %s: giving it up", what)
             job.cancel()
-            done, _ = await asyncio.wait((job,), timeout=CLOSE_FLOOR_S)
+            done, _ = await asyncio.wait((job,), timeout=UNWIND_S)
             if not done:
                 self.shutdown_shortfall.append(f"{what} did not unwind")
         elif not job.cancelled() and job.exception() is not None:
@@ -303,10 +309,13 @@ class Worker:
            that completes during the shutdown (the consumer finishes a join it began)
            starts no task. At the deadline the tasks still closing are cancelled:
            their records since their last commit are processed again by the next owner.
-        3. Retire this worker's status and flush the producer, within the same deadline.
+        3. Retire this worker's status and flush the producer, within the same deadline
+           (at least CLOSE_FLOOR_S).
         4. Leave the group (stop the consumer), stop the global tables' reader, stop
            the producer: each within what is left of the budget, and at least
            CLOSE_FLOOR_S, so that the group hears of the leave even after a slow step 2.
+        A step cut off at its deadline gets UNWIND_S to unwind and is then left behind,
+        so the whole runs at most SHUTDOWN_OVERRUN_S past the timeout.
         What did not finish is listed in `shutdown_shortfall`; `_run` then raises
         ShutdownTimedOut (exit status 3), unless a failure stopped the worker.
         """
@@ -340,7 +349,7 @@ class Worker:
             # 3. Status tombstone and the producer's last records.
             if self.status is not None:
                 self.status.retire()
-            if not await self._within(producer.flush(), left()):
+            if not await self._within(producer.flush(), max(left(), CLOSE_FLOOR_S)):
                 self.shutdown_shortfall.append("the producer's last records were not sent")
         except StreamkitError as exc:
             self._fail(exc)
@@ -373,7 +382,7 @@ class Worker:
         on_timeout: Callable[[], None] = lambda: None,
     ) -> bool:
         """Await `step` for at most `budget_s`; at the deadline call `on_timeout`, then
-        cancel it and give it CLOSE_FLOOR_S to unwind, after which it is left behind
+        cancel it and give it UNWIND_S to unwind, after which it is left behind
         rather than waited for: nothing in a shutdown waits without a bound.
         True when it finished in time; its exception propagates."""
         job = asyncio.ensure_future(step)
@@ -387,7 +396,7 @@ class Worker:
             return True
         on_timeout()
         job.cancel()
-        await asyncio.wait((job,), timeout=CLOSE_FLOOR_S)
+        await asyncio.wait((job,), timeout=UNWIND_S)
         return False
 
     async def _run_timer(
@@ -412,21 +421,29 @@ def run_worker(app: App, *, stop_when_idle_s: float | None = None) -> None:
     """
     import signal
 
-    shutdown_budget = app.settings.shutdown_timeout_s + 4 * CLOSE_FLOOR_S
+    shutdown_budget = app.settings.shutdown_timeout_s + SHUTDOWN_OVERRUN_S
 
     async def main() -> None:
         worker = Worker(app, stop_when_idle_s=stop_when_idle_s)
         loop = asyncio.get_running_loop()
+        watchdogs: list[threading.Timer] = []
 
-        def on_signal(sig: signal.Signals) -> None:
-            _start_hard_exit_watchdog(loop, shutdown_budget + HARD_EXIT_GRACE_S, sig.name)
-            worker.stop(f"received {sig.name}")
+        def on_signal(signum: int, _frame: object) -> None:
+            # A plain handler, not loop.add_signal_handler: it runs even while user
+            # code blocks the loop, so the watchdog starts whatever the loop does.
+            name = signal.Signals(signum).name
+            if not watchdogs:
+                watchdogs.append(
+                    _start_hard_exit_watchdog(loop, shutdown_budget + HARD_EXIT_GRACE_S, name)
+                )
+            loop.call_soon_threadsafe(worker.stop, f"received {name}")
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, sig)
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             await worker.run()
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             await _cancel_leftovers()
 
     if app.settings.loop == "uvloop":
@@ -466,7 +483,7 @@ def _where(task: asyncio.Task[object]) -> str:
 
 def _start_hard_exit_watchdog(
     loop: asyncio.AbstractEventLoop, after_s: float, signal_name: str
-) -> None:
+) -> threading.Timer:
     """After `after_s`, end the process from a thread if the loop has not ended it.
 
     The last bound on a shutdown: it holds even when the event loop is blocked.
@@ -494,3 +511,4 @@ def _start_hard_exit_watchdog(
     timer = threading.Timer(after_s, fire)
     timer.daemon = True
     timer.start()
+    return timer
