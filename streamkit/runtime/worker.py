@@ -14,15 +14,16 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import StreamkitError
+from ..errors import StreamkitError, TransportError
 from ..state.sqlite_store import read_checkpoint, store_path
 from ..topology import TaskId, Topology
 from ..transport import transport_for
 from ..transport.base import Consumer, Producer, RawRecord, TopicPartition, Transport
 from .assignor import MemberInfo, TaskPlanner
+from .broker_health import BrokerWatch, RepeatFilter, probe
 from .coordinator import Coordinator
 from .failures import FailureRouter
 from .gc_tuning import gc_tuned
@@ -78,6 +79,7 @@ class Worker:
         self.status: StatusReporter | None = None
         self.global_tables: GlobalTables | None = None
         self._stop_requested_at: float | None = None
+        self._broker_watch: BrokerWatch | None = None
         # What a shutdown did not finish in time, said in the worker's last line.
         self.shutdown_shortfall: list[str] = []
 
@@ -109,11 +111,54 @@ class Worker:
             await self._run()
 
     async def _run(self) -> None:
-        app = self.app
         transport = transport_for(self.settings.broker, self.settings.transport_options())
-        # A stop during start-up gives up the step in progress: the group never saw us.
-        if not await self._unless_stopped("creating topics", self._prepare_topics(transport)):
+        with self._watching_the_broker():
+            # A stop during start-up gives up the step in progress: the group never saw us.
+            if not await self._unless_stopped("asking the broker", self._check_broker()):
+                return
+            if not await self._unless_stopped("creating topics", self._prepare_topics(transport)):
+                return
+            await self._run_on(transport)
+
+    @contextlib.contextmanager
+    def _watching_the_broker(self) -> Iterator[None]:
+        """On kafka://, say when the broker goes and comes back, and rate-limit
+        aiokafka's repeated errors on the way (runtime/broker_health.py)."""
+        if not self.settings.broker.startswith("kafka://"):
+            yield
             return
+        from ..transport.kafka import parse_kafka_url
+
+        servers = parse_kafka_url(self.settings.broker)
+        watch = BrokerWatch(servers, ",".join(servers))
+        limiter = RepeatFilter(on_lost=watch.lost)
+        handlers = list(logging.getLogger().handlers)
+        for handler in handlers:
+            handler.addFilter(limiter)
+        watch.start()
+        self._broker_watch = watch
+        try:
+            yield
+        finally:
+            for handler in handlers:
+                handler.removeFilter(limiter)
+            watch.cancel()
+
+    async def _check_broker(self) -> None:
+        """Fail in words, within seconds, when no bootstrap server speaks Kafka."""
+        if not self.settings.broker.startswith("kafka://"):
+            return
+        if str(self.settings.kafka_options.get("security_protocol", "PLAINTEXT")).endswith("SSL"):
+            return  # the probe speaks plaintext; TLS brokers are checked by the clients
+        from ..transport.kafka import parse_kafka_url
+
+        servers = parse_kafka_url(self.settings.broker)
+        problems = [p for p in await asyncio.gather(*(probe(s) for s in servers)) if p]
+        if len(problems) == len(servers):
+            raise TransportError(f"broker {self.settings.broker}: " + "; ".join(problems))
+
+    async def _run_on(self, transport: Transport) -> None:
+        app = self.app
         topology = self.topology
         assert topology is not None
         planner = TaskPlanner(
@@ -368,10 +413,16 @@ class Worker:
                 except Exception:
                     log.debug("%s raised", what, exc_info=True)
         if self.shutdown_shortfall:
+            watch = self._broker_watch
+            why = ""
+            if watch is not None and watch.unreachable_since is not None:
+                since = time.strftime("%H:%M:%S", time.localtime(watch.unreachable_since))
+                why = f" (the broker has been unreachable since {since})"
             log.error(
-                "shutdown took longer than %.0f s: %s; records not yet committed will be "
+                "shutdown took longer than %.0f s%s: %s; records not yet committed will be "
                 "processed again on restart",
                 self.settings.shutdown_timeout_s,
+                why,
                 "; ".join(self.shutdown_shortfall),
             )
 
