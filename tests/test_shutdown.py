@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,13 +25,13 @@ from cluster import (
     Cluster,
     WorkerProcess,
     committed_offsets,
-    create_topic,
     end_offsets,
     ends_of,
     produce,
     wait_for_commits,
     wait_until,
 )
+from counting import APP, PARTITIONS, TASKS, Counting, write_changelog
 
 from streamkit.devbroker import DevBroker
 from streamkit.runtime.worker import (
@@ -41,9 +40,6 @@ from streamkit.runtime.worker import (
     SHUTDOWN_OVERRUN_S,
 )
 
-APP = "sk_counting_table:app"
-PARTITIONS = 4
-TASKS = frozenset(f"0_{p}" for p in range(PARTITIONS))
 SHUTDOWN_TIMEOUT_S = 4.0
 # The longest a stop may take: the timeout, what a shutdown may run past it (see
 # Worker._shut_down), and the time a loaded machine takes for the interpreter's exit.
@@ -54,34 +50,13 @@ WATCHDOG_AT_S = SHUTDOWN_TIMEOUT_S + SHUTDOWN_OVERRUN_S + HARD_EXIT_GRACE_S
 pytestmark = pytest.mark.timeout(120)
 
 
-@dataclass
-class Names:
-    url: str
-    app_id: str
-    input: str
-    output: str
-
-    @property
-    def changelog(self) -> str:
-        return f"{self.app_id}-counts-changelog"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {
-            "SKT_APP_ID": self.app_id,
-            "SKT_INPUT": self.input,
-            "SKT_OUTPUT": self.output,
-            "STREAMKIT_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
-            **extra,
-        }
-
-    async def create_topics(self) -> None:
-        await create_topic(self.url, self.input, PARTITIONS)
-        await create_topic(self.url, self.output, PARTITIONS)
+def env(names: Counting, **extra: str) -> dict[str, str]:
+    return {**names.env, "STREAMKIT_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S), **extra}
 
 
 @pytest.fixture
-def names(kafka_url: str, topic_name: Callable[[str], str]) -> Names:
-    return Names(kafka_url, topic_name("app"), topic_name("in"), topic_name("out"))
+def names(kafka_url: str, topic_name: Callable[[str], str]) -> Counting:
+    return Counting(kafka_url, topic_name("app"), topic_name("in"), topic_name("out"))
 
 
 def key_of(i: int) -> bytes:
@@ -118,18 +93,7 @@ def assert_stopped_past_the_timeout(worker: WorkerProcess, code: int, took: floa
     return lines[0]
 
 
-async def write_changelog(names: Names, n: int) -> None:
-    """A table's changelog as a previous worker left it: `n` keys over the 4 tasks."""
-    await create_topic(names.url, names.changelog, PARTITIONS, config={"cleanup.policy": "compact"})
-    await produce(
-        names.url,
-        names.changelog,
-        PARTITIONS,
-        [(b"old-%06d" % i, b"%d" % (i % 7 + 1)) for i in range(n)],
-    )
-
-
-async def wait_until_output(names: Names, n: int) -> None:
+async def wait_until_output(names: Counting, n: int) -> None:
     deadline = time.monotonic() + 30
     while sum((await end_offsets(names.url, names.output, PARTITIONS)).values()) < n:
         assert time.monotonic() < deadline, f"fewer than {n} outputs within 30 s"
@@ -139,12 +103,12 @@ async def wait_until_output(names: Names, n: int) -> None:
 
 
 async def test_sigterm_while_joining_the_group_starts_no_task(
-    names: Names, cluster: Cluster
+    names: Counting, cluster: Cluster
 ) -> None:
     """Tansu holds a new group's first join for 3 s: the stop lands inside it. The join
     the consumer completes while it leaves must not start tasks nobody will close."""
     await names.create_topics()
-    w1 = cluster.start(APP, "w1", env=names.env())
+    w1 = cluster.start(APP, "w1", env=env(names))
     await w1.wait_for_line(r"streamkit\.worker: joining group")
     code, took = await terminate(w1)
 
@@ -154,14 +118,14 @@ async def test_sigterm_while_joining_the_group_starts_no_task(
 
 
 async def test_sigterm_while_restoring_stops_the_restore_and_exits_cleanly(
-    names: Names, cluster: Cluster
+    names: Counting, cluster: Cluster
 ) -> None:
     await names.create_topics()
     n = 8000
-    await write_changelog(names, n)
+    await write_changelog(names, {f"old-{i:06d}": i % 7 + 1 for i in range(n)})
     # Batches of 100 records, each 0.2 s longer: about 4 s of restore per task.
-    env = names.env(SKT_SLOW_RESTORE_S="0.2", STREAMKIT_MAX_POLL_RECORDS="20")
-    w1 = cluster.start(APP, "w1", env=env)
+    slow = env(names, SKT_SLOW_RESTORE_S="0.2", STREAMKIT_MAX_POLL_RECORDS="20")
+    w1 = cluster.start(APP, "w1", env=slow)
     await cluster.wait_for_assignment([w1], TASKS)
     code, took = await terminate(w1)
 
@@ -172,13 +136,13 @@ async def test_sigterm_while_restoring_stops_the_restore_and_exits_cleanly(
 
 
 async def test_sigterm_while_a_restore_is_stuck_exits_within_the_timeout(
-    names: Names, cluster: Cluster, tmp_path: Path
+    names: Counting, cluster: Cluster, tmp_path: Path
 ) -> None:
     """A restore listener that never returns: the tasks cannot close, the worker ends."""
     await names.create_topics()
-    await write_changelog(names, 400)
+    await write_changelog(names, {f"old-{i:06d}": i % 7 + 1 for i in range(400)})
     never = tmp_path / "never-created"
-    w1 = cluster.start(APP, "w1", env=names.env(SKT_HOLD_RESTORE_FILE=str(never)))
+    w1 = cluster.start(APP, "w1", env=env(names, SKT_HOLD_RESTORE_FILE=str(never)))
     await w1.wait_for_line(r"holding the restore of task", count=PARTITIONS)
     code, took = await terminate(w1)
 
@@ -187,10 +151,10 @@ async def test_sigterm_while_a_restore_is_stuck_exits_within_the_timeout(
 
 
 async def test_sigterm_while_running_commits_everything_processed(
-    names: Names, cluster: Cluster
+    names: Counting, cluster: Cluster
 ) -> None:
     await names.create_topics()
-    w1 = cluster.start(APP, "w1", env=names.env())
+    w1 = cluster.start(APP, "w1", env=env(names))
     await cluster.wait_for_assignment([w1], TASKS)
     produced = await produce(
         names.url, names.input, PARTITIONS, [(key_of(i), b"%d" % i) for i in range(2000)]
@@ -205,7 +169,7 @@ async def test_sigterm_while_running_commits_everything_processed(
 
 
 async def test_sigterm_while_a_rebalance_waits_for_a_busy_task(
-    names: Names, cluster: Cluster, tmp_path: Path
+    names: Counting, cluster: Cluster, tmp_path: Path
 ) -> None:
     """w1's agents hold their first record; w2 joins, so w1's revocation callback waits
     for them to finish their batch: the stop lands inside that callback. w1 ends
@@ -213,13 +177,13 @@ async def test_sigterm_while_a_rebalance_waits_for_a_busy_task(
     records included."""
     await names.create_topics()
     release = tmp_path / "release"
-    w1 = cluster.start(APP, "w1", env=names.env(SKT_HOLD_AGENT_FILE=str(release)))
+    w1 = cluster.start(APP, "w1", env=env(names, SKT_HOLD_AGENT_FILE=str(release)))
     await cluster.wait_for_assignment([w1], TASKS)
     produced = await produce(
         names.url, names.input, PARTITIONS, [(key_of(i), b"%d" % i) for i in range(400)]
     )
     await w1.wait_for_line(r"holding at offset", count=PARTITIONS)
-    w2 = cluster.start(APP, "w2", env=names.env())
+    w2 = cluster.start(APP, "w2", env=env(names))
     await w1.wait_for_line(r"because it is rebalancing")
     code, took = await terminate(w1)
 
@@ -242,11 +206,11 @@ async def test_sigterm_while_the_broker_is_unreachable_exits_within_the_timeout(
     """The broker is gone: nothing can be committed. The worker says so and exits."""
     # A broker of its own: this test takes it away.
     with DevBroker() as broker:
-        names = Names(broker.url, topic_name("app"), topic_name("in"), topic_name("out"))
+        names = Counting(broker.url, topic_name("app"), topic_name("in"), topic_name("out"))
         running = Cluster(broker.url, tmp_path)
         try:
             await names.create_topics()
-            w1 = running.start(APP, "w1", env=names.env())
+            w1 = running.start(APP, "w1", env=env(names))
             await running.wait_for_assignment([w1], TASKS)
             produced = await produce(
                 names.url, names.input, PARTITIONS, [(key_of(i), b"%d" % i) for i in range(200)]
