@@ -166,3 +166,51 @@ def _with_env(env: dict[str, str], args: list[str]) -> subprocess.CompletedProce
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.timeout(120)
+async def test_under_dead_letter_a_bad_record_on_kafka_goes_to_the_dlq_with_its_error(
+    cluster: Cluster, topic_name: Callable[[str], str]
+) -> None:
+    url = cluster.kafka_url
+    env = {
+        "SKT_APP_ID": topic_name("app"),
+        "SKT_INPUT": topic_name("in"),
+        "SKT_OUTPUT": topic_name("out"),
+        "SKT_ON_ERROR": "dead_letter",
+    }
+    await create_topic(url, env["SKT_INPUT"], 1)
+    await create_topic(url, env["SKT_OUTPUT"], 1)
+    good = b'{"item": "tea"}'
+    await produce(url, env["SKT_INPUT"], 1, [(b"k", good), (b"k", b"not json"), (b"k", good)])
+    w1 = cluster.start("sk_poison:app", "w1", env=env)
+    await wait_for_commits(url, env["SKT_APP_ID"], env["SKT_INPUT"], {0: 3}, details=w1.output)
+    await w1.stop()
+
+    outputs = await read_topic(url, env["SKT_OUTPUT"], 1)
+    assert [r.value for r in outputs] == [b"tea 0", b"tea 2"]
+    dlq = await read_topic_with_headers(url, f"{env['SKT_APP_ID']}-dlq")
+    assert len(dlq) == 1, dlq
+    value, headers = dlq[0]
+    assert value == b"not json"
+    assert headers["streamkit.error.topic"] == env["SKT_INPUT"].encode()
+    assert headers["streamkit.error.partition"] == b"0"
+    assert headers["streamkit.error.offset"] == b"1"
+    assert headers["streamkit.error.stage"] == b"value deserialization"
+
+
+async def read_topic_with_headers(url: str, topic: str) -> list[tuple[bytes, dict[str, bytes]]]:
+    """(value, headers) of every record of a one-partition topic."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as KafkaTopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=url.split("://")[1], enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = KafkaTopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        fetched = await consumer.getmany(tp, timeout_ms=5000)
+        return [(r.value, dict(r.headers)) for r in fetched.get(tp, [])]
+    finally:
+        await consumer.stop()

@@ -250,8 +250,9 @@ class Worker:
     async def _unless_stopped(self, what: str, step: Awaitable[object]) -> bool:
         """Await a start-up step; give it up as soon as a stop is requested.
 
-        True when the step finished, False when the stop came first. Its errors
-        propagate, unless the worker is stopping anyway.
+        True when the step finished (the next step sees the stop, if one came),
+        False when it was given up. Its errors propagate, also when they come with
+        the stop: a step that fails within UNWIND_S of the stop fails the worker.
         """
         job = asyncio.ensure_future(step)
         stop = asyncio.ensure_future(self._stopping.wait())
@@ -259,17 +260,18 @@ class Worker:
             await asyncio.wait((job, stop), return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-        if job.done() and not self._stopping.is_set():
+        if not job.done():
+            # A step about to end (a check, an in-process call) may still fail: its
+            # failure, not the stop, is what the user needs to hear.
+            await asyncio.wait((job,), timeout=UNWIND_S)
+        if job.done():
             job.result()
             return True
-        if not job.done():
-            log.info("stopped while %s: giving it up", what)
-            job.cancel()
-            done, _ = await asyncio.wait((job,), timeout=UNWIND_S)
-            if not done:
-                self.shutdown_shortfall.append(f"{what} did not unwind")
-        elif not job.cancelled() and job.exception() is not None:
-            log.debug("%s failed while stopping", what, exc_info=job.exception())
+        log.info("stopped while %s: giving it up", what)
+        job.cancel()
+        done, _ = await asyncio.wait((job,), timeout=UNWIND_S)
+        if not done:
+            self.shutdown_shortfall.append(f"{what} did not unwind")
         return False
 
     def _tasks(self) -> list[Task]:

@@ -2,7 +2,8 @@
 the worker under the default `fail` policy.
 
 Names come from the environment: SKT_APP_ID (the group), SKT_INPUT (1 partition),
-SKT_OUTPUT. Each order goes out as `<item> <offset>`.
+SKT_OUTPUT, and SKT_ON_ERROR (the input's policy, `fail` if unset). Each order goes
+out as `<item> <offset>`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ class Order(BaseModel):
 
 
 app = sk.App(os.environ["SKT_APP_ID"])
-orders = app.topic(os.environ["SKT_INPUT"], key_type=str, value_type=Order, partitions=1)
+orders = app.topic(
+    os.environ["SKT_INPUT"],
+    key_type=str,
+    value_type=Order,
+    partitions=1,
+    on_error=os.environ.get("SKT_ON_ERROR", "fail"),
+)
 out = app.topic(os.environ["SKT_OUTPUT"], key_type=str, value_type=str, partitions=1)
 
 
