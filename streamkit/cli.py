@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .app import App
-from .errors import AgentError, ConfigError, StreamkitError
+from .errors import AgentError, ConfigError, RecordError, StreamkitError
 
 log = logging.getLogger("streamkit")
 
@@ -171,7 +171,7 @@ def worker(
     stop_when_idle: float | None,
 ) -> None:
     """Run the app's agents on this process's share of the tasks."""
-    from .runtime.worker import run_worker
+    from .runtime.worker import EXIT_SHUTDOWN_TIMED_OUT, ShutdownTimedOut, run_worker
 
     app = load_app(app_ref)
     app.configure(
@@ -189,8 +189,75 @@ def worker(
     except AgentError as exc:
         # The user's own traceback helps them fix their agent; ours would not.
         log.error("%s", exc, exc_info=exc.__cause__)
-        raise
+        click.echo(f"error: {exc}\n{way_past(app_ref, app, exc)}", err=True)
+        sys.exit(1)
+    except RecordError as exc:
+        click.echo(f"error: {exc}\n{way_past(app_ref, app, exc)}", err=True)
+        sys.exit(1)
+    except ShutdownTimedOut:
+        # The shutdown already said what it left undone, in one line.
+        log.warning("worker stopped, not cleanly (exit status %d)", EXIT_SHUTDOWN_TIMED_OUT)
+        sys.exit(EXIT_SHUTDOWN_TIMED_OUT)
     log.info("worker stopped cleanly")
+
+
+def way_past(app_ref: str, app: App, exc: RecordError) -> str:
+    """What to do about a record that stops the worker on every restart."""
+    if exc.stage.startswith("agent "):
+        policy = f"on_error='skip' or on_error='dead_letter' on the {exc.stage}"
+    else:
+        policy = f"on_error='skip' or on_error='dead_letter' on app.topic({exc.topic!r}, ...)"
+    return (
+        f"hint: the worker stops at this record every time it starts (on_error='fail'). To "
+        f"move on, set {policy}, or skip the record: stop every worker of the app, then run "
+        f"`streamkit reset {app_ref} --broker {app.settings.broker} --topic {exc.topic} "
+        f"--partition {exc.partition} --to-offset {exc.offset + 1}`"
+    )
+
+
+@main.command()
+@_app_argument
+@click.option("--broker", help="the broker holding the group (overrides the app)")
+@click.option("--topic", required=True, help="the input topic")
+@click.option("--partition", type=int, required=True)
+@click.option("--to-offset", type=int, default=None, help="commit this offset")
+@click.option(
+    "--skip",
+    is_flag=True,
+    help="commit the offset after the committed one: past the record that failed",
+)
+def reset(
+    app_ref: str,
+    broker: str | None,
+    topic: str,
+    partition: int,
+    to_offset: int | None,
+    skip: bool,
+) -> None:
+    """Move the app's committed offset on one partition (no worker may be running).
+
+    The way past a record that fails under on_error='fail': the worker committed
+    everything before it, so `--skip` moves the offset one past it.
+    """
+    import asyncio
+
+    from .offsets import reset_offset
+    from .transport.base import TopicPartition
+
+    if (to_offset is None) == (not skip):
+        raise click.UsageError("give exactly one of --to-offset N and --skip")
+    app = load_app(app_ref)
+    app.configure(broker=broker)
+    move = asyncio.run(
+        reset_offset(
+            app.settings.broker,
+            app.id,
+            TopicPartition(topic, partition),
+            to_offset=to_offset,
+            client_options=app.settings.transport_options(),
+        )
+    )
+    click.echo(move.describe())
 
 
 @main.command()

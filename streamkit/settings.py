@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     acceptable_recovery_lag: int = 10_000
     # This worker's rack (or zone): standbys go to other racks where possible.
     rack: str | None = None
+    # How long a task waits for another worker on this machine to let go of its
+    # state directory (a shared --data-dir) before it works without local state.
+    state_dir_lock_wait_s: float = 10.0
     # How long SIGTERM may take: finish the batch in hand, commit, close.
     shutdown_timeout_s: float = 15.0
     # A loop blocked this long is reported with the agent on its stack.

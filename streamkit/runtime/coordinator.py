@@ -39,11 +39,17 @@ class Coordinator:
         self._by_partition: dict[TopicPartition, Task] = {}
         self._assignment: set[TopicPartition] = set()
         self._revivals: set[asyncio.Task[None]] = set()
+        # Set by close_all: a rebalance finishing during the shutdown starts nothing.
+        self._closed = False
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         return self._by_partition.get(tp)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._closed:
+            # The consumer finished a join it began before the worker was told to stop.
+            log.info("not starting tasks of an assignment that came during the shutdown")
+            return
         self._assignment = set(assigned)
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
@@ -91,10 +97,16 @@ class Coordinator:
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Suspend, not close: with eager rebalancing most tasks come straight back."""
+        if self._closed:
+            return
         touched = {t for tp in revoked if (t := self._by_partition.get(tp)) is not None}
         await asyncio.gather(*(t.suspend() for t in touched))
 
     async def close_all(self) -> None:
+        """Close every task and standby, and take no assignment after (a shutdown)."""
+        self._closed = True
+        for revival in self._revivals:
+            revival.cancel()
         await self._close(set(self.tasks))
         await self._close_standbys(set(self.standbys))
 
@@ -111,12 +123,15 @@ class Coordinator:
     async def _stop(self, runnables: Sequence[Task | StandbyTask]) -> None:
         for runnable in runnables:
             runnable.request_stop()
-        jobs = [self._jobs.pop(r) for r in runnables]
-        await asyncio.gather(*jobs, return_exceptions=True)
+        try:
+            await asyncio.gather(*(self._jobs[r] for r in runnables), return_exceptions=True)
+        finally:
+            for runnable in runnables:
+                self._jobs.pop(runnable, None)
 
-    def cancel_all(self) -> None:
-        for job in [*self._jobs.values(), *self._revivals]:
-            job.cancel()
+    def unfinished(self) -> list[str]:
+        """Tasks and standbys whose coroutine has not ended yet, sorted."""
+        return sorted(str(r.id) for r, job in self._jobs.items() if not job.done())
 
     def has_queued_records(self) -> bool:
         return any(t.has_queued() for t in self.tasks.values())
@@ -154,7 +169,7 @@ class Coordinator:
         again from the committed offsets, so the aborted work is redone once."""
         consumer = self._services.consumer
         positions = {tp: await consumer.committed(tp) for tp in dead.partitions}
-        if dead.id in self.tasks or not dead.partitions <= self._assignment:
+        if self._closed or dead.id in self.tasks or not dead.partitions <= self._assignment:
             return  # a rebalance moved on meanwhile and decided for it
         for tp, committed in positions.items():
             consumer.seek(tp, committed or 0)

@@ -12,6 +12,7 @@ import logging
 
 from ..events import StreamTime
 from ..state.restore import restore
+from ..state.task_dir_lock import TaskDirLock, acquire
 from ..state.task_store import task_stores
 from ..topology import SubTopology, TaskId
 from .task import TaskServices
@@ -29,11 +30,28 @@ class StandbyTask:
         # every window until it becomes active.
         self._stores = task_stores(task_id, subtopology, services.state_dir, StreamTime())
         self._closing = asyncio.Event()
+        self._dir_lock = TaskDirLock(services.state_dir / str(task_id))
 
     def request_stop(self) -> None:
         self._closing.set()
 
     async def run(self) -> None:
+        # A warm copy is worth nothing beside the active one: wait for as long as it takes.
+        if not self._dir_lock.try_acquire():
+            log.info(
+                "standby %s waits for %s to let go of %s",
+                self.id,
+                self._dir_lock.holder(),
+                self._dir_lock.task_dir,
+            )
+            if not await acquire(self._dir_lock, wait_s=None, cancelled=self._closing.is_set):
+                return
+        try:
+            await self._keep_up()
+        finally:
+            self._dir_lock.release()
+
+    async def _keep_up(self) -> None:
         reader = self._services.transport.reader()
         await reader.start()
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import os
+import shutil
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from ..metrics import Metrics
 from ..settings import Settings
 from ..state.restore import restore
 from ..state.restore_listener import RestoreListener
+from ..state.task_dir_lock import TaskDirLock, acquire
 from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
 from ..transport.base import (
@@ -152,6 +155,9 @@ class Task:
         self._next_commit = 0.0
         self.restored_records = 0
         self._revoked_while_restoring = False
+        # Only tasks with stores have a directory to lock.
+        self._dir_lock = TaskDirLock(services.state_dir / str(task_id)) if self._stores else None
+        self._private_dir: Path | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.state}>"
@@ -277,8 +283,9 @@ class Task:
                 await self.producer.stop()
 
     async def open(self) -> None:
-        """Fence the task's previous owner (exactly-once), restore the stores, then start
-        the agents and processors: ready for input."""
+        """Fence the task's previous owner (exactly-once), lock and restore the stores,
+        then start the agents and processors: ready for input."""
+        await self._lock_state_dir()
         if self.producer is not None:
             # Before the restore: fencing aborts the old owner's open transaction,
             # which would otherwise hold the changelog's last stable offset back.
@@ -304,9 +311,54 @@ class Task:
             runner.cancel()
         for store in self._stores.values():
             store.sqlite.close()
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
         self.state = TaskState.CLOSED
         if self._suspend_done is not None and not self._suspend_done.done():
             self._suspend_done.set_result(None)
+
+    async def _lock_state_dir(self) -> None:
+        """Own the task directory before opening its files (state/task_dir_lock.py).
+
+        Another worker sharing the data dir may still be closing this task: wait for
+        it, up to `state_dir_lock_wait_s`. Past that, work without local state: the
+        stores live in a private directory of this process, rebuilt from the
+        changelog and deleted when the task closes.
+        """
+        lock = self._dir_lock
+        if lock is None:
+            return
+        if lock.try_acquire():
+            return
+        wait_s = self._services.settings.state_dir_lock_wait_s
+        log.info(
+            "task %s waits up to %.0f s for %s to let go of %s",
+            self.id,
+            wait_s,
+            lock.holder(),
+            lock.task_dir,
+        )
+        if await acquire(lock, wait_s=wait_s, cancelled=lambda: self._closing):
+            log.info("task %s: got its state directory", self.id)
+            return
+        if self._closing:
+            return
+        self._private_dir = private = (
+            self._services.state_dir / ".private" / str(os.getpid()) / str(self.id)
+        )
+        shutil.rmtree(private, ignore_errors=True)
+        for store in self._stores.values():
+            store.sqlite.path = private / store.sqlite.path.name
+        log.warning(
+            "task %s: its state directory %s is still locked by %s after %.0f s; working "
+            "without local state, from a private copy restored from the changelog",
+            self.id,
+            lock.task_dir,
+            lock.holder(),
+            wait_s,
+        )
 
     async def _restore(self) -> None:
         """Bring every store up to its changelog's end before the first record."""

@@ -239,6 +239,10 @@ class MemoryBroker:
     def _commit_unchecked(self, group_id: str, offsets: Mapping[TopicPartition, int]) -> None:
         self._committed.setdefault(group_id, {}).update(offsets)
 
+    def member_count(self, group_id: str) -> int:
+        """Running members of a group: 0 or 1 on the memory broker."""
+        return 1 if group_id in self._members else 0
+
     def join(self, group_id: str, member: MemoryConsumer) -> None:
         if group_id in self._members:
             raise TransportError(
