@@ -19,6 +19,7 @@ The driver runs its own event loop: use it from plain (non-async) tests.
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import tempfile
 import uuid
@@ -110,8 +111,8 @@ class _NoGroup(Consumer):
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self._broker.commit(self._group, offsets)
 
-    def caught_up(self, tp: TopicPartition) -> bool:
-        return True  # every piped record is processed before `pipe` returns
+    def quiet_for(self, tp: TopicPartition) -> float:
+        return math.inf  # every piped record is processed before `pipe` returns
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return self._broker.committed(self._group, tp)

@@ -566,3 +566,40 @@ async def test_app_send_many_delivers_every_record_in_key_order(
             assert tp.partition == sk.partitioner.partition_for(r.key, 3)
             by_key[key].append(value)
     assert by_key == {k: [v for kk, v in records if kk == k] for k in {k for k, _ in records}}
+
+
+async def test_a_member_is_quiet_only_once_a_fresh_answer_shows_nothing_waiting(
+    kafka_url: str,
+    topic_name: Callable[[str], str],
+) -> None:
+    """What idle windows rely on: records waiting on the broker, or a paused partition,
+    are input late in coming; quiet time counts from the answer that shows none."""
+    transport = kafka(kafka_url)
+    topic = topic_name("quiet")
+    admin = transport.admin()
+    await admin.create_topics([TopicSpec(topic, 1)])
+    await admin.close()
+    tp = TopicPartition(topic, 0)
+    producer = transport.producer()
+    await producer.start()
+    for _ in range(100):
+        producer.send(topic, 0, None, b"x", (), 1000)
+    await producer.flush()
+    consumer = transport.consumer(topic_name("group"))
+    await consumer.start([topic], Listener())
+    try:
+        assert consumer.quiet_for(tp) == 0  # nothing fetched yet: nothing known
+        await collect(consumer, lambda g: len(g.get(tp, ())) >= 100)
+        await collect(consumer, lambda _: consumer.quiet_for(tp) > 0)
+        consumer.pause(tp)
+        producer.send(topic, 0, None, b"late", (), 1000)
+        await producer.flush()
+        # The paused partition's answers go stale; then it is not quiet any more.
+        await collect(consumer, lambda _: consumer.quiet_for(tp) == 0)
+        consumer.resume(tp)
+        got = await collect(consumer, lambda g: len(g.get(tp, ())) >= 1)
+        assert [r.value for r in got[tp]] == [b"late"]
+        await collect(consumer, lambda _: consumer.quiet_for(tp) > 0)
+    finally:
+        await consumer.stop()
+        await producer.stop()

@@ -120,23 +120,23 @@ async def test_commit_outside_log_is_refused(memory_url: str) -> None:
     await consumer.stop()
 
 
-async def test_caught_up_only_when_nothing_waits_past_the_position(memory_url: str) -> None:
+async def test_quiet_only_when_nothing_waits_past_the_position(memory_url: str) -> None:
     """What idle windows rely on: records waiting (paused, or not fetched yet) are
-    late input, not quiet input."""
+    input late in coming, not quiet input."""
     transport = transport_for(memory_url)
     await transport.admin().create_topics([TopicSpec("t", 1)])
     tp = TopicPartition("t", 0)
     consumer = transport.consumer("g")
     await consumer.start(["t"], Recorder())
     await consumer.getmany(0.01, 10)
-    assert consumer.caught_up(tp)
+    assert consumer.quiet_for(tp) > 0
     MemoryBroker.for_url(memory_url).append("t", 0, b"k", b"v")
-    assert not consumer.caught_up(tp)
+    assert consumer.quiet_for(tp) == 0
     consumer.pause(tp)
     assert await consumer.getmany(0.01, 10) == {}
-    assert not consumer.caught_up(tp)
+    assert consumer.quiet_for(tp) == 0
     consumer.resume(tp)
     assert len((await consumer.getmany(0.01, 10))[tp]) == 1
-    assert consumer.caught_up(tp)
+    assert consumer.quiet_for(tp) > 0
     MemoryBroker.for_url(memory_url).expire_member("g")
-    assert not consumer.caught_up(tp)  # out of the group: it knows nothing any more
+    assert consumer.quiet_for(tp) == 0  # out of the group: it knows nothing any more

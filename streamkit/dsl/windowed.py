@@ -513,13 +513,11 @@ class _WindowAggregate(ops.DslProcessor):
         if now is not None and (self._seen is None or now > self._seen):
             self._seen, self._moved_at = now, wall_ms  # moved by records this node did not see
             return
-        idle = wall_ms - self._moved_at
+        # Only time the input was watched to be quiet counts: input that is late in
+        # coming (a frozen worker, a broker that stood still, a rebalance) would find
+        # its windows closed and its records late.
+        idle = min(wall_ms - self._moved_at, self.node.input_quiet_ms())
         if idle < self._idle_ms:
-            return
-        if not self.node.input_caught_up():
-            # Input that is late in coming is no quiet input: moving time on now would
-            # make its records late when they come (a frozen worker, a rebalance).
-            self._moved_at = wall_ms
             return
         self._index()
         base = self._seen if self._seen is not None else self._restored

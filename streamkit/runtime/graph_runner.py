@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -106,11 +107,12 @@ class NodeContext(ProcessorContext):
     def wall_clock_ms(self) -> int:
         return self._runner.wall_clock()
 
-    def input_caught_up(self) -> bool:
-        """Whether every input partition of the task is processed to the end the broker
-        reported a moment ago: quiet input, as opposed to input that is late in
-        coming (a frozen process, a broker that stood still, a rebalance)."""
-        return self._runner.input_caught_up()
+    def input_quiet_ms(self) -> float:
+        """How long the task's input has been watched to be quiet: every partition
+        processed to the end the broker reports, without a break. Input that is late
+        in coming (a frozen process, a broker that stood still, a rebalance) is not
+        quiet input."""
+        return self._runner.input_quiet_ms()
 
     def forward(self, record: Record, to: str | None = None) -> None:
         if to is None:
@@ -170,10 +172,10 @@ class GraphRunner:
         clock: StreamTime,
         metrics: Metrics,
         wall_clock: Callable[[], int] = wall_clock_ms,
-        input_caught_up: Callable[[], bool] = lambda: True,
+        input_quiet_ms: Callable[[], float] = lambda: math.inf,
     ) -> None:
         self.metrics = metrics
-        self.input_caught_up = input_caught_up
+        self.input_quiet_ms = input_quiet_ms
         self._drops: dict[tuple[str, str], int] = {}
         self.graph = graph
         self.app_id = app_id

@@ -126,7 +126,7 @@ class Task:
                 self._clock,
                 services.metrics,
                 services.wall_clock,
-                self._input_caught_up,
+                self._input_quiet_ms,
             )
             for g in subtopology.graphs
         ]
@@ -413,9 +413,12 @@ class Task:
                 graph.punctuate_wall_clock()
                 self._uncommitted = True
 
-    def _input_caught_up(self) -> bool:
+    def _input_quiet_ms(self) -> float:
+        """How long every input partition has been processed to its end, as watched."""
+        if any(self._queues.values()):
+            return 0.0
         consumer = self._services.consumer
-        return all(not q and consumer.caught_up(tp) for tp, q in self._queues.items())
+        return min((consumer.quiet_for(tp) for tp in self._queues), default=0.0) * 1000
 
     def _commit_requested(self) -> bool:
         requested = any(g.commit_requested for g in self._graphs)

@@ -105,13 +105,15 @@ class Consumer(abc.ABC):
     async def committed(self, tp: TopicPartition) -> int | None: ...
 
     @abc.abstractmethod
-    def caught_up(self, tp: TopicPartition) -> bool:
-        """Whether a fresh answer of the broker (within the last seconds) showed no record
-        of the partition past this member's position: nothing is waiting to be fetched.
+    def quiet_for(self, tp: TopicPartition) -> float:
+        """Seconds for which the broker's answers have shown, without a break, no record
+        of the partition past this member's position: how long its input has really
+        been quiet (0 while records wait to be fetched).
 
-        False when in doubt (no recent answer: the broker or this process stood still,
-        a rebalance reset the position): wall-clock decisions such as closing idle
-        windows must not take delayed input for no input.
+        Only what was watched counts: a broker that stood still, a process that was
+        frozen, a rebalance that reset the position all start the count again, so
+        wall-clock decisions such as closing idle windows never take input that is
+        late in coming for no input.
         """
 
 

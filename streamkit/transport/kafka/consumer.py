@@ -28,8 +28,9 @@ from .options import KafkaOptions, _connect, _describe, _guard, _stop_quietly
 
 log = logging.getLogger(__name__)
 
-# A fetch answer older than this says nothing about what is waiting now.
-CAUGHT_UP_FRESH_MS = 2_000
+# A fetch answer older than this says nothing about what is waiting now; and samples
+# further apart than this were not watching in between (a frozen process).
+QUIET_FRESH_S = 2.0
 
 # A commit refused because the group moved on (IllegalStateError: the partitions are
 # no longer assigned to this member).
@@ -129,6 +130,10 @@ class KafkaConsumer(Consumer):
         self._planner = planner
         self._consumer: AIOKafkaConsumer | None = None
         self._bridge: _ListenerBridge | None = None
+        # Since when (monotonic) each partition has been seen caught up, sample after
+        # sample; and when the last sample was taken.
+        self._quiet_since: dict[KafkaTopicPartition, float] = {}
+        self._sampled_at = 0.0
 
     @property
     def raw(self) -> AIOKafkaConsumer:
@@ -205,7 +210,38 @@ class KafkaConsumer(Consumer):
             consumer.getmany(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records),
         )
         self._raise_listener_error()
+        self._sample_quiet(consumer)
         return {TopicPartition(tp.topic, tp.partition): records for tp, records in fetched.items()}
+
+    def _sample_quiet(self, consumer: AIOKafkaConsumer) -> None:
+        """After each fetch: which partitions a fresh answer shows at their end."""
+        now = time.monotonic()
+        watched = now - self._sampled_at <= QUIET_FRESH_S
+        self._sampled_at = now
+        quiet: dict[KafkaTopicPartition, float] = {}
+        for ktp in consumer.assignment():
+            if self._at_end(consumer, ktp):
+                since = self._quiet_since.get(ktp) if watched else None
+                quiet[ktp] = now if since is None else since
+        self._quiet_since = quiet
+
+    def _at_end(self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> bool:
+        try:
+            polled_ms = consumer.last_poll_timestamp(ktp)
+            end = (
+                consumer.last_stable_offset(ktp)
+                if self._options.isolation_level == "read_committed"
+                else consumer.highwater(ktp)
+            )
+            # aiokafka's own fetch position (its public `position()` is a coroutine that
+            # may wait for a reset; here a missing position just means "not at the end").
+            state = consumer._subscription.subscription.assignment.state_value(ktp)
+            position = state.position if state.has_valid_position else None
+        except (AssertionError, AttributeError, KeyError, IllegalStateError):
+            return False  # not assigned (any more), or an aiokafka this was not written for
+        if polled_ms is None or end is None or end < 0 or position is None:
+            return False
+        return position >= end and time.time() * 1000 - polled_ms <= QUIET_FRESH_S * 1000
 
     def _raise_listener_error(self) -> None:
         if self._bridge is not None and self._bridge.error is not None:
@@ -249,25 +285,12 @@ class KafkaConsumer(Consumer):
                 f"{_describe(exc)}"
             ) from exc
 
-    def caught_up(self, tp: TopicPartition) -> bool:
-        consumer = self._started()
-        ktp = KafkaTopicPartition(tp.topic, tp.partition)
-        try:
-            polled_ms = consumer.last_poll_timestamp(ktp)
-            end = (
-                consumer.last_stable_offset(ktp)
-                if self._options.isolation_level == "read_committed"
-                else consumer.highwater(ktp)
-            )
-            # aiokafka's own fetch position (its public `position()` is a coroutine that
-            # may wait for a reset; here a missing position just means "not caught up").
-            state = consumer._subscription.subscription.assignment.state_value(ktp)
-            position = state.position if state.has_valid_position else None
-        except (AssertionError, AttributeError, KeyError, IllegalStateError):
-            return False  # not assigned (any more), or an aiokafka this was not written for
-        if polled_ms is None or end is None or end < 0 or position is None:
-            return False
-        return position >= end and time.time() * 1000 - polled_ms <= CAUGHT_UP_FRESH_MS
+    def quiet_for(self, tp: TopicPartition) -> float:
+        now = time.monotonic()
+        if now - self._sampled_at > QUIET_FRESH_S:
+            return 0.0  # the fetch loop has not looked lately
+        since = self._quiet_since.get(KafkaTopicPartition(tp.topic, tp.partition))
+        return 0.0 if since is None else now - since
 
     async def committed(self, tp: TopicPartition) -> int | None:
         offset = await _guard(
