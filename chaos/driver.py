@@ -96,7 +96,9 @@ class Driver:
             ),
             "STREAMKIT_SHUTDOWN_TIMEOUT_S": "15",
         }
-        argv = worker_argv("chaos.app:app", self.o.url, data_dir, "info")
+        argv = worker_argv(
+            "chaos.app:app", self.o.url, data_dir, os.environ.get("CHAOS_LOG_LEVEL", "info")
+        )
         self.workers[name] = self.procs.start(name, argv, env)
 
     async def _stop_worker(self, name: str) -> int | None:

@@ -47,6 +47,27 @@ def _fencing_in(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _retrieve_fatal_error(client: object) -> None:
+    """Mark aiokafka's own records of a fencing as seen.
+
+    aiokafka sets its fatal error on futures that only a pending commit or delivery
+    would await (its transaction manager's, and each unsent batch's drain waiter);
+    left unretrieved, asyncio logs each with a traceback when it is collected, after
+    the one line the task already logged. Private attributes, looked up defensively.
+    """
+    manager = getattr(client, "_txn_manager", None)
+    futures = [getattr(manager, n, None) for n in ("_transaction_waiter", "_pid_waiter")]
+    accumulator = getattr(client, "_message_accumulator", None)
+    batches = [
+        *(b for queue in getattr(accumulator, "_batches", {}).values() for b in queue),
+        *getattr(accumulator, "_pending_batches", ()),
+    ]
+    futures += [getattr(b, n, None) for b in batches for n in ("future", "_drain_waiter")]
+    for future in futures:
+        if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+            future.exception()
+
+
 class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
     """A batch producer whose records count only once a transaction commits.
 
@@ -98,9 +119,12 @@ class KafkaTransactionalProducer(KafkaProducer, TransactionalProducer):
                 await self.abort()
             except TransportError as exc:
                 log.warning("stopping producer %r: %s", self.transactional_id, exc)
+        client = self._producer
         if self._fenced is not None:
             self._errors.clear()  # reported as ProducerFenced already
         await super().stop()
+        if self._fenced is not None:
+            _retrieve_fatal_error(client)
 
     async def _begun(self) -> AIOKafkaProducer:
         producer = self.raw
