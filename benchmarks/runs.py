@@ -470,11 +470,17 @@ class Run:
             await asyncio.sleep(0.01)
         await observer.stop()
         observer.recount(offsets)
-        return {
+        settled = {
             "verify_read_s": time.monotonic() - began,
             "verify_cpu_s": time.process_time() - cpu_began,
             "commit_markers": sum(observer.per_partition.values()) - n,
         }
+        say(
+            f"{observer.topic}: {n:,} committed outputs read back in "
+            f"{settled['verify_read_s']:.2f} s ({settled['verify_cpu_s']:.2f} s of CPU, after "
+            f"the timed window); {settled['commit_markers']} commit markers among them"
+        )
+        return settled
 
     def _check_outputs(
         self, label: str, reader: CommittedReader, expected: dict[bytes, list[Any]]
