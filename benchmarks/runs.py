@@ -403,11 +403,9 @@ class Run:
             worker = self.worker(
                 f"{label}-{i}", app, self.name(f"{label}-{i}"), observer.topic, extra_env=extra_env
             )
-            reader = None
+            reader = settle = None
             if expected is not None:
                 reader = CommittedReader(self.url, observer.topic, self.cfg.partitions)
-            settle = None
-            if reader is not None:
                 settle = functools.partial(self._settle_committed, observer, reader, worker)
             try:
                 try:
