@@ -212,6 +212,8 @@ def table(doc: dict[str, Any]) -> str:
         if i == 0:
             lines.append("  ".join("-" * x for x in widths))
     out = ["\n".join(lines), ""]
+    if any(name.endswith("_eos") for name in doc["workloads"]):
+        out.append("*_eos: exactly-once; their ratio is to the same app at-least-once")
     out.append(
         f"{doc['mode']} run, {doc['records']:,} records, {doc['keys']:,} keys, "
         f"{doc['partitions']} partitions; broker {doc['broker']}; group join "
