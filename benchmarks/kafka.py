@@ -9,6 +9,7 @@ last batch + 1.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import random
@@ -100,6 +101,12 @@ class Observer:
     With `stamped_after` set, values are parsed and each record whose `timestamp`
     is at or after it gives a latency: wall-clock receive time minus that stamp.
     The topic is assumed empty when the observer starts, unless `from_end`.
+
+    With `committed` (exactly-once outputs; implies `watermarks_only`) it notes each
+    partition's last stable offset instead of its high watermark: records count once
+    their transaction commits. Offsets then include a commit marker per transaction
+    and partition, so `marks` overstate the records until `recount` maps each noted
+    end to the records below it, from a `CommittedReader`'s offsets.
     """
 
     url: str
@@ -110,12 +117,15 @@ class Observer:
     watermarks_only: bool = False
     stamped_after: float | None = None
     keep_values: bool = False
+    committed: bool = False
     fetched: int = 0
     values: list[tuple[bytes, bytes]] = field(default_factory=list)  # with keep_values
     per_partition: dict[int, int] = field(default_factory=dict)  # records seen
     marks: list[tuple[float, int]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # monotonic times the count grew
     latencies: list[tuple[float, float]] = field(default_factory=list)  # (monotonic, seconds)
+    # With `committed`: (monotonic time, each partition's end) whenever an end grew.
+    ends_seen: list[tuple[float, dict[int, int]]] = field(default_factory=list)
     _consumer: AIOKafkaConsumer | None = None
     _job: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -149,7 +159,7 @@ class Observer:
         )
         await consumer.start()
         self._consumer = consumer
-        if self.watermarks_only:
+        if self.watermarks_only or self.committed:
             self._job = asyncio.create_task(self._watch(), name=f"observer {self.topic}")
             return self
         tps = self._tps
@@ -194,10 +204,13 @@ class Observer:
                 raise BenchError(f"no leader for {tp.topic}[{tp.partition}]")
             by_leader.setdefault(leader, []).append(tp.partition)
 
+        isolation = 1 if self.committed else 0  # read_committed : read_uncommitted
+
         def request(parts: list[int]) -> FetchRequest:
-            # From the known end, at most 1 byte: the answer's high watermark is the news.
+            # From the known end, at most 1 byte: the answer's high watermark (or last
+            # stable offset) is the news.
             wanted = [(p, ends[p], 1) for p in parts]
-            return FetchRequest(self.fetch_wait_ms, 1, 1, 0, [(self.topic, wanted)])
+            return FetchRequest(self.fetch_wait_ms, 1, 1, isolation, [(self.topic, wanted)])
 
         while True:
             responses = await asyncio.gather(
@@ -205,12 +218,30 @@ class Observer:
             )
             for response in responses:
                 for _topic, partitions in response.topics:
-                    for partition, error_code, highwater, *_ in partitions:
+                    for partition, error_code, highwater, *rest in partitions:
                         if error_code:
                             raise for_code(error_code)(f"fetch of {self.topic}[{partition}]")
-                        ends[partition] = max(ends[partition], int(highwater))
+                        # Fetch v4+ answers the last stable offset after the watermark.
+                        end = rest[0] if self.committed else highwater
+                        ends[partition] = max(ends[partition], int(end))
             self.per_partition = dict(ends)
-            self._note(time.monotonic(), sum(ends.values()))
+            now, total = time.monotonic(), sum(ends.values())
+            if self.committed and total > self.count:
+                self.ends_seen.append((now, dict(ends)))
+            self._note(now, total)
+
+    def recount(self, offsets: dict[int, list[int]]) -> None:
+        """`marks` from offsets to records: at each noted end, the records below it.
+
+        `offsets` holds each partition's record offsets in order, as a read_committed
+        reader got them (markers and aborted records left out)."""
+        marks: list[tuple[float, int]] = []
+        for at, ends in self.ends_seen:
+            total = records_below(ends, offsets)
+            if not marks or total > marks[-1][1]:
+                marks.append((at, total))
+        self.marks = marks
+        self.arrivals = [at for at, _ in marks]
 
     async def _read(self) -> None:
         assert self._consumer is not None
@@ -239,6 +270,10 @@ class Observer:
             else:
                 total = max(self.fetched, sum(consumer.highwater(tp) or 0 for tp in tps))
             self._note(now, total)
+
+    def records_noted(self, offsets: dict[int, list[int]]) -> int:
+        """With `committed`: the records below the ends noted last."""
+        return records_below(self.ends_seen[-1][1], offsets) if self.ends_seen else 0
 
     async def wait_for(
         self,
@@ -279,6 +314,83 @@ class Observer:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+
+def records_below(ends: dict[int, int], offsets: dict[int, list[int]]) -> int:
+    """How many of the records at `offsets` (per partition, in order) lie below `ends`."""
+    return sum(bisect.bisect_left(offsets.get(p, []), end) for p, end in ends.items())
+
+
+class CommittedReader:
+    """Reads a topic from the start as a `read_committed` consumer and keeps every
+    record (offset, key, value) by partition: what a downstream reader of exactly-once
+    outputs gets, markers and aborted records left out. Values are kept as bytes and
+    parsed only when checked, after the timed window."""
+
+    def __init__(self, url: str, topic: str, partitions: int) -> None:
+        self.topic = topic
+        self.records: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {
+            p: [] for p in range(partitions)
+        }
+        self.count = 0
+        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=servers(url),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+
+    async def start(self) -> CommittedReader:
+        await self._consumer.start()
+        self._consumer.assign(self._tps)
+        await self._consumer.seek_to_beginning(*self._tps)
+        return self
+
+    def offsets(self) -> dict[int, list[int]]:
+        return {p: [r[0] for r in records] for p, records in self.records.items()}
+
+    async def _poll(self) -> None:
+        fetched = await self._consumer.getmany(timeout_ms=100, max_records=100_000)
+        for tp, records in fetched.items():
+            self.records[tp.partition].extend((r.offset, r.key, r.value) for r in records)
+            self.count += len(records)
+
+    async def read_until(self, n: int, timeout: float) -> None:  # noqa: ASYNC109 - polled
+        """Until `n` committed records were read (or BenchError after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while self.count < n:
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{self.topic}: {self.count} of {n} committed records after {timeout:.0f} s"
+                )
+            await self._poll()
+
+    async def read_to_end(self, timeout: float) -> None:  # noqa: ASYNC109 - polled
+        """Until every partition's position reaches its high watermark, which is also its
+        last stable offset: for once the writers are gone (their last markers count)."""
+        consumer = self._consumer
+        deadline = time.monotonic() + timeout
+        while True:
+            await self._poll()
+            ends = [(consumer.highwater(tp), consumer.last_stable_offset(tp)) for tp in self._tps]
+            positions = [await consumer.position(tp) for tp in self._tps]
+            if all(
+                hw is not None and lso == hw and pos >= hw
+                for (hw, lso), pos in zip(ends, positions, strict=True)
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{self.topic}: not read to its end after {timeout:.0f} s (high watermark, "
+                    f"last stable offset, position per partition: "
+                    f"{[(*e, pos) for e, pos in zip(ends, positions, strict=True)]})"
+                )
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
 
 
 class PacedProducer:

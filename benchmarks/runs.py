@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from .config import Config
 from .data import changelog, partition_of, payments, user_id
 from .kafka import (
     BenchError,
+    CommittedReader,
     Observer,
     PacedProducer,
     create_topics,
@@ -40,13 +43,21 @@ from .procs import CpuMeter, Proc, Processes, find_broker_process, worker_argv
 WORKLOADS = (
     "ceilings",
     "count",
+    "count_eos",
     "windowed_count",
     "stream_table_join",
     "restore",
     "scaling",
     "passthrough_dsl",
+    "passthrough_eos",
     "passthrough",
 )
+# The worker environment of the exactly-once workloads (the same apps otherwise).
+EXACTLY_ONCE_ENV = {"STREAMKIT_PROCESSING_GUARANTEE": "exactly_once"}
+# How long an exactly-once output topic's last stable offsets must stand still before
+# its outputs are read back: longer than the commit interval (0.1 s), so that every
+# task's last transaction has committed.
+EOS_QUIET_S = 0.3
 OWNS = re.compile(r"streamkit\.coordinator: owns tasks: (.*)$", re.MULTILINE)
 RESTORED = re.compile(
     r"streamkit\.task: task (\d+_\d+) restored (\d+) records of (\S+) in ([\d.]+) s", re.MULTILINE
@@ -108,6 +119,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     broker_process: psutil.Process | None = None
+    inputs: list[tuple[bytes, bytes]] = field(default_factory=list)  # the input topic's records
 
     def name(self, what: str) -> str:
         return f"skb-{self.tag}-{what}"
@@ -120,7 +132,7 @@ class Run:
 
     async def prepare(self) -> None:
         cfg = self.cfg
-        records = payments(cfg.records, cfg.keys)
+        self.inputs = records = payments(cfg.records, cfg.keys)
         await create_topics(self.url, [self.input], cfg.partitions)
         began = time.monotonic()
         await fill(self.url, self.input, cfg.partitions, records)
@@ -181,9 +193,17 @@ class Run:
                 self.notes.append(f"{proc.name} logged: {line.strip()}")
 
     async def _throughput(
-        self, observer: Observer, workers: list[Proc], label: str, profile: bool = True
+        self,
+        observer: Observer,
+        workers: list[Proc],
+        label: str,
+        profile: bool = True,
+        settle: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> dict[str, Any]:
-        """Wait for the first output and the last; profile in between if asked for."""
+        """Wait for the first output and the last; profile in between if asked for.
+
+        `settle` runs after the wait, before the rate is taken from the observer's
+        marks: exactly-once runs recount them there (see `_settle_committed`)."""
         n = self.cfg.records
         alive = self._alive(*workers)
         timeout = self.cfg.phase_timeout_s
@@ -202,6 +222,7 @@ class Run:
             await observer.wait_for(n, timeout=timeout, alive=alive, what=label)
             cpu = meter.cores()
             self._check_quiet(label, cpu)
+            settled = await settle() if settle is not None else {}
         finally:
             if spy is not None:
                 spy.interrupt()
@@ -216,6 +237,7 @@ class Run:
             # Cores busy while processing (1.0: one core): each worker, the broker,
             # and the whole machine, whoever used it.
             "cpu_cores": cpu,
+            **settled,
         }
 
     async def _owns_tasks(
@@ -361,21 +383,47 @@ class Run:
     # streamkit workloads -------------------------------------------------------------
 
     async def _one_worker(
-        self, label: str, app: str, extra_env: dict[str, str] | None = None
+        self,
+        label: str,
+        app: str,
+        extra_env: dict[str, str] | None = None,
+        expected: Callable[[], dict[bytes, list[Any]]] | None = None,
     ) -> dict[str, Any]:
         """The median of `repeats` runs of one worker of `benchmarks/apps/<app>.py`, each
-        with its own group and output topic (an app emits one output per input)."""
+        with its own group and output topic (an app emits one output per input).
+
+        With `expected` (exactly-once workers) the outputs are counted as a
+        read_committed reader gets them and checked against it: each key's output
+        values (parsed JSON) in order; see `_settle_committed` and `_check_outputs`."""
         runs = []
         for i in range(self.cfg.repeats):
-            observer = await self.observe(self.name(f"{label}-{i}-out"))
+            observer = await self.observe(
+                self.name(f"{label}-{i}-out"), committed=expected is not None
+            )
             worker = self.worker(
                 f"{label}-{i}", app, self.name(f"{label}-{i}"), observer.topic, extra_env=extra_env
             )
+            reader = settle = None
+            if expected is not None:
+                reader = CommittedReader(self.url, observer.topic, self.cfg.partitions)
+                settle = functools.partial(self._settle_committed, observer, reader, worker)
             try:
-                run = await self._throughput(observer, [worker], label, profile=i == 0)
+                try:
+                    run = await self._throughput(
+                        observer, [worker], label, profile=i == 0, settle=settle
+                    )
+                finally:
+                    await self._stop(worker)
+                    await observer.stop()
+                if reader is not None:
+                    # The worker is gone: whatever it wrote is committed or aborted.
+                    await reader.read_to_end(self.cfg.phase_timeout_s)
             finally:
-                await self._stop(worker)
-                await observer.stop()
+                if reader is not None:
+                    await reader.stop()
+            if reader is not None:
+                assert expected is not None
+                self._check_outputs(f"{label} run {i}", reader, expected())
             run["rss_mb"] = worker.rss_mb
             runs.append(run)
         result = median_run(runs)
@@ -386,10 +434,115 @@ class Run:
         )
         return result
 
+    async def _settle_committed(
+        self, observer: Observer, reader: CommittedReader, worker: Proc
+    ) -> dict[str, Any]:
+        """Exactly-once: turn the observer's offsets into records.
+
+        The observer's ends count a commit marker per transaction and partition, so
+        its wait ended a few dozen records early. Once the last stable offsets stood
+        still for `EOS_QUIET_S` (every task's last transaction committed), a
+        read_committed reader reads the outputs from the start until it has one per
+        input; the observer's marks are then recounted in records below each noted
+        end. The reading comes after the timed window, so it cannot slow the worker
+        it measures; its cost is reported as `verify_read_s` and `verify_cpu_s`.
+        """
+        n, timeout = self.cfg.records, self.cfg.phase_timeout_s
+        deadline = time.monotonic() + timeout
+        while (last := observer.marks[-1][0]) > time.monotonic() - EOS_QUIET_S:
+            worker.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"{observer.topic}: outputs kept coming for {timeout:.0f} s")
+            await asyncio.sleep(max(0.01, last + EOS_QUIET_S - time.monotonic()))
+        began, cpu_began = time.monotonic(), time.process_time()
+        await reader.start()
+        await reader.read_until(n, timeout)
+        offsets = reader.offsets()
+        while observer.records_noted(offsets) < n:
+            # The reader saw the last commit before the observer's next fetch did.
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{observer.topic}: the observer noted {observer.records_noted(offsets)} of "
+                    f"{n} committed records"
+                )
+            await asyncio.sleep(0.01)
+        await observer.stop()
+        observer.recount(offsets)
+        settled = {
+            "verify_read_s": time.monotonic() - began,
+            "verify_cpu_s": time.process_time() - cpu_began,
+            "commit_markers": sum(observer.per_partition.values()) - n,
+        }
+        say(
+            f"{observer.topic}: {n:,} committed outputs read back in "
+            f"{settled['verify_read_s']:.2f} s ({settled['verify_cpu_s']:.2f} s of CPU, after "
+            f"the timed window); {settled['commit_markers']} commit markers among them"
+        )
+        return settled
+
+    def _check_outputs(
+        self, label: str, reader: CommittedReader, expected: dict[bytes, list[Any]]
+    ) -> None:
+        """Every input's output exactly once, in its key's order: each key's output values
+        (JSON) as a read_committed reader got them, against `expected`. A BenchError
+        names what differs: an exactly-once figure is worthless if its outputs are."""
+        got: dict[bytes | None, list[Any]] = {}
+        for records in reader.records.values():
+            for _, key, value in records:
+                got.setdefault(key, []).append(None if value is None else json.loads(value))
+        if got == expected:
+            return
+        problems = []
+        if reader.count != self.cfg.records:
+            problems.append(f"{reader.count:,} outputs for {self.cfg.records:,} inputs")
+        missing = expected.keys() - got.keys()
+        if missing:
+            problems.append(f"{len(missing):,} keys without outputs, e.g. {min(missing)!r}")
+        unknown = got.keys() - expected.keys()
+        if unknown:
+            problems.append(f"{len(unknown):,} keys that were never input, e.g. {unknown!r:.80}")
+        wrong = sorted(k for k in expected.keys() & got.keys() if got[k] != expected[k])
+        for key in wrong[:3]:
+            pairs = itertools.zip_longest(got[key], expected[key])
+            first = next((g, e) for g, e in pairs if g != e)
+            problems.append(
+                f"key {key!r}: {len(got[key])} outputs, {len(expected[key])} expected; "
+                f"first difference (got, expected) {first}"
+            )
+        if len(wrong) > 3:
+            problems.append(f"and {len(wrong) - 3:,} more keys with wrong outputs")
+        raise BenchError(
+            f"{label}: the committed outputs are not the inputs': {'; '.join(problems)}"
+        )
+
+    def _inputs_by_key(self) -> dict[bytes, list[Any]]:
+        """Each key's input values (parsed JSON) in input order: what a passthrough emits."""
+        out: dict[bytes, list[Any]] = {}
+        for key, value in self.inputs:
+            out.setdefault(key, []).append(json.loads(value))
+        return out
+
+    def _counts_by_key(self) -> dict[bytes, list[Any]]:
+        """Each key's running counts 1, 2, ... n: what the count app emits."""
+        totals = Counter(key for key, _ in self.inputs)
+        return {key: list(range(1, total + 1)) for key, total in totals.items()}
+
     async def _one_output_per_record(
         self, label: str, extra_env: dict[str, str] | None = None
     ) -> None:
         self.results[label] = await self._one_worker(label, label, extra_env)
+
+    async def count_eos(self) -> None:
+        """The count app, exactly-once: one transaction per task commit (every 0.1 s)."""
+        self.results["count_eos"] = await self._one_worker(
+            "count_eos", "count", EXACTLY_ONCE_ENV, self._counts_by_key
+        )
+
+    async def passthrough_eos(self) -> None:
+        """The passthrough app, exactly-once (throughput only: no latency run)."""
+        self.results["passthrough_eos"] = await self._one_worker(
+            "passthrough_eos", "passthrough", EXACTLY_ONCE_ENV, self._inputs_by_key
+        )
 
     async def count(self) -> None:
         await self._one_output_per_record("count")
