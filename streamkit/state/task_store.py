@@ -102,6 +102,13 @@ class TaskStore:
         # to 50,000 entries per new key (a third of a windowed count's time).
         self._dirty_order: SortedList = SortedList()
         self._dirty_keys: dict[bytes, Any] = {}
+        # Exactly-once: changes whose transaction committed but that the file does not
+        # hold yet (it is written about once a second, not per 100 ms transaction), by
+        # key and serialized, with the changelog offset they reach. Their keys stay in
+        # `_dirty_order` until written, so range scans see them.
+        self._staged: dict[Any, Any] = {}
+        self._staged_changes: dict[bytes, Change] = {}
+        self._staged_end: int | None = None
         self._expires = table.expiry_horizon_s is not None
         self._time_keyed = self._expires and table.row_time_in_key
         # Values known to match the file (persisted or read), so that a key's first
@@ -125,6 +132,8 @@ class TaskStore:
     def get(self, key: Any, missing: Any) -> Any:
         since = self._since_ms()
         value = self._dirty.get(key, missing)
+        if value is missing and self._staged:
+            value = self._staged.get(key, missing)
         if value is missing:
             value = self._clean.get(key, missing)
             if value is missing:
@@ -163,7 +172,7 @@ class TaskStore:
     def _change(self, key: Any, value: Any) -> None:
         # A key changed before in this commit interval was checked and indexed then:
         # a hot key costs a dict write, not a serialization and a partitioner call.
-        if key not in self._dirty:
+        if key not in self._dirty and key not in self._staged:
             self._check_partition(key)
             kb = self._key_bytes(key)
             self._dirty_order.add(kb)
@@ -177,9 +186,11 @@ class TaskStore:
         merged: dict[bytes, Any] = {
             k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high, since)
         }
+        dirty, staged = self._dirty, self._staged
         for kb in self._dirty_order.irange(low, high, inclusive=(True, False)):
             key = self._dirty_keys[kb]
-            merged[kb] = _DELETED if self._expired(key, since) else self._dirty[key]
+            value = dirty[key] if key in dirty else staged[key]
+            merged[kb] = _DELETED if self._expired(key, since) else value
         for kb in sorted(merged):
             value = merged[kb]
             if value is not _DELETED:
@@ -267,12 +278,47 @@ class TaskStore:
         self._dirty_order.clear()
         self._dirty_keys.clear()
 
+    def stage(self, changes: Changes, changelog_end: int | None) -> None:
+        """Exactly-once: the changes' transaction committed; keep them readable and
+        write them to the file later (`write_staged`), with the offset they reach."""
+        for change in changes:
+            self._staged_changes[change[0]] = change
+        self._staged.update(self._dirty)
+        self._dirty.clear()
+        if changelog_end is not None:
+            self._staged_end = changelog_end
+
+    def staged_count(self) -> int:
+        return len(self._staged)
+
+    def write_staged(self) -> None:
+        """Write the committed changes to the file in one transaction, with the
+        changelog offset of the last commit they came from."""
+        if not self._staged_changes:
+            return
+        self.sqlite.write(self._staged_changes.values(), self._staged_end)
+        if len(self._clean) + len(self._staged) > self._clean_limit:
+            self._clean.clear()
+        if len(self._staged) <= self._clean_limit:
+            self._clean.update(self._staged)
+        self._staged.clear()
+        self._staged_changes.clear()
+        self._reindex_dirty()
+
     def discard_uncommitted(self) -> None:
         """Drop the changes since the last commit (exactly-once: their transaction
-        failed); the file and the clean cache hold only committed values."""
+        failed); what committed stays, staged or in the file."""
         self._dirty.clear()
-        self._dirty_order.clear()
-        self._dirty_keys.clear()
+        self._reindex_dirty()
+
+    def _reindex_dirty(self) -> None:
+        """Keep in the range index only the keys still changed or staged."""
+        live = {
+            kb: k for kb, k in self._dirty_keys.items() if k in self._dirty or k in self._staged
+        }
+        if len(live) != len(self._dirty_keys):
+            self._dirty_keys = live
+            self._dirty_order = SortedList(live)
 
     # Restore -----------------------------------------------------------------
 
