@@ -58,6 +58,7 @@ class Options:
     exactly_once: bool = False
     session_timeout_ms: int = 6_000
     broker_pid: int | None = None  # None: the broker cannot be frozen (not ours)
+    broker_freeze_s: float = 10.0
     kinds: tuple[str, ...] = FAULTS
     # Deterministic order of faults instead of random ones (the short test's).
     sequence: tuple[str, ...] = ()
@@ -246,10 +247,10 @@ class Driver:
         assert self.o.broker_pid is not None
         os.kill(self.o.broker_pid, signal.SIGSTOP)
         try:
-            await asyncio.sleep(10)
+            await asyncio.sleep(self.o.broker_freeze_s)
         finally:
             os.kill(self.o.broker_pid, signal.SIGCONT)
-        return "broker SIGSTOP 10 s, SIGCONT"
+        return f"broker SIGSTOP {self.o.broker_freeze_s:g} s, SIGCONT"
 
     async def _inject(self, kind: str) -> None:
         target = "broker" if kind == "broker_freeze" else self.rng.choice(sorted(self.workers))

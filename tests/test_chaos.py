@@ -1,7 +1,7 @@
 """The chaos run's short form: each fault once, nothing lost (chaos/README.md).
 
 Three real workers on the session's broker under continuous input: kill -9,
-SIGTERM, SIGSTOP past the session timeout, and the broker frozen for 10 s. The
+SIGTERM, SIGSTOP past the session timeout, and the broker frozen for 5 s. The
 topics are then checked against the input: no input without its outputs, the
 counts table and every closed window at or above the truth (and only above by
 work a crash made a worker redo), every worker stopping cleanly.
@@ -31,6 +31,7 @@ async def test_each_fault_once_loses_nothing(kafka_url: str, tmp_path: Path) -> 
         seed=12,
         sequence=kinds,
         broker_pid=None if broker is None else broker.pid,
+        broker_freeze_s=5,  # `make chaos` freezes it for 10 s
     )
     outcome, verdict = await run(options, Processes(tmp_path))
     report = summary(outcome, verdict, options)
