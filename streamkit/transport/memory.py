@@ -115,31 +115,18 @@ class MemoryBroker:
         value: bytes | None,
         headers: Headers = (),
         timestamp_ms: int = 0,
+        *,
+        transaction: tuple[str, int] | None = None,
     ) -> int:
-        """Append one record and return its offset."""
+        """Append one record and return its offset; with `transaction` (transactional
+        id, epoch), inside that producer's open transaction (begun if none)."""
         log = self._log(topic, partition)
         offset = len(log)
-        log.append(MemoryRecord(topic, partition, offset, timestamp_ms, key, value, tuple(headers)))
-        self._wake()
-        return offset
-
-    def append_transactional(
-        self,
-        transactional_id: str,
-        epoch: int,
-        topic: str,
-        partition: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers = (),
-        timestamp_ms: int = 0,
-    ) -> int:
-        """Append one record inside the producer's open transaction (begun if none)."""
-        log = self._log(topic, partition)
-        offset = len(log)
-        txn = self.transactions.transaction_for_write(
-            transactional_id, epoch, TopicPartition(topic, partition), offset
-        )
+        txn = None
+        if transaction is not None:
+            txn = self.transactions.transaction_for_write(
+                *transaction, TopicPartition(topic, partition), offset
+            )
         log.append(
             MemoryRecord(topic, partition, offset, timestamp_ms, key, value, tuple(headers), txn)
         )
@@ -471,15 +458,14 @@ class MemoryTransactionalProducer(TransactionalProducer):
         if self._error is not None:
             return  # the transaction is doomed: it will abort, and these with it
         try:
-            offset = self._broker.append_transactional(
-                self.transactional_id,
-                self._epoch,
+            offset = self._broker.append(
                 topic,
                 partition,
                 key,
                 value,
                 headers,
                 timestamp_ms,
+                transaction=(self.transactional_id, self._epoch),
             )
         except TransportError as exc:
             self._error = exc
