@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -27,7 +25,7 @@ from streamkit.devbroker import DevBroker
 from . import report
 from .config import FULL, QUICK
 from .kafka import BenchError
-from .procs import Processes
+from .procs import Processes, clean_up
 from .runs import WORKLOADS, Run, say
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -150,14 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: stopping every process this run started", file=sys.stderr)
         code = 130
     finally:
-        procs.kill_all()
-        if broker is not None:
-            broker.stop()
-        if args.keep:
-            print(f"work dir kept: {workdir}", file=sys.stderr)
-        else:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(workdir)
+        clean_up(procs, broker, workdir, keep=args.keep)
     return code
 
 

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
+
+from streamkit.devbroker import DevBroker
 
 from .kafka import BenchError
 
@@ -238,3 +241,16 @@ def worker_argv(app_ref: str, broker: str, data_dir: Path, log_level: str) -> li
         "--log-level",
         log_level,
     ]
+
+
+def clean_up(procs: Processes, broker: DevBroker | None, workdir: Path, *, keep: bool) -> None:
+    """The end of a run, however it ended: every process it started stopped, the
+    broker it started stopped, and its work dir removed unless kept (then named)."""
+    procs.kill_all()
+    if broker is not None:
+        broker.stop()
+    if keep:
+        print(f"work dir kept: {workdir}", file=sys.stderr)
+    else:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(workdir)

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import shutil
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.procs import Processes
+from benchmarks.procs import Processes, clean_up
 from streamkit.devbroker import DevBroker
 
 from .check import Verdict, check
@@ -114,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos run failed: {exc}", file=sys.stderr)
         args.keep = True
     finally:
-        procs.kill_all()
-        if broker is not None:
-            broker.stop()
-        if args.keep or code:
-            print(f"work dir kept: {workdir}", file=sys.stderr)
-        else:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(workdir)
+        clean_up(procs, broker, workdir, keep=args.keep or code != 0)
     return code
 
 
