@@ -13,7 +13,9 @@ from helpers import committed, read, running, wait_for
 from pydantic import BaseModel
 
 import streamkit as sk
+from streamkit.errors import TransportError
 from streamkit.runtime.worker import Worker
+from streamkit.transport.memory import MemoryReader
 
 
 class Click(BaseModel):
@@ -376,3 +378,35 @@ async def test_a_restore_listener_hears_each_store_restore_from_start_to_end(
         assert sum(c[5] for c in batches) == ends[p]
         assert max(c[5] for c in batches) <= 10
     assert latest_outputs(app2, views2) == dict(sent)
+
+
+async def test_a_restore_waits_for_a_broker_that_is_away_and_then_completes(
+    memory_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The restore's reader cannot reach the broker twice (as when it is down): the
+    task waits, says so once, restores the counts, and goes on; the worker never stops."""
+    app, sent = await count_clicks(memory_url, tmp_path, 40)
+    refusals = [TransportError("connection refused (simulated)")] * 2
+    start = MemoryReader.start
+
+    async def refused_twice(self: MemoryReader) -> None:
+        if refusals:
+            raise refusals.pop()
+        await start(self)
+
+    monkeypatch.setattr(MemoryReader, "start", refused_twice)
+    for path in (tmp_path / app.id).glob("*/view-counts.sqlite*"):
+        path.unlink()  # a full restore from the changelog, once the broker answers
+    again, clicks, views = design_app(memory_url, tmp_path)
+    async with running(again):
+        await send(again, clicks, 1, start=0)
+        user = USERS[0]
+        await wait_for(
+            lambda: latest_outputs(again, views)[user] == sent[user] + 1, what="the next count"
+        )
+    assert not refusals
+    assert caplog.text.count("restoring waits for the broker") >= 1
+    assert stored_counts(tmp_path, app.id, "view-counts")[user] == sent[user] + 1

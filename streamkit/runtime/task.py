@@ -25,6 +25,7 @@ from ..errors import (
     ProducerFenced,
     RecordError,
     TransactionAborted,
+    TransportError,
 )
 from ..events import Event, StreamTime
 from ..metrics import Metrics
@@ -52,6 +53,9 @@ log = logging.getLogger("streamkit.task")
 # Exactly-once: how often committed changes are written to the state files (a
 # transaction commits every 100 ms; the file need not follow each one).
 STATE_FILE_INTERVAL_S = 1.0
+# A restore that finds the broker away tries again after this, doubling up to the max.
+RESTORE_RETRY_FIRST_S = 0.5
+RESTORE_RETRY_MAX_S = 10.0
 
 _timestamp = attrgetter("timestamp")
 _offset = attrgetter("offset")
@@ -367,10 +371,41 @@ class Task:
         )
 
     async def _restore(self) -> None:
-        """Bring every store up to its changelog's end before the first record."""
+        """Bring every store up to its changelog's end before the first record.
+
+        A broker that is away (connection refused, timed out) is waited for: the
+        restore starts again, from the checkpoints it reached, once it answers; one
+        line says so when it begins waiting, one when it got through.
+        """
         if not self._stores:
             return
         self.state = TaskState.RESTORING
+        delay, waiting_since = RESTORE_RETRY_FIRST_S, None
+        while True:
+            try:
+                await self._restore_once()
+            except TransportError as exc:
+                if self._closing:
+                    raise
+                if waiting_since is None:
+                    waiting_since = asyncio.get_running_loop().time()
+                    log.warning(
+                        "task %s: restoring waits for the broker (%s); retrying until it answers",
+                        self.id,
+                        exc,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTORE_RETRY_MAX_S)
+                continue
+            if waiting_since is not None:
+                log.info(
+                    "task %s: restored after waiting %.0f s for the broker",
+                    self.id,
+                    asyncio.get_running_loop().time() - waiting_since,
+                )
+            return
+
+    async def _restore_once(self) -> None:
         reader = self._services.transport.reader()
         await reader.start()
         try:

@@ -56,7 +56,10 @@ class SqliteStore:
         self.latest_row_time: int | None = None
 
     def open(self) -> bool:
-        """Open (or create) the file; False when it was unreadable and had to be replaced."""
+        """Open (or create) the file; False when it was unreadable and had to be replaced.
+        Opening an open store does nothing (a restore that starts again)."""
+        if self._db is not None:
+            return True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._connect()
