@@ -20,6 +20,8 @@ from cluster import (
     Feeder,
     Produced,
     WorkerProcess,
+    committed_offsets,
+    create_topic,
     ends_of,
     partition_of,
     partitions_of,
@@ -290,3 +292,26 @@ async def test_workers_joining_during_a_restore_end_with_every_task_running(
     for w in workers:
         await w.stop()
     cluster.check_no_crash()
+
+
+async def test_a_declared_partition_count_the_broker_contradicts_is_refused_at_start(
+    counting: Counting,
+    cluster: Cluster,
+    kafka_url: str,
+) -> None:
+    """DESIGN.md invariant 5 on a real broker: the input exists with 2 partitions, the
+    app declares 4; the worker stops before joining the group, in one line naming the
+    topic and both counts, and nothing is consumed."""
+    await create_topic(kafka_url, counting.input, 2)
+    await create_topic(kafka_url, counting.output, PARTITIONS)
+    await produce(kafka_url, counting.input, 2, [(key_of(i), b"%d" % i) for i in range(10)])
+    worker = cluster.start(APP, "w1", env=counting.env)
+    code = await worker.wait_exit(30)
+    assert code == 1, worker.output()
+    log = worker.log()
+    assert f"topic {counting.input!r} has 2 partitions on the broker but the app declares 4" in (
+        log
+    ), worker.output()
+    assert "Traceback" not in log, worker.output()
+    assert "joining group" not in log, worker.output()
+    assert await committed_offsets(kafka_url, counting.app_id, counting.input, 2) == {0: -1, 1: -1}
