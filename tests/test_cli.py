@@ -408,3 +408,28 @@ def test_banner_lists_stream_graphs_and_does_not_guess_broker_partition_counts()
     assert "stream graph KSTREAM-SOURCE-0000000000: declared (3 nodes)" in banner
     assert "sub-topology 0 tasks: 0_0 0_1" in banner
     assert "sub-topology 1 tasks: one per partition of its widest source" in banner
+
+
+def test_the_click_count_example_runs_exactly_once_from_the_command_line(tmp_path: Path) -> None:
+    """`--processing-guarantee exactly_once`: the banner says so with the 100 ms commit
+    interval, and the example's counts still come out 1..n once each."""
+    result = run_click_count(tmp_path, "--processing-guarantee", "exactly_once")
+    assert "guarantee=exactly_once  commit every 0.1 s" in result.stderr, str(result)
+    assert_counts_add_up(result)
+
+
+def test_exactly_once_commits_every_100_ms_unless_the_interval_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streamkit as sk
+
+    assert sk.App("a").settings.commit_interval_s == 1.0
+    eos = sk.App("b", processing_guarantee="exactly_once")
+    assert eos.settings.commit_interval_s == 0.1
+    eos.configure(processing_guarantee="at_least_once")  # the default follows the guarantee
+    assert eos.settings.commit_interval_s == 1.0
+    chosen = sk.App("c", processing_guarantee="exactly_once", commit_interval_s=2)
+    assert chosen.settings.commit_interval_s == 2.0
+    monkeypatch.setenv("STREAMKIT_PROCESSING_GUARANTEE", "exactly_once")
+    from_env = sk.App("d")
+    assert from_env.settings.exactly_once and from_env.settings.commit_interval_s == 0.1
