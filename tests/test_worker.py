@@ -318,3 +318,31 @@ async def test_send_many_outside_and_inside_a_worker(memory_url: str) -> None:
     assert sorted(v for _, v in read(app, doubled)) == sorted(2 * v for _, v, _ in records)
     with pytest.raises(sk.ConfigError, match="unknown topic 'nope'"):
         await app.send_many("nope", [("k", 1)])
+
+
+async def test_a_task_whose_commit_was_refused_resumes_from_its_own_positions(
+    memory_url: str,
+) -> None:
+    """The member's session times out with work processed but not committed; it rejoins
+    and gets its partitions back. Its revoke-time commit was refused, yet its outputs
+    and state are acknowledged: it goes on from where it got to, instead of from the
+    committed offsets, and no click is counted twice."""
+    app, clicks, views = click_app(memory_url)
+    app.configure(commit_interval_s=3600)  # no commit but the one the revoke attempts
+    sent = await send_clicks(app, clicks, 70)
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == 70, what="70 outputs")
+        assert set(committed(app, clicks).values()) == {None}
+        sk.MemoryBroker.for_url(memory_url).expire_member("clicks", rejoins=True)
+        await wait_for(
+            lambda: sk.MemoryBroker.for_url(memory_url).member_count("clicks") == 1,
+            what="the member back in its group",
+        )
+        sent += await send_clicks(app, clicks, 14, start=70)
+        await wait_for(lambda: len(read(app, views)) >= 84, what="the next 14 outputs")
+    outputs = read(app, views)
+    assert len(outputs) == 84  # each click once: nothing redone from the committed offsets
+    final: dict[str, int] = {}
+    for user, count in outputs:
+        final[user] = max(final.get(user, 0), count)
+    assert final == dict(sent)

@@ -245,13 +245,19 @@ class MemoryBroker:
             del self._members[group_id]
         self._wakeups.discard(member.wakeup)
 
-    def expire_member(self, group_id: str) -> None:
+    def expire_member(self, group_id: str, *, rejoins: bool = False) -> None:
         """Drop a group's member as a session timeout would (it froze, or its process
-        died): another can join, and the old one's partitions and commits are gone."""
+        died): another can join, and the old one's partitions and commits are gone.
+
+        With `rejoins`, the member joins again at its next poll if the group is free,
+        as a Kafka member that wakes up does: its partitions are revoked first (a
+        commit then is refused), then assigned anew.
+        """
         member = self._members.get(group_id)
         if member is not None:
             self.leave(group_id, member)
             member.expired = True
+            member.rejoins = rejoins
 
     def is_member(self, group_id: str, member: MemoryConsumer) -> bool:
         return self._members.get(group_id) is member
@@ -268,8 +274,10 @@ class MemoryConsumer(Consumer):
     ) -> None:
         self._auto_offset_reset = auto_offset_reset
         self._read_committed = read_committed
-        # Set when the broker dropped it from its group (a session timeout).
+        # Set when the broker dropped it from its group (a session timeout), and
+        # whether it joins again at its next poll.
         self.expired = False
+        self.rejoins = False
         self._broker = broker
         self._group_id = group_id
         self._planner = planner
@@ -279,6 +287,13 @@ class MemoryConsumer(Consumer):
         self._positions: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
         self._assigned = False
+
+    async def _rejoin(self) -> None:
+        assert self._listener is not None
+        await self._listener.on_partitions_revoked(set(self._positions))
+        self._positions.clear()
+        self.expired = self._assigned = False
+        self._broker.join(self._group_id, self)
 
     async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._broker.join(self._group_id, self)
@@ -341,9 +356,11 @@ class MemoryConsumer(Consumer):
         self, timeout_s: float, max_records: int
     ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
         if self.expired:
-            # Out of the group: nothing is assigned to it any more.
-            await asyncio.sleep(timeout_s)
-            return {}
+            if not (self.rejoins and self._broker.member_count(self._group_id) == 0):
+                # Out of the group: nothing is assigned to it any more.
+                await asyncio.sleep(timeout_s)
+                return {}
+            await self._rejoin()
         if not self._assigned:
             await self._assign()
         self.wakeup.clear()
