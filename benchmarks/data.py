@@ -59,3 +59,11 @@ def stamped(keys: Sequence[bytes], rng: random.Random) -> tuple[bytes, bytes]:
     """A record for the latency run: the send time (time.time()) in its timestamp."""
     key = keys[rng.randrange(len(keys))]
     return key, payment_json(key.decode(), round(rng.uniform(1.0, 10_000.0), 2), time.time())
+
+
+def users(keys: int) -> list[tuple[bytes, bytes]]:
+    """The join's table: one row per user id, every tier "gold"."""
+    return [
+        (user_id(k).encode(), json.dumps({"user_id": user_id(k), "tier": "gold"}).encode())
+        for k in range(keys)
+    ]

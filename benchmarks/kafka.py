@@ -321,14 +321,16 @@ def records_below(ends: dict[int, int], offsets: dict[int, list[int]]) -> int:
     return sum(bisect.bisect_left(offsets.get(p, []), end) for p, end in ends.items())
 
 
-class CommittedReader:
-    """Reads a topic from the start as a `read_committed` consumer and keeps every
-    record (offset, key, value) by partition: what a downstream reader of exactly-once
+class OutputReader:
+    """Reads a topic from the start and keeps every record (offset, key, value) by
+    partition, after a run's timed window, to check its outputs. With `committed` it
+    reads as a `read_committed` consumer: what a downstream reader of exactly-once
     outputs gets, markers and aborted records left out. Values are kept as bytes and
-    parsed only when checked, after the timed window."""
+    parsed only when checked."""
 
-    def __init__(self, url: str, topic: str, partitions: int) -> None:
+    def __init__(self, url: str, topic: str, partitions: int, *, committed: bool = False) -> None:
         self.topic = topic
+        self.committed = committed
         self.records: dict[int, list[tuple[int, bytes | None, bytes | None]]] = {
             p: [] for p in range(partitions)
         }
@@ -338,12 +340,12 @@ class CommittedReader:
             bootstrap_servers=servers(url),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            isolation_level="read_committed",
+            isolation_level="read_committed" if committed else "read_uncommitted",
             fetch_max_wait_ms=100,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
 
-    async def start(self) -> CommittedReader:
+    async def start(self) -> OutputReader:
         await self._consumer.start()
         self._consumer.assign(self._tps)
         await self._consumer.seek_to_beginning(*self._tps)
@@ -359,18 +361,16 @@ class CommittedReader:
             self.count += len(records)
 
     async def read_until(self, n: int, timeout: float) -> None:  # noqa: ASYNC109 - polled
-        """Until `n` committed records were read (or BenchError after `timeout`)."""
+        """Until `n` records were read (or BenchError after `timeout`)."""
         deadline = time.monotonic() + timeout
         while self.count < n:
             if time.monotonic() > deadline:
-                raise BenchError(
-                    f"{self.topic}: {self.count} of {n} committed records after {timeout:.0f} s"
-                )
+                raise BenchError(f"{self.topic}: {self.count} of {n} records after {timeout:.0f} s")
             await self._poll()
 
     async def read_to_end(self, timeout: float) -> None:  # noqa: ASYNC109 - polled
-        """Until every partition's position reaches its high watermark, which is also its
-        last stable offset: for once the writers are gone (their last markers count)."""
+        """Until every partition's position reaches its high watermark (for committed
+        reads also its last stable offset): for once the writers are gone."""
         consumer = self._consumer
         deadline = time.monotonic() + timeout
         while True:
@@ -378,7 +378,7 @@ class CommittedReader:
             ends = [(consumer.highwater(tp), consumer.last_stable_offset(tp)) for tp in self._tps]
             positions = [await consumer.position(tp) for tp in self._tps]
             if all(
-                hw is not None and lso == hw and pos >= hw
+                hw is not None and (lso == hw or not self.committed) and pos >= hw
                 for (hw, lso), pos in zip(ends, positions, strict=True)
             ):
                 return

@@ -1,24 +1,31 @@
-"""The workloads: each starts its processes, observes their output, and stops them.
+"""The workloads: each starts its processes, observes their output, checks it, stops them.
 
 All runs share one pre-filled input topic (each app is its own consumer group, so
 each reads it all from the start) and get their own app id and output topic. The
 latency run, at a paced load, has input and output topics of its own that start
 empty (see `Run._latency`).
+
+A one-worker workload is a `Workload` in `WORKERS`: a streamkit app, how its
+outputs are checked, and the ceiling it is compared with (or the workload of the
+same run it is a ratio to). Its runs alternate with its ceiling's, ceiling first,
+`repeats` pairs, so that each pair shares the machine's moment; the ratio of each
+pair is reported, their median and their spread. Adding one is a line in
+`WORKERS` and one in `WORKLOADS` (plus an app, and a ceiling kind if it is new).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
 import math
 import re
+import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +33,13 @@ from typing import Any
 import psutil
 
 from . import profile as profiling
+from . import verify
 from .config import Config
-from .data import changelog, partition_of, payments, user_id
+from .data import changelog, partition_of, payments, user_id, users
 from .kafka import (
     BenchError,
-    CommittedReader,
     Observer,
+    OutputReader,
     PacedProducer,
     create_topics,
     fill,
@@ -40,24 +48,45 @@ from .kafka import (
 )
 from .procs import CpuMeter, Proc, Processes, find_broker_process, worker_argv
 
-WORKLOADS = (
-    "ceilings",
-    "count",
-    "count_eos",
-    "windowed_count",
-    "stream_table_join",
-    "restore",
-    "scaling",
-    "passthrough_dsl",
-    "passthrough_eos",
-    "passthrough",
-)
 # The worker environment of the exactly-once workloads (the same apps otherwise).
 EXACTLY_ONCE_ENV = {"STREAMKIT_PROCESSING_GUARANTEE": "exactly_once"}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One worker of `benchmarks/apps/<app>.py`, its outputs checked as `expect` says
+    (a key of `verify.EXPECTED`), next to the ceiling `ceiling` (a kind of
+    `benchmarks/ceilings.py`) or, with `baseline`, as a ratio to that workload's
+    figure of the same run."""
+
+    app: str
+    expect: str
+    ceiling: str | None = None
+    baseline: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+WORKERS: dict[str, Workload] = {
+    "passthrough": Workload("passthrough", "passthrough", ceiling="passthrough"),
+    "passthrough_dsl": Workload("passthrough_dsl", "passthrough", ceiling="passthrough"),
+    "count": Workload("count", "count", ceiling="count"),
+    "windowed_count": Workload("windowed_count", "windowed_count", ceiling="windowed_count"),
+    "stream_table_join": Workload("stream_table_join", "join", ceiling="join"),
+    "passthrough_eos": Workload(
+        "passthrough", "passthrough", baseline="passthrough", env=EXACTLY_ONCE_ENV
+    ),
+    "count_eos": Workload("count", "count", baseline="count", env=EXACTLY_ONCE_ENV),
+}
+# In the order they run: a baseline before the workloads that divide by it.
+WORKLOADS = (*WORKERS, "restore", "scaling", "latency")
+
 # How long an exactly-once output topic's last stable offsets must stand still before
 # its outputs are read back: longer than the commit interval (0.1 s), so that every
 # task's last transaction has committed.
 EOS_QUIET_S = 0.3
+# Full speed: the rate over the middle of the run (from RAMP_FROM to RAMP_TO of the
+# outputs); reached when the next RAMP_WINDOW_S ran at RAMP_SHARE of it.
+RAMP_FROM, RAMP_TO, RAMP_WINDOW_S, RAMP_SHARE = 0.4, 0.9, 0.2, 0.8
 OWNS = re.compile(r"streamkit\.coordinator: owns tasks: (.*)$", re.MULTILINE)
 RESTORED = re.compile(
     r"streamkit\.task: task (\d+_\d+) restored (\d+) records of (\S+) in ([\d.]+) s", re.MULTILINE
@@ -88,6 +117,37 @@ def rate_between(observer: Observer, n: int) -> tuple[float, float, float]:
     return (n - first[1]) / seconds, first[0], last_at
 
 
+def ramp(marks: list[tuple[float, int]], n: int) -> dict[str, float]:
+    """How long after the first output a run reached full speed.
+
+    Full speed is the rate between RAMP_FROM and RAMP_TO of the `n` outputs; the ramp
+    ends at the first mark from which the next RAMP_WINDOW_S ran at RAMP_SHARE of
+    it or faster. Also the rate over the first half second, against full speed."""
+    at = _reached(marks)
+    t0, c0 = marks[0]
+    ta, ca = at(RAMP_FROM * n)
+    tb, cb = at(RAMP_TO * n)
+    full = (cb - ca) / (tb - ta) if tb > ta else math.nan
+    ramp_s = math.nan
+    for i, (t, c) in enumerate(marks):
+        later = next(((u, d) for u, d in marks[i + 1 :] if u >= t + RAMP_WINDOW_S), None)
+        if later is None:
+            break
+        if (later[1] - c) / (later[0] - t) >= RAMP_SHARE * full:
+            ramp_s = t - t0
+            break
+    th, ch = next(((u, d) for u, d in marks if u >= t0 + 0.5), marks[-1])
+    first = (ch - c0) / (th - t0) if th > t0 else math.nan
+    return {"full_speed_records_per_s": full, "ramp_s": ramp_s, "first_half_s_records_per_s": first}
+
+
+def _reached(marks: list[tuple[float, int]]) -> Callable[[float], tuple[float, int]]:
+    def at(count: float) -> tuple[float, int]:
+        return next(((t, c) for t, c in marks if c >= count), marks[-1])
+
+    return at
+
+
 def cpu_text(cores: dict[str, float]) -> str:
     """`pass-1 0.95, broker 0.40, machine 1.50 cores`."""
     parts = [f"{name} {value:.2f}" for name, value in cores.items() if value == value]
@@ -101,10 +161,28 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return best
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """The median and the range of a run's repeated figures."""
+    ordered = sorted(values)
+    return {"median": ordered[len(ordered) // 2], "min": ordered[0], "max": ordered[-1]}
+
+
+def ratios(runs: list[dict[str, Any]], against: list[float]) -> dict[str, Any]:
+    """Each run's figure over the figure of the same index (its pair), and their spread."""
+    each = [r["records_per_s"] / a for r, a in zip(runs, against, strict=True)]
+    return {"ratios": each, "ratio": spread(each)}
+
+
 def _exited_well(proc: Proc) -> None:
     """A ceiling may finish before the observer sees its last outputs; only a failure counts."""
     if not proc.alive and proc.popen.returncode != 0:
         proc.check_alive()
+
+
+def read_store(path: Path) -> dict[bytes, bytes]:
+    """A state file's rows (streamkit's and the ceilings' layouts both have kv(key, value))."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return {bytes(k): bytes(v) for k, v in db.execute("SELECT key, value FROM kv")}
 
 
 @dataclass
@@ -120,6 +198,7 @@ class Run:
     profiles: dict[str, str] = field(default_factory=dict)
     broker_process: psutil.Process | None = None
     inputs: list[tuple[bytes, bytes]] = field(default_factory=list)  # the input topic's records
+    _expected: dict[str, verify.Expected] = field(default_factory=dict)
 
     def name(self, what: str) -> str:
         return f"skb-{self.tag}-{what}"
@@ -128,12 +207,23 @@ class Run:
     def input(self) -> str:
         return self.name("input")
 
+    @property
+    def users(self) -> str:
+        """The join's table topic: a row per user, filled before the input (earlier times)."""
+        return self.name("users")
+
+    def expected(self, kind: str) -> verify.Expected:
+        if kind not in self._expected:
+            self._expected[kind] = verify.EXPECTED[kind](self.inputs)
+        return self._expected[kind]
+
     # set-up --------------------------------------------------------------------
 
     async def prepare(self) -> None:
         cfg = self.cfg
+        await create_topics(self.url, [self.users, self.input], cfg.partitions)
+        await fill(self.url, self.users, cfg.partitions, users(cfg.keys))
         self.inputs = records = payments(cfg.records, cfg.keys)
-        await create_topics(self.url, [self.input], cfg.partitions)
         began = time.monotonic()
         await fill(self.url, self.input, cfg.partitions, records)
         say(
@@ -158,20 +248,42 @@ class Run:
         *,
         log_level: str = "warning",
         input_topic: str | None = None,
-        extra_env: dict[str, str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> Proc:
-        data_dir = self.workdir / "data" / name
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = self.data_dir(name)
         env = {
             "SKB_APP_ID": app_id,
             "SKB_INPUT": input_topic or self.input,
             "SKB_OUTPUT": output,
+            "SKB_TABLE": self.users,
             "SKB_PARTITIONS": str(self.cfg.partitions),
             "STREAMKIT_KAFKA_OPTIONS": json.dumps(self.cfg.worker_kafka_options()),
             **(extra_env or {}),
         }
         argv = worker_argv(f"benchmarks.apps.{app}:app", self.url, data_dir, log_level)
         return self.procs.start(name, argv, env)
+
+    def data_dir(self, name: str) -> Path:
+        path = self.workdir / "data" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def ceiling(self, name: str, kind: str, output: str, *args: str) -> Proc:
+        """`python -m benchmarks.ceilings KIND` with the workers' client options."""
+        argv = [
+            sys.executable, "-m", "benchmarks.ceilings", kind,
+            "--broker", self.url,
+            "--input", self.input,
+            "--output", output,
+            "--table", self.users,
+            "--group", self.name(name),
+            "--records", str(self.cfg.records),
+            "--partitions", str(self.cfg.partitions),
+            "--data-dir", str(self.data_dir(name)),
+            "--kafka-options", json.dumps(self.cfg.worker_kafka_options()),
+            *args,
+        ]  # fmt: skip
+        return self.procs.start(name, argv)
 
     async def observe(self, topic: str, **kwargs: Any) -> Observer:
         """Create `topic` and watch it; by its high watermarks unless told otherwise."""
@@ -187,58 +299,62 @@ class Run:
         return check
 
     async def _stop(self, *procs: Proc) -> None:
+        """Stop the processes; one that logged a traceback or an error fails the run."""
         await asyncio.gather(*(p.stop() for p in procs))
         for proc in procs:
-            for line in proc.problems()[:3]:
-                self.notes.append(f"{proc.name} logged: {line.strip()}")
+            problems = proc.problems()
+            if problems:
+                raise BenchError(
+                    f"{proc.name} logged {len(problems)} error line(s), e.g. "
+                    f"{problems[0].strip()!r}: its figure does not count\n{proc.tail(40)}"
+                )
 
-    async def _throughput(
+    async def _timed(
         self,
         observer: Observer,
-        workers: list[Proc],
+        procs: list[Proc],
         label: str,
-        profile: bool = True,
-        settle: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        *,
+        alive: Callable[[], None],
+        profile: bool = False,
     ) -> dict[str, Any]:
-        """Wait for the first output and the last; profile in between if asked for.
-
-        `settle` runs after the wait, before the rate is taken from the observer's
-        marks: exactly-once runs recount them there (see `_settle_committed`)."""
+        """Wait for the first output and the n-th; profile the worker in between if asked."""
         n = self.cfg.records
-        alive = self._alive(*workers)
         timeout = self.cfg.phase_timeout_s
         spy = None
         if self.profile_dir is not None and profile:
             # From the end of its imports: the group join that follows is idle time,
             # which py-spy leaves out, so the samples are the processing.
             raw = self.profile_dir / f"{label}.raw"
-            while "streamkit " not in workers[0].log():
+            while "streamkit " not in procs[0].log():
                 alive()
                 await asyncio.sleep(0.02)
-            spy = self.procs.start(f"py-spy-{label}", profiling.record_argv(workers[0].pid, raw))
+            spy = self.procs.start(f"py-spy-{label}", profiling.record_argv(procs[0].pid, raw))
         try:
             await observer.wait_for(1, timeout=timeout, alive=alive, what=f"{label}: first output")
-            meter = CpuMeter(self._metered(workers))
+            meter = CpuMeter(self._metered(procs))
             await observer.wait_for(n, timeout=timeout, alive=alive, what=label)
             cpu = meter.cores()
             self._check_quiet(label, cpu)
-            settled = await settle() if settle is not None else {}
         finally:
             if spy is not None:
                 spy.interrupt()
                 await spy.wait_exit(30)
                 self.profiles[label] = profiling.summarize(
-                    raw, f"{label} worker (pid {workers[0].pid})"
+                    raw, f"{label} worker (pid {procs[0].pid})"
                 )
-        rate, first_at, _ = rate_between(observer, n)
+        _, first_at, _ = rate_between(observer, n)
         return {
-            "records_per_s": rate,
-            "startup_s": first_at - min(w.launched_at for w in workers),
-            # Cores busy while processing (1.0: one core): each worker, the broker,
+            "startup_s": first_at - min(p.launched_at for p in procs),
+            # Cores busy while processing (1.0: one core): each process, the broker,
             # and the whole machine, whoever used it.
             "cpu_cores": cpu,
-            **settled,
         }
+
+    @staticmethod
+    def _rate(observer: Observer, n: int) -> dict[str, Any]:
+        rate, _, _ = rate_between(observer, n)
+        return {"records_per_s": rate, **ramp(observer.marks, n)}
 
     async def _owns_tasks(
         self,
@@ -276,167 +392,107 @@ class Run:
         metered["bench"] = psutil.Process()  # this process: the observers
         return metered
 
-    # ceilings ---------------------------------------------------------------------
-
-    async def _ceiling(
-        self, label: str, kind: str, *args: str, observe: bool = True
+    async def _read_back(
+        self, label: str, topic: str, expect: str, *, committed: bool = False, **kwargs: Any
     ) -> dict[str, Any]:
-        output = self.name(f"ceiling-{label}")
-        observer = await self.observe(output) if observe else None
-        argv = [
-            sys.executable, "-m", "benchmarks.ceilings", kind,
-            "--broker", self.url,
-            "--input", self.input,
-            "--output", output,
-            "--records", str(self.cfg.records),
-            "--keys", str(self.cfg.keys),
-            "--partitions", str(self.cfg.partitions),
-            *args,
-        ]  # fmt: skip
-        proc = self.procs.start(f"ceiling-{label}", argv)
+        """Read the outputs to the end (their writers are gone) and check them."""
+        began, cpu_began = time.monotonic(), time.process_time()
+        reader = await OutputReader(
+            self.url, topic, self.cfg.partitions, committed=committed
+        ).start()
         try:
-            if observer is not None:
-                await observer.wait_for(
-                    1, timeout=self.cfg.phase_timeout_s, alive=lambda: _exited_well(proc)
+            await reader.read_to_end(self.cfg.phase_timeout_s)
+        finally:
+            await reader.stop()
+        checked = verify.check(label, reader.records, self.expected(expect), **kwargs)
+        return {
+            **checked,
+            "verify_read_s": time.monotonic() - began,
+            "verify_cpu_s": time.process_time() - cpu_began,
+        }
+
+    # one-worker workloads and their ceilings ------------------------------------------
+
+    async def paired(self, name: str) -> None:
+        """`repeats` pairs: the ceiling's run, then streamkit's; medians and ratios."""
+        workload = WORKERS[name]
+        runs, ceilings = [], []
+        for i in range(self.cfg.repeats):
+            if workload.ceiling is not None:
+                ceilings.append(await self._ceiling_run(name, workload, i))
+            runs.append(await self._worker_run(name, workload, i))
+        result = median_run(runs)
+        if ceilings:
+            result["ceiling"] = median_run(ceilings)
+            result.update(ratios(runs, result["ceiling"]["runs_records_per_s"]))
+        elif workload.baseline is not None and workload.baseline in self.results:
+            # Each run against the baseline's run of the same index.
+            result.update(ratios(runs, self.results[workload.baseline]["runs_records_per_s"]))
+        self.results[name] = result
+        against = ""
+        if "ratio" in result:
+            r = result["ratio"]
+            against = f"; ratio {r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+        say(
+            f"{name}: {result['records_per_s']:,.0f} records/s (median of {len(runs)}{against}), "
+            f"full speed {result['ramp_s']:.2f} s after the first output, "
+            f"first output {result['startup_s']:.2f} s after launch, peak RSS "
+            f"{result['rss_mb']:.0f} MB; {cpu_text(result['cpu_cores'])}"
+        )
+
+    async def _worker_run(self, name: str, workload: Workload, i: int) -> dict[str, Any]:
+        label = f"{name}-{i}"
+        committed = bool(workload.env.get("STREAMKIT_PROCESSING_GUARANTEE") == "exactly_once")
+        observer = await self.observe(self.name(f"{label}-out"), committed=committed)
+        worker = self.worker(
+            label, workload.app, self.name(label), observer.topic, extra_env=workload.env
+        )
+        try:
+            try:
+                run = await self._timed(
+                    observer, [worker], name, alive=self._alive(worker), profile=i == 0
                 )
-                meter = CpuMeter(self._metered([proc]))
-                await observer.wait_for(
-                    self.cfg.records,
-                    timeout=self.cfg.phase_timeout_s,
-                    alive=lambda: _exited_well(proc),
-                    what=f"ceiling {label}",
-                )
-                cpu = meter.cores()
-                self._check_quiet(f"ceiling {label}", cpu)
+                if committed:
+                    run.update(await self._settle_committed(observer, worker))
+            finally:
+                await self._stop(worker)
+                await observer.stop()
+            run.update(self._rate(observer, self.cfg.records))
+            run.update(
+                await self._read_back(label, observer.topic, workload.expect, committed=committed)
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await observer.stop()
+            raise
+        run["rss_mb"] = worker.rss_mb
+        return run
+
+    async def _ceiling_run(self, name: str, workload: Workload, i: int) -> dict[str, Any]:
+        assert workload.ceiling is not None
+        label = f"ceiling-{name}-{i}"
+        output = self.name(f"{label}-out")
+        changelog_topic = self.name(f"{label}-changelog")
+        await create_topics(
+            self.url, [changelog_topic], self.cfg.partitions, {"cleanup.policy": "compact"}
+        )
+        observer = await self.observe(output)
+        proc = self.ceiling(label, workload.ceiling, output, "--changelog", changelog_topic)
+        try:
+            run = await self._timed(observer, [proc], label, alive=lambda: _exited_well(proc))
             code = await proc.wait_exit(self.cfg.phase_timeout_s)
             if code != 0:
-                raise BenchError(f"ceiling {label} exited with {code}\n{proc.tail()}")
-            result: dict[str, Any] = {"internal": proc.last_json(), "rss_mb": proc.rss_mb}
-            if observer is not None:
-                result["records_per_s"] = rate_between(observer, self.cfg.records)[0]
-                result["cpu_cores"] = cpu
-            else:
-                result["records_per_s"] = result["internal"]["records_per_s"]
-            return result
+                raise BenchError(f"{label} exited with {code}\n{proc.tail()}")
         finally:
             await proc.stop()
-            if observer is not None:
-                await observer.stop()
+            await observer.stop()
+        run.update(self._rate(observer, self.cfg.records))
+        run["internal"] = proc.last_json()
+        run["rss_mb"] = proc.rss_mb
+        run.update(await self._read_back(label, output, workload.expect))
+        return run
 
-    async def _repeat(
-        self, label: str, kind: str, *args: str, observe: bool = True
-    ) -> dict[str, Any]:
-        runs = []
-        for i in range(self.cfg.repeats):
-            runs.append(await self._ceiling(f"{label}-{i}", kind, *args, observe=observe))
-        best = median_run(runs)
-        say(
-            f"ceiling {label}: {best['records_per_s']:,.0f} records/s (median of {len(runs)}); "
-            f"{cpu_text(best.get('cpu_cores', {}))}"
-        )
-        return best
-
-    async def ceilings(self) -> None:
-        out = self.results.setdefault("ceilings", {})
-        out["passthrough_json"] = await self._repeat(
-            "passthrough-json", "passthrough", "--serde", "json"
-        )
-        out["passthrough_model"] = await self._repeat(
-            "passthrough-model", "passthrough", "--serde", "model"
-        )
-        counts = []
-        for i in range(self.cfg.repeats):
-            changelog_topic = self.name(f"ceiling-count-{i}-changelog")
-            await create_topics(
-                self.url, [changelog_topic], self.cfg.partitions, {"cleanup.policy": "compact"}
-            )
-            data = self.workdir / "data" / f"ceiling-count-{i}"
-            counts.append(
-                await self._ceiling(
-                    f"count-{i}", "count", "--changelog", changelog_topic, "--data-dir", str(data)
-                )
-            )
-        out["count"] = best = median_run(counts)
-        say(
-            f"ceiling count: {best['records_per_s']:,.0f} records/s (median of {len(counts)}); "
-            f"{cpu_text(best.get('cpu_cores', {}))}"
-        )
-        sqlite = self.procs.start(
-            "ceiling-sqlite",
-            [
-                sys.executable, "-m", "benchmarks.ceilings", "sqlite",
-                "--records", str(self.cfg.records), "--keys", str(self.cfg.keys),
-                "--data-dir", str(self.workdir / "data" / "ceiling-sqlite"),
-            ],
-        )  # fmt: skip
-        if await sqlite.wait_exit(self.cfg.phase_timeout_s) != 0:
-            raise BenchError(f"the SQLite ceiling failed\n{sqlite.tail()}")
-        out["sqlite"] = sqlite.last_json()
-        say(
-            "SQLite counters: {:,.0f} updates/s (executemany per 1,000), {:,.0f} (write-behind "
-            "per 10,000)".format(
-                out["sqlite"]["executemany_per_1000_updates_per_s"],
-                out["sqlite"]["writebehind_per_10000_updates_per_s"],
-            )
-        )
-
-    # streamkit workloads -------------------------------------------------------------
-
-    async def _one_worker(
-        self,
-        label: str,
-        app: str,
-        extra_env: dict[str, str] | None = None,
-        expected: Callable[[], dict[bytes, list[Any]]] | None = None,
-    ) -> dict[str, Any]:
-        """The median of `repeats` runs of one worker of `benchmarks/apps/<app>.py`, each
-        with its own group and output topic (an app emits one output per input).
-
-        With `expected` (exactly-once workers) the outputs are counted as a
-        read_committed reader gets them and checked against it: each key's output
-        values (parsed JSON) in order; see `_settle_committed` and `_check_outputs`."""
-        runs = []
-        for i in range(self.cfg.repeats):
-            observer = await self.observe(
-                self.name(f"{label}-{i}-out"), committed=expected is not None
-            )
-            worker = self.worker(
-                f"{label}-{i}", app, self.name(f"{label}-{i}"), observer.topic, extra_env=extra_env
-            )
-            reader = settle = None
-            if expected is not None:
-                reader = CommittedReader(self.url, observer.topic, self.cfg.partitions)
-                settle = functools.partial(self._settle_committed, observer, reader, worker)
-            try:
-                try:
-                    run = await self._throughput(
-                        observer, [worker], label, profile=i == 0, settle=settle
-                    )
-                finally:
-                    await self._stop(worker)
-                    await observer.stop()
-                if reader is not None:
-                    # The worker is gone: whatever it wrote is committed or aborted.
-                    await reader.read_to_end(self.cfg.phase_timeout_s)
-            finally:
-                if reader is not None:
-                    await reader.stop()
-            if reader is not None:
-                assert expected is not None
-                self._check_outputs(f"{label} run {i}", reader, expected())
-            run["rss_mb"] = worker.rss_mb
-            runs.append(run)
-        result = median_run(runs)
-        say(
-            f"{label}: {result['records_per_s']:,.0f} records/s (median of {len(runs)}), first "
-            f"output {result['startup_s']:.2f} s after launch, peak RSS {result['rss_mb']:.0f} MB; "
-            f"{cpu_text(result['cpu_cores'])}"
-        )
-        return result
-
-    async def _settle_committed(
-        self, observer: Observer, reader: CommittedReader, worker: Proc
-    ) -> dict[str, Any]:
+    async def _settle_committed(self, observer: Observer, worker: Proc) -> dict[str, Any]:
         """Exactly-once: turn the observer's offsets into records.
 
         The observer's ends count a commit marker per transaction and partition, so
@@ -445,7 +501,7 @@ class Run:
         read_committed reader reads the outputs from the start until it has one per
         input; the observer's marks are then recounted in records below each noted
         end. The reading comes after the timed window, so it cannot slow the worker
-        it measures; its cost is reported as `verify_read_s` and `verify_cpu_s`.
+        it measures.
         """
         n, timeout = self.cfg.records, self.cfg.phase_timeout_s
         deadline = time.monotonic() + timeout
@@ -454,10 +510,14 @@ class Run:
             if time.monotonic() > deadline:
                 raise BenchError(f"{observer.topic}: outputs kept coming for {timeout:.0f} s")
             await asyncio.sleep(max(0.01, last + EOS_QUIET_S - time.monotonic()))
-        began, cpu_began = time.monotonic(), time.process_time()
-        await reader.start()
-        await reader.read_until(n, timeout)
-        offsets = reader.offsets()
+        reader = await OutputReader(
+            self.url, observer.topic, self.cfg.partitions, committed=True
+        ).start()
+        try:
+            await reader.read_until(n, timeout)
+            offsets = reader.offsets()
+        finally:
+            await reader.stop()
         while observer.records_noted(offsets) < n:
             # The reader saw the last commit before the observer's next fetch did.
             if time.monotonic() > deadline:
@@ -468,111 +528,38 @@ class Run:
             await asyncio.sleep(0.01)
         await observer.stop()
         observer.recount(offsets)
-        settled = {
-            "verify_read_s": time.monotonic() - began,
-            "verify_cpu_s": time.process_time() - cpu_began,
-            "commit_markers": sum(observer.per_partition.values()) - n,
-        }
-        say(
-            f"{observer.topic}: {n:,} committed outputs read back in "
-            f"{settled['verify_read_s']:.2f} s ({settled['verify_cpu_s']:.2f} s of CPU, after "
-            f"the timed window); {settled['commit_markers']} commit markers among them"
-        )
-        return settled
+        return {"commit_markers": sum(observer.per_partition.values()) - n}
 
-    def _check_outputs(
-        self, label: str, reader: CommittedReader, expected: dict[bytes, list[Any]]
-    ) -> None:
-        """Every input's output exactly once, in its key's order: each key's output values
-        (JSON) as a read_committed reader got them, against `expected`. A BenchError
-        names what differs: an exactly-once figure is worthless if its outputs are."""
-        got: dict[bytes | None, list[Any]] = {}
-        for records in reader.records.values():
-            for _, key, value in records:
-                got.setdefault(key, []).append(None if value is None else json.loads(value))
-        if got == expected:
-            return
-        problems = []
-        if reader.count != self.cfg.records:
-            problems.append(f"{reader.count:,} outputs for {self.cfg.records:,} inputs")
-        missing = expected.keys() - got.keys()
-        if missing:
-            problems.append(f"{len(missing):,} keys without outputs, e.g. {min(missing)!r}")
-        unknown = got.keys() - expected.keys()
-        if unknown:
-            problems.append(f"{len(unknown):,} keys that were never input, e.g. {unknown!r:.80}")
-        wrong = sorted(k for k in expected.keys() & got.keys() if got[k] != expected[k])
-        for key in wrong[:3]:
-            pairs = itertools.zip_longest(got[key], expected[key])
-            first = next((g, e) for g, e in pairs if g != e)
-            problems.append(
-                f"key {key!r}: {len(got[key])} outputs, {len(expected[key])} expected; "
-                f"first difference (got, expected) {first}"
-            )
-        if len(wrong) > 3:
-            problems.append(f"and {len(wrong) - 3:,} more keys with wrong outputs")
-        raise BenchError(
-            f"{label}: the committed outputs are not the inputs': {'; '.join(problems)}"
-        )
-
-    def _inputs_by_key(self) -> dict[bytes, list[Any]]:
-        """Each key's input values (parsed JSON) in input order: what a passthrough emits."""
-        out: dict[bytes, list[Any]] = {}
-        for key, value in self.inputs:
-            out.setdefault(key, []).append(json.loads(value))
-        return out
-
-    def _counts_by_key(self) -> dict[bytes, list[Any]]:
-        """Each key's running counts 1, 2, ... n: what the count app emits."""
-        totals = Counter(key for key, _ in self.inputs)
-        return {key: list(range(1, total + 1)) for key, total in totals.items()}
-
-    async def _one_output_per_record(
-        self, label: str, extra_env: dict[str, str] | None = None
-    ) -> None:
-        self.results[label] = await self._one_worker(label, label, extra_env)
-
-    async def count_eos(self) -> None:
-        """The count app, exactly-once: one transaction per task commit (every 0.1 s)."""
-        self.results["count_eos"] = await self._one_worker(
-            "count_eos", "count", EXACTLY_ONCE_ENV, self._counts_by_key
-        )
-
-    async def passthrough_eos(self) -> None:
-        """The passthrough app, exactly-once (throughput only: no latency run)."""
-        self.results["passthrough_eos"] = await self._one_worker(
-            "passthrough_eos", "passthrough", EXACTLY_ONCE_ENV, self._inputs_by_key
-        )
-
-    async def count(self) -> None:
-        await self._one_output_per_record("count")
-
-    async def passthrough_dsl(self) -> None:
-        await self._one_output_per_record("passthrough_dsl")
-
-    async def windowed_count(self) -> None:
-        await self._one_output_per_record("windowed_count")
-
-    async def stream_table_join(self) -> None:
-        """The users table is filled first, so its rows precede the payments in time."""
-        users = self.name("users")
-        await create_topics(self.url, [users], self.cfg.partitions)
-        rows = [
-            (user_id(k).encode(), json.dumps({"user_id": user_id(k), "tier": "gold"}).encode())
-            for k in range(self.cfg.keys)
-        ]
-        await fill(self.url, users, self.cfg.partitions, rows)
-        await self._one_output_per_record("stream_table_join", {"SKB_TABLE": users})
+    # restore ----------------------------------------------------------------------
 
     async def restore(self) -> None:
+        """`repeats` pairs: the restore ceiling, then a fresh count worker, on a changelog
+        of their own each time (a worker's app id names its changelog)."""
+        runs, ceilings = [], []
+        for i in range(self.cfg.repeats):
+            runs.append(await self._restore_run(i, ceilings))
+        result = median_run(runs)
+        result["ceiling"] = median_run(ceilings)
+        result.update(ratios(runs, result["ceiling"]["runs_records_per_s"]))
+        self.results["restore"] = result
+        r = result["ratio"]
+        say(
+            f"restore: {result['records_per_s']:,.0f} records/s (median of {len(runs)}; ratio "
+            f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f}))"
+        )
+
+    async def _restore_run(self, i: int, ceilings: list[dict[str, Any]]) -> dict[str, Any]:
         cfg = self.cfg
-        app_id = self.name("restore")
+        app_id = self.name(f"restore-{i}")
         changelog_topic = f"{app_id}-counts-changelog"
         records, totals = changelog(cfg.records, cfg.keys)
         await create_topics(
             self.url, [changelog_topic], cfg.partitions, {"cleanup.policy": "compact"}
         )
         await fill(self.url, changelog_topic, cfg.partitions, records)
+        ceilings.append(
+            await self._restore_ceiling(f"ceiling-restore-{i}", changelog_topic, totals)
+        )
         # One input per partition, so that every task shows it restored by an output.
         probes: dict[int, bytes] = {}
         for k in range(cfg.keys):
@@ -580,16 +567,24 @@ class Run:
             probes.setdefault(partition_of(key, cfg.partitions), key)
             if len(probes) == cfg.partitions:
                 break
-        restore_input = self.name("restore-in")
+        restore_input = self.name(f"restore-{i}-in")
         await create_topics(self.url, [restore_input], cfg.partitions)
-        probe_records = [(key, payments(1, 1)[0][1]) for key in probes.values()]
-        await fill(self.url, restore_input, cfg.partitions, probe_records)
-        say(f"changelog {changelog_topic}: {len(records):,} records; starting a fresh worker")
+        await fill(
+            self.url,
+            restore_input,
+            cfg.partitions,
+            [(k, payments(1, 1)[0][1]) for k in probes.values()],
+        )
         observer = await self.observe(
-            self.name("restore-out"), keep_values=True, watermarks_only=False
+            self.name(f"restore-{i}-out"), keep_values=True, watermarks_only=False
         )
         worker = self.worker(
-            "restore", "count", app_id, observer.topic, log_level="info", input_topic=restore_input
+            f"restore-{i}",
+            "count",
+            app_id,
+            observer.topic,
+            log_level="info",
+            input_topic=restore_input,
         )
         try:
             done_at = await observer.wait_for(
@@ -600,63 +595,89 @@ class Run:
             await observer.stop()
         restored = [(t, int(n), float(s)) for t, n, _, s in RESTORED.findall(worker.log())]
         applied = sum(n for _, n, _ in restored)
-        seconds = max((s for _, _, s in restored), default=float("nan"))
-        if applied < len(records):
-            self.notes.append(
-                f"restore: the worker logged {applied} restored records of {len(records)}"
+        seconds = max((s for _, _, s in restored), default=math.nan)
+        if applied < len(records) or len(restored) != cfg.partitions:
+            raise BenchError(
+                f"restore: the worker logged {applied:,} restored records of {len(records):,} "
+                f"in {len(restored)} tasks\n{worker.tail()}"
             )
-        wrong = [
-            (key, value) for key, value in observer.values if value != str(totals[key] + 1).encode()
-        ]
+        wrong = [(k, v) for k, v in observer.values if v != str(totals[k] + 1).encode()]
         if wrong:
-            self.notes.append(f"restore: outputs {wrong} are not the restored count + 1")
-        self.results["restore"] = {
-            "records_per_s": applied / seconds if seconds > 0 else float("nan"),
+            raise BenchError(f"restore: outputs {wrong} are not the restored count + 1")
+        # The files hold the changelog's last value of every key (the probes' + 1).
+        after = Counter(totals)
+        after.update(probes.values())
+        files = sorted((self.data_dir(f"restore-{i}") / app_id).glob("*/counts.sqlite"))
+        self._check_files(f"restore {i}", files, after)
+        say(
+            f"restore {i}: {applied:,} records in {seconds:.2f} s (slowest of {len(restored)} "
+            f"tasks, restoring side by side): {applied / seconds:,.0f} records/s; "
+            f"{len(after):,} keys checked in {len(files)} files"
+        )
+        return {
+            "records_per_s": applied / seconds if seconds > 0 else math.nan,
             "restored_records": applied,
             "restore_s": seconds,
             "tasks": len(restored),
             "launch_to_output_s": done_at - worker.launched_at,
             "rss_mb": worker.rss_mb,
+            "keys_checked": len(after),
         }
-        say(
-            f"restore: {applied:,} records in {seconds:.2f} s (slowest of {len(restored)} tasks, "
-            f"restoring side by side): {applied / seconds:,.0f} records/s"
-        )
-        ceiling_runs = []
-        for i in range(cfg.repeats):
-            ceiling_runs.append(
-                await self._ceiling(
-                    f"restore-{i}",
-                    "restore",
-                    "--changelog",
-                    changelog_topic,
-                    "--data-dir",
-                    str(self.workdir / "data" / f"ceiling-restore-{i}"),
-                    observe=False,
-                )
+
+    async def _restore_ceiling(
+        self, label: str, changelog_topic: str, totals: Mapping[bytes, int]
+    ) -> dict[str, Any]:
+        proc = self.ceiling(label, "restore", "", "--changelog", changelog_topic)
+        try:
+            if await proc.wait_exit(self.cfg.phase_timeout_s) != 0:
+                raise BenchError(f"{label} failed\n{proc.tail()}")
+        finally:
+            await proc.stop()
+        result: dict[str, Any] = dict(proc.last_json())
+        result["rss_mb"] = proc.rss_mb
+        self._check_files(label, sorted(self.data_dir(label).glob("restore-*.sqlite")), totals)
+        return result
+
+    def _check_files(self, label: str, files: list[Path], totals: Mapping[bytes, int]) -> None:
+        """The state files hold each key's last changelog value, and nothing else."""
+        got: dict[bytes, int] = {}
+        for path in files:
+            got.update((k, int(v)) for k, v in read_store(path).items())
+        if got != dict(totals):
+            wrong = [k for k in totals if got.get(k) != totals[k]]
+            raise BenchError(
+                f"{label}: the state files hold {len(got):,} keys for {len(totals):,}; "
+                f"{len(wrong):,} wrong, e.g. {wrong[:3]} "
+                f"({[(got.get(k), totals[k]) for k in wrong[:3]]} (file, changelog))"
             )
-        best = median_run(ceiling_runs)
-        self.results.setdefault("ceilings", {})["restore"] = best
-        say(f"ceiling restore: {best['records_per_s']:,.0f} records/s")
+
+    # two workers ---------------------------------------------------------------------
 
     async def scaling(self) -> None:
         """Two passthrough workers started together; the median of `repeats` runs (one
-        full run once gave 0.84 x one worker, its workers half idle: one run is too few)."""
+        full run once gave 0.84 x one worker, its workers half idle: one run is too few).
+        Their outputs are checked like the others', a replay counted (a rebalance in the
+        run may replay records: at-least-once)."""
         runs = []
         for i in range(self.cfg.repeats):
-            observer = await self.observe(self.name(f"scale-{i}-out"))
+            label = f"scale-{i}"
+            observer = await self.observe(self.name(f"{label}-out"))
             workers = [
                 self.worker(
-                    f"scale-{i}-{w}", "passthrough", self.name(f"scale-{i}"), observer.topic,
+                    f"{label}-{w}", "passthrough", self.name(label), observer.topic,
                     log_level="info",
                 )
                 for w in (1, 2)
             ]  # fmt: skip
             try:
-                run = await self._throughput(observer, workers, "scaling", profile=False)
+                run = await self._timed(observer, workers, "scaling", alive=self._alive(*workers))
             finally:
                 await self._stop(*workers)
                 await observer.stop()
+            run.update(self._rate(observer, self.cfg.records))
+            run.update(
+                await self._read_back(label, observer.topic, "passthrough", replays_allowed=True)
+            )
             first_owned = [
                 (m[1].split() if m else []) for m in (OWNS.search(w.log()) for w in workers)
             ]
@@ -670,14 +691,16 @@ class Run:
         self.results["scaling"] = result = median_run(runs)
         say(
             f"scaling: two workers {result['records_per_s']:,.0f} records/s (median of "
-            f"{len(runs)}); {cpu_text(result['cpu_cores'])}"
+            f"{len(runs)}); {result['duplicates']} replayed outputs; "
+            f"{cpu_text(result['cpu_cores'])}"
         )
 
-    async def passthrough(self) -> None:
-        result = await self._one_worker("passthrough", "passthrough")
-        result.update(await self._ceiling_latency())
+    # latency ------------------------------------------------------------------------
+
+    async def latency(self) -> None:
+        result = await self._ceiling_latency()
         result.update(await self._latency())
-        self.results["passthrough"] = result
+        self.results["latency"] = result
 
     async def _ceiling_latency(self) -> dict[str, Any]:
         """The paced load through the bare-aiokafka passthrough: what two hops through
@@ -692,6 +715,8 @@ class Run:
         argv = [
             sys.executable, "-m", "benchmarks.ceilings", "passthrough",
             "--broker", self.url, "--input", source, "--output", sink,
+            "--group", self.name("ceiling-latency"),
+            "--kafka-options", json.dumps(self.cfg.worker_kafka_options()),
             "--records", str(total), "--partitions", str(cfg.partitions),
         ]  # fmt: skip
         proc = self.procs.start("ceiling-latency", argv)
@@ -731,9 +756,9 @@ class Run:
         On topics of their own that start empty: Tansu's fetch latency grows with a
         partition's length (its own one-hop p99 went from 14 to 67 ms between 25,000
         and 300,000 records at this load), so the pre-filled input would measure the
-        broker's storage, not the worker. Nothing else reads the input meanwhile: a
-        second consumer fetching the same partitions from Tansu doubled the worker's
-        p50 and tripled its p99. The reference is `_ceiling_latency`, run alone.
+        broker's storage. Nothing else reads the input meanwhile: a second consumer
+        fetching the same partitions from Tansu doubled the worker's p50 and tripled
+        its p99. The reference is `_ceiling_latency`, run alone.
         """
         cfg = self.cfg
         app_id = self.name("lat")
@@ -814,10 +839,10 @@ class Run:
             "offered_records_per_s": cfg.latency_rate,
             "producer_late_ticks": producer.late_ticks,
             "steady_max_gap_ms": 1000 * max(steady_gaps, default=0.0),
-            "join_pause_s": max(join_gaps, default=float("nan")),
-            "join_max_latency_ms": 1000 * max(during_join, default=float("nan")),
+            "join_pause_s": max(join_gaps, default=math.nan),
+            "join_max_latency_ms": 1000 * max(during_join, default=math.nan),
             "second_worker_tasks_after_s": owned_at - joined_at,
-            "latency_rss_mb": first.rss_mb,
+            "rss_mb": first.rss_mb,
         }
         say(
             f"latency at {cfg.latency_rate:,}/s: p50 {result['p50_ms']:.1f} ms, p99 "
@@ -830,5 +855,9 @@ class Run:
     async def all(self, only: set[str]) -> None:
         await self.prepare()
         for workload in WORKLOADS:
-            if workload in only:
+            if workload not in only:
+                continue
+            if workload in WORKERS:
+                await self.paired(workload)
+            else:
                 await getattr(self, workload)()

@@ -23,6 +23,21 @@ class Payment(BaseModel):
     timestamp: float  # seconds since the epoch; the latency run stamps the send time here
 
 
+class User(BaseModel):
+    """A row of the stream-table join's users table."""
+
+    user_id: str
+    tier: str
+
+
+class Enriched(BaseModel):
+    """The stream-table join's output: a payment with its user's tier."""
+
+    user_id: str
+    amount: float
+    tier: str | None
+
+
 def env(name: str) -> str:
     try:
         return os.environ[name]

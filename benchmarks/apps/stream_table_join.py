@@ -3,23 +3,9 @@ from a co-partitioned users topic (`SKB_TABLE`, pre-filled with every user)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 import streamkit as sk
 
-from . import Payment, env, partitions
-
-
-class User(BaseModel):
-    user_id: str
-    tier: str
-
-
-class Enriched(BaseModel):
-    user_id: str
-    amount: float
-    tier: str | None
-
+from . import Enriched, Payment, User, env, partitions
 
 app = sk.App(env("SKB_APP_ID"))
 payments = app.topic(env("SKB_INPUT"), key_type=str, value_type=Payment, partitions=partitions())
