@@ -47,6 +47,7 @@ def build(
             w["ceiling_records_per_s"] = ceiling["records_per_s"]
             w["ceiling_runs_records_per_s"] = ceiling["runs_records_per_s"]
             w["ceiling_ramp_s"] = ceiling.get("ramp_s")
+            w["ceiling_cpu_us_per_record"] = ceiling.get("cpu_us_per_record")
         workloads[NAMES.get(name, name)] = w
     two, one = workloads.get("passthrough_2_workers"), workloads.get("passthrough")
     if two is not None and one is not None:
@@ -175,6 +176,7 @@ def table(doc: dict[str, Any]) -> str:
             "(runs, k)",
             "ratio (min-max)",
             "full speed s",
+            "CPU us/rec",
             "startup s",
             "RSS MB",
             "outputs checked",
@@ -192,6 +194,10 @@ def table(doc: dict[str, Any]) -> str:
                 f"{_fmt(w.get('ramp_s'), '.2f')} ({_fmt(w.get('ceiling_ramp_s'), '.2f')})"
                 if "ramp_s" in w
                 else "",
+                f"{_fmt(w.get('cpu_us_per_record'), '.1f')} "
+                f"({_fmt(w.get('ceiling_cpu_us_per_record'), '.1f')})"
+                if "cpu_us_per_record" in w
+                else "",
                 _fmt(w.get("startup_s"), ".2f"),
                 _fmt(w.get("rss_mb"), ".0f"),
                 _checked(w),
@@ -201,8 +207,9 @@ def table(doc: dict[str, Any]) -> str:
     out.append(
         "ratio: each run over its ceiling's run just before it (eos: over the at-least-once "
         "run of the same index; 2 workers: over 1 worker); full speed: seconds from the "
-        "first output until the output rate reached 0.8 of the run's (the ceiling's in "
-        "brackets)"
+        "first output until the output rate reached 0.8 of the run's; CPU us/rec: the "
+        "process's CPU time per record while it processed, which others' load moves less "
+        "than the rate (the ceiling's in brackets)"
     )
     lat = doc.get("latency")
     if lat:

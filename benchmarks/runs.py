@@ -352,9 +352,16 @@ class Run:
         }
 
     @staticmethod
-    def _rate(observer: Observer, n: int) -> dict[str, Any]:
+    def _rate(observer: Observer, n: int, run: dict[str, Any], *procs: Proc) -> dict[str, Any]:
+        """The rate, the ramp to full speed, and the CPU the processes spent per record
+        meanwhile: a figure that moves less than the rate when others share the machine."""
         rate, _, _ = rate_between(observer, n)
-        return {"records_per_s": rate, **ramp(observer.marks, n)}
+        cpu = sum(run["cpu_cores"].get(p.name, math.nan) for p in procs)
+        return {
+            "records_per_s": rate,
+            "cpu_us_per_record": 1e6 * cpu / rate,
+            **ramp(observer.marks, n),
+        }
 
     async def _owns_tasks(
         self,
@@ -435,6 +442,7 @@ class Run:
             against = f"; ratio {r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
         say(
             f"{name}: {result['records_per_s']:,.0f} records/s (median of {len(runs)}{against}), "
+            f"{result['cpu_us_per_record']:.1f} us of CPU per record, "
             f"full speed {result['ramp_s']:.2f} s after the first output, "
             f"first output {result['startup_s']:.2f} s after launch, peak RSS "
             f"{result['rss_mb']:.0f} MB; {cpu_text(result['cpu_cores'])}"
@@ -457,7 +465,7 @@ class Run:
             finally:
                 await self._stop(worker)
                 await observer.stop()
-            run.update(self._rate(observer, self.cfg.records))
+            run.update(self._rate(observer, self.cfg.records, run, worker))
             run.update(
                 await self._read_back(label, observer.topic, workload.expect, committed=committed)
             )
@@ -486,7 +494,7 @@ class Run:
         finally:
             await proc.stop()
             await observer.stop()
-        run.update(self._rate(observer, self.cfg.records))
+        run.update(self._rate(observer, self.cfg.records, run, proc))
         run["internal"] = proc.last_json()
         run["rss_mb"] = proc.rss_mb
         run.update(await self._read_back(label, output, workload.expect))
@@ -674,7 +682,7 @@ class Run:
             finally:
                 await self._stop(*workers)
                 await observer.stop()
-            run.update(self._rate(observer, self.cfg.records))
+            run.update(self._rate(observer, self.cfg.records, run, *workers))
             run.update(
                 await self._read_back(label, observer.topic, "passthrough", replays_allowed=True)
             )
