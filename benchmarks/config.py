@@ -24,6 +24,10 @@ class Config:
     session_timeout_ms: int = 6_000
     heartbeat_interval_ms: int = 1_000
     phase_timeout_s: float = 120.0  # any single wait longer than this is a failure
+    # The cost curve (benchmarks/curve.py): state sizes in keys, and the payments
+    # counted at each.
+    curve_keys: tuple[int, ...] = (10_000, 1_000_000, 5_000_000)
+    curve_records: int = 500_000
     # Extra client options for the workers only (STREAMKIT_BENCH_WORKER_OPTIONS, JSON):
     # for experiments such as {"fetch_max_wait_ms": 20}; recorded in the results.
     worker_options: dict[str, Any] = field(default_factory=dict)
@@ -41,4 +45,12 @@ class Config:
 # 500,000 records: about 3 s of processing at streamkit's speed, so that the first
 # half second (the ramp to full speed) and the last commit weigh little.
 FULL = Config("full", records=500_000, latency_s=20.0, latency_warmup_s=3.0, repeats=3)
-QUICK = Config("quick", records=100_000, latency_s=8.0, latency_warmup_s=2.0, join_settle_s=2.0)
+QUICK = Config(
+    "quick",
+    records=100_000,
+    latency_s=8.0,
+    latency_warmup_s=2.0,
+    join_settle_s=2.0,
+    curve_keys=(10_000, 100_000, 300_000),
+    curve_records=100_000,
+)

@@ -6,9 +6,13 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from aiokafka.partitioner import murmur2
+
+from streamkit.serde import IntSerde, StrSerde
+from streamkit.state.timestamped import TimestampedSerde, ValueAndTimestamp
+from streamkit.state.window_stores import Windowed, WindowedKeySerde
 
 SEED = 20_241_125
 EPOCH = 1_700_000_000.0  # the fixed data's timestamps start here
@@ -67,3 +71,59 @@ def users(keys: int) -> list[tuple[bytes, bytes]]:
         (user_id(k).encode(), json.dumps({"user_id": user_id(k), "tier": "gold"}).encode())
         for k in range(keys)
     ]
+
+
+# The cost curve (benchmarks/curve.py): state of many keys, restored from a changelog,
+# then inputs spread over all of them, inside one window of the windowed count.
+CURVE_WINDOW_MS = int(EPOCH * 1000)  # a window start: EPOCH is a multiple of 10 s
+_SPREAD = 2_654_435_761  # a prime: i -> i * _SPREAD % keys visits every key once
+
+
+def curve_user(n: int) -> bytes:
+    return b"user-%07d" % n
+
+
+def base_count(key: bytes) -> int:
+    """The count a curve key has in its changelog (1 to 5, by its number)."""
+    return int(key[5:]) % 5 + 1
+
+
+def curve_keys(keys: int) -> Iterator[bytes]:
+    """Every key once, in a scattered order (a changelog is not sorted by key)."""
+    return (curve_user(i * _SPREAD % keys) for i in range(keys))
+
+
+def curve_changelog(keys: int) -> Iterator[tuple[bytes, bytes]]:
+    """The count app's changelog: one record per key, its count."""
+    return ((key, b"%d" % base_count(key)) for key in curve_keys(keys))
+
+
+def curve_window_changelog(keys: int) -> Iterator[tuple[bytes, bytes]]:
+    """The windowed count's changelog, as its window store writes it: one window per
+    key, all starting at CURVE_WINDOW_MS, each with the key's count."""
+    key_serde = WindowedKeySerde(StrSerde())
+    value_serde = TimestampedSerde(IntSerde())
+    end = CURVE_WINDOW_MS + 10_000
+    for key in curve_keys(keys):
+        window = Windowed(key.decode(), CURVE_WINDOW_MS, end)
+        count = ValueAndTimestamp(base_count(key), CURVE_WINDOW_MS)
+        yield key_serde.serialize(window) or b"", value_serde.serialize(count) or b""
+
+
+def window_routing(window_key: bytes) -> bytes:
+    """The grouped key inside a window store's changelog key (`len | key | start | end`):
+    what the record is partitioned by."""
+    length = int.from_bytes(window_key[:4], "big")
+    return window_key[4 : 4 + length]
+
+
+def curve_inputs(count: int, keys: int) -> list[tuple[bytes, bytes]]:
+    """`count` payments of keys drawn uniformly from `keys`, all inside the window
+    starting at CURVE_WINDOW_MS (9 s of it)."""
+    rng = random.Random(SEED)
+    out = []
+    for i in range(count):
+        key = curve_user(rng.randrange(keys))
+        ts = (CURVE_WINDOW_MS + i * 9_000 // count) / 1000
+        out.append((key, payment_json(key.decode(), 1.0 + i % 1000, ts)))
+    return out

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import json
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,32 +59,45 @@ async def create_topics(
 
 
 async def fill(
-    url: str, topic: str, partitions: int, records: Sequence[tuple[bytes, bytes]]
+    url: str,
+    topic: str,
+    partitions: int,
+    records: Iterable[tuple[bytes, bytes]],
+    *,
+    routing: Callable[[bytes], bytes] | None = None,
+    chunk: int = 500_000,
 ) -> None:
-    """Produce keyed records to their keys' partitions with the batch API; wait for acks."""
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-    for key, value in records:
-        by_partition.setdefault(partition_of(key, partitions), []).append((key, value))
+    """Produce keyed records to their keys' partitions with the batch API; wait for acks.
+
+    `routing` gives the bytes a key is partitioned by when they are not the key's own
+    (a window store's changelog routes by the grouped key). Records are sent `chunk`
+    at a time, so that a generator of millions never sits in memory whole."""
     producer = AIOKafkaProducer(
         bootstrap_servers=servers(url), acks="all", linger_ms=0, max_batch_size=256 * 1024
     )
     await producer.start()
+
+    async def one(partition: int, items: list[tuple[bytes, bytes]]) -> None:
+        acks = []
+        batch = producer.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                batch.close()
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        batch.close()
+        acks.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*acks)
+
     try:
-
-        async def one(partition: int, items: list[tuple[bytes, bytes]]) -> None:
-            acks = []
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    batch.close()
-                    acks.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            batch.close()
-            acks.append(await producer.send_batch(batch, topic, partition=partition))
-            await asyncio.gather(*acks)
-
-        await asyncio.gather(*(one(p, items) for p, items in by_partition.items()))
+        it = iter(records)
+        while part := list(itertools.islice(it, chunk)):
+            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+            for key, value in part:
+                routed = key if routing is None else routing(key)
+                by_partition.setdefault(partition_of(routed, partitions), []).append((key, value))
+            await asyncio.gather(*(one(p, items) for p, items in by_partition.items()))
     finally:
         await producer.stop()
 

@@ -258,7 +258,18 @@ def _checked(w: dict[str, Any]) -> str:
 
 
 def curve_table(curve: dict[str, Any]) -> str:
-    rows = [("cost curve", "keys", "records", "records/s", "re-read/s", "RSS MB", "SQLite MB")]
+    rows = [
+        (
+            "cost curve",
+            "keys",
+            "payments",
+            "records/s",
+            "CPU us/rec",
+            "restore rec/s",
+            "RSS MB",
+            "SQLite MB",
+        )
+    ]
     for point in curve.get("points", []):
         rows.append(
             (
@@ -266,7 +277,8 @@ def curve_table(curve: dict[str, Any]) -> str:
                 f"{point['keys']:,}",
                 f"{point['records']:,}",
                 _fmt(point.get("records_per_s")),
-                _fmt(point.get("reread_records_per_s")),
+                _fmt(point.get("cpu_us_per_record"), ".1f"),
+                _fmt(point.get("restore_records_per_s")),
                 _fmt(point.get("rss_mb"), ".0f"),
                 _fmt(point.get("sqlite_mb"), ".1f"),
             )
@@ -274,16 +286,20 @@ def curve_table(curve: dict[str, Any]) -> str:
     for point in curve.get("restore", []):
         rows.append(
             (
-                f"restore (ratio {_ratio_text(point.get('ratio'))})",
+                f"restore vs ceiling {_fmt(point.get('ratio'), '.2f')}",
                 f"{point['keys']:,}",
-                f"{point['records']:,}",
-                _fmt(point.get("records_per_s")),
                 "",
-                _fmt(point.get("rss_mb"), ".0f"),
-                _fmt(point.get("sqlite_mb"), ".1f"),
+                _fmt(point.get("ceiling_records_per_s")),
+                "",
+                _fmt(point.get("records_per_s")),
+                _fmt(point.get("ceiling_rss_mb"), ".0f"),
+                _fmt(point.get("ceiling_sqlite_mb"), ".1f"),
             )
         )
-    return _columns(rows)
+    return _columns(rows) + (
+        "\n(restore rows: the ceiling's records/s, RSS and SQLite size, streamkit's "
+        "restore records/s)"
+    )
 
 
 def _columns(rows: list[tuple[str, ...]]) -> str:

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
@@ -78,7 +78,7 @@ WORKERS: dict[str, Workload] = {
     "count_eos": Workload("count", "count", baseline="count", env=EXACTLY_ONCE_ENV),
 }
 # In the order they run: a baseline before the workloads that divide by it.
-WORKLOADS = (*WORKERS, "restore", "scaling", "latency")
+WORKLOADS = (*WORKERS, "restore", "scaling", "latency", "curve")
 
 # How long an exactly-once output topic's last stable offsets must stand still before
 # its outputs are read back: longer than the commit interval (0.1 s), so that every
@@ -316,28 +316,34 @@ class Run:
         label: str,
         *,
         alive: Callable[[], None],
-        profile: bool = False,
+        profile: Literal["", "all", "outputs"] = "",
+        n: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a deadline, polled
     ) -> dict[str, Any]:
-        """Wait for the first output and the n-th; profile the worker in between if asked."""
-        n = self.cfg.records
-        timeout = self.cfg.phase_timeout_s
+        """Wait for the first output and the n-th. With --profile, `profile` samples the
+        first process from its start ("all") or from its first output ("outputs")."""
+        n = n or self.cfg.records
+        timeout = timeout or self.cfg.phase_timeout_s
         spy = None
-        if self.profile_dir is not None and profile:
+        raw = self.profile_dir / f"{label}.raw" if self.profile_dir is not None else None
+        if raw is not None and profile == "all":
             # From the end of its imports: the group join that follows is idle time,
             # which py-spy leaves out, so the samples are the processing.
-            raw = self.profile_dir / f"{label}.raw"
             while "streamkit " not in procs[0].log():
                 alive()
                 await asyncio.sleep(0.02)
             spy = self.procs.start(f"py-spy-{label}", profiling.record_argv(procs[0].pid, raw))
         try:
             await observer.wait_for(1, timeout=timeout, alive=alive, what=f"{label}: first output")
+            if raw is not None and profile == "outputs":
+                # After a restore: the processing alone.
+                spy = self.procs.start(f"py-spy-{label}", profiling.record_argv(procs[0].pid, raw))
             meter = CpuMeter(self._metered(procs))
             await observer.wait_for(n, timeout=timeout, alive=alive, what=label)
             cpu = meter.cores()
             self._check_quiet(label, cpu)
         finally:
-            if spy is not None:
+            if spy is not None and raw is not None:
                 spy.interrupt()
                 await spy.wait_exit(30)
                 self.profiles[label] = profiling.summarize(
@@ -400,7 +406,13 @@ class Run:
         return metered
 
     async def _read_back(
-        self, label: str, topic: str, expect: str, *, committed: bool = False, **kwargs: Any
+        self,
+        label: str,
+        topic: str,
+        expected: verify.Expected,
+        *,
+        committed: bool = False,
+        **kwargs: Any,
     ) -> dict[str, Any]:
         """Read the outputs to the end (their writers are gone) and check them."""
         began, cpu_began = time.monotonic(), time.process_time()
@@ -411,7 +423,7 @@ class Run:
             await reader.read_to_end(self.cfg.phase_timeout_s)
         finally:
             await reader.stop()
-        checked = verify.check(label, reader.records, self.expected(expect), **kwargs)
+        checked = verify.check(label, reader.records, expected, **kwargs)
         return {
             **checked,
             "verify_read_s": time.monotonic() - began,
@@ -458,7 +470,11 @@ class Run:
         try:
             try:
                 run = await self._timed(
-                    observer, [worker], name, alive=self._alive(worker), profile=i == 0
+                    observer,
+                    [worker],
+                    name,
+                    alive=self._alive(worker),
+                    profile="all" if i == 0 else "",
                 )
                 if committed:
                     run.update(await self._settle_committed(observer, worker))
@@ -467,7 +483,9 @@ class Run:
                 await observer.stop()
             run.update(self._rate(observer, self.cfg.records, run, worker))
             run.update(
-                await self._read_back(label, observer.topic, workload.expect, committed=committed)
+                await self._read_back(
+                    label, observer.topic, self.expected(workload.expect), committed=committed
+                )
             )
         except BaseException:
             with contextlib.suppress(Exception):
@@ -497,7 +515,7 @@ class Run:
         run.update(self._rate(observer, self.cfg.records, run, proc))
         run["internal"] = proc.last_json()
         run["rss_mb"] = proc.rss_mb
-        run.update(await self._read_back(label, output, workload.expect))
+        run.update(await self._read_back(label, output, self.expected(workload.expect)))
         return run
 
     async def _settle_committed(self, observer: Observer, worker: Proc) -> dict[str, Any]:
@@ -684,7 +702,9 @@ class Run:
                 await observer.stop()
             run.update(self._rate(observer, self.cfg.records, run, *workers))
             run.update(
-                await self._read_back(label, observer.topic, "passthrough", replays_allowed=True)
+                await self._read_back(
+                    label, observer.topic, self.expected("passthrough"), replays_allowed=True
+                )
             )
             first_owned = [
                 (m[1].split() if m else []) for m in (OWNS.search(w.log()) for w in workers)
@@ -859,6 +879,12 @@ class Run:
             f"longest output gap {result['join_pause_s']:.2f} s; peak RSS {first.rss_mb:.0f} MB"
         )
         return result
+
+    async def curve(self) -> None:
+        """The cost curve as state grows (benchmarks/curve.py, which builds on this)."""
+        from .curve import curve
+
+        await curve(self)
 
     async def all(self, only: set[str]) -> None:
         await self.prepare()

@@ -27,3 +27,18 @@ def test_known_partitions() -> None:
     assert partition_for(b"foobar", 4) == 2
     assert partition_for(b"21", 10) == 0
     assert partition_for(b"abc", 7) == 479470107 % 7
+
+
+def test_murmur2_is_the_one_kafka_clients_use() -> None:
+    # Every length of tail (0 to 3 bytes after the last whole word) and empty keys,
+    # against the transcription of Kafka's Utils.murmur2 that aiokafka ships.
+    import random
+
+    from aiokafka.partitioner import murmur2 as reference
+
+    from streamkit.partitioner import murmur2
+
+    rng = random.Random(5)
+    keys = [b"", *(rng.randbytes(n) for n in range(1, 40) for _ in range(20))]
+    assert [murmur2(k) for k in keys] == [reference(k) for k in keys]
+    assert {murmur2(k) for k in KAFKA_MURMUR2} == {h & 0xFFFFFFFF for h in KAFKA_MURMUR2.values()}

@@ -410,3 +410,65 @@ async def test_a_restore_waits_for_a_broker_that_is_away_and_then_completes(
     assert not refusals
     assert caplog.text.count("restoring waits for the broker") >= 1
     assert stored_counts(tmp_path, app.id, "view-counts")[user] == sent[user] + 1
+
+
+def _reread_app(url: str, data_dir: Path, reads: list[int]) -> tuple[sk.App, sk.Topic, sk.Topic]:
+    """One partition, a cache of 10 keys: each record's key is read from the file."""
+    app = sk.App(
+        "reread", broker=url, data_dir=data_dir, store_cache_max_keys=10, max_poll_records=100
+    )
+    clicks = app.topic("clicks", key_type=str, value_type=Click, partitions=1)
+    views = app.topic("views", key_type=str, value_type=int, partitions=1)
+    counts = app.table("counts", default=int)
+    other = app.table("by-page", default=int)  # keyed by page, not by the records' keys
+
+    @app.agent(clicks, sink=views)
+    async def count(stream: sk.Stream) -> Any:
+        async for user, click in stream.items():
+            if click.page == "/forget":
+                del counts[user]
+                continue
+            counts[user] += 1
+            other[click.page] += 1
+            reads.append(other[click.page])
+            yield user, counts[user]
+
+    return app, clicks, views
+
+
+async def test_state_beyond_the_cache_is_read_a_batch_at_a_time(
+    memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000 keys counted once, then each again (and one forgotten first, one new):
+    # every read of the second run misses the cache and goes to the file, which
+    # after the first batch serves each batch's keys in a few queries.
+    users = [f"u{i:04d}" for i in range(1000)]
+    reads: list[int] = []
+    app, clicks, views = _reread_app(memory_url, tmp_path, reads)
+    for user in users:
+        await app.send(clicks, key=user, value=Click(user=user, page="/a"))
+    async with running(app):
+        await wait_for(lambda: len(read(app, views)) == 1000)
+
+    single_reads: list[bytes] = []
+    get = sk.state.sqlite_store.SqliteStore.get
+
+    def counting_get(self: Any, key: bytes, since_ms: int = 0) -> bytes | None:
+        single_reads.append(key)
+        return get(self, key, since_ms)
+
+    monkeypatch.setattr(sk.state.sqlite_store.SqliteStore, "get", counting_get)
+    app2, clicks2, views2 = _reread_app(memory_url, tmp_path, reads)
+    await app2.send(clicks2, key="u0500", value=Click(user="u0500", page="/forget"))
+    for user in [*users, "new"]:
+        await app2.send(clicks2, key=user, value=Click(user=user, page="/b"))
+    async with running(app2):
+        await wait_for(lambda: len(read(app2, views2)) == 2001)  # the first 1,000 too
+    expected = {user: 2 for user in users} | {"u0500": 1, "new": 1}
+    assert dict(read(app2, views2)[1000:]) == expected
+    assert stored_counts(tmp_path, "reread", "counts") == expected
+    # The page table, which no record's key names, gave the right counts throughout.
+    assert reads[-1] == 1001 and stored_counts(tmp_path, "reread", "by-page")["/b"] == 1001
+    # One batch of single reads showed the state outgrew the cache; later batches were
+    # read ahead. (The page table's key is in the cache: it reads the file once.)
+    assert len([k for k in single_reads if k.startswith(b"u")]) <= 200

@@ -513,6 +513,10 @@ class Task:
         events, bad = self._decode(records)
         clock = self._clock
         began, reached = clock.ms, clock.ms
+        stores = self._stores.values()
+        for store in stores:
+            # Tables keyed by the records' keys read the batch's misses in a few queries.
+            store.prefetch(event.key for event in events)
         try:
             for runner in self._runners:
                 # Each runner takes the whole batch in turn; stream time must move record
@@ -528,6 +532,9 @@ class Task:
         except RecordError as exc:
             self._advance_before(records, exc)
             raise
+        finally:
+            for store in stores:
+                store.end_batch()
         if bad is not None:
             self._advance_before(records, bad)
             raise bad

