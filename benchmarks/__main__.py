@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="override the record count (for profiling; figures then compare with nothing)",
     )
+    parser.add_argument(
+        "--curve-keys",
+        default=None,
+        help="comma-separated state sizes of the cost curve, e.g. 1000000 (an experiment)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, state)")
     args = parser.parse_args(argv)
     args.only_set = {w.strip() for w in args.only.split(",") if w.strip()}
@@ -87,6 +92,9 @@ async def bench(
         cfg = dataclasses.replace(
             cfg, mode=f"{cfg.mode}, {args.records} records", records=args.records
         )
+    if args.curve_keys:
+        sizes = tuple(int(k) for k in args.curve_keys.split(","))
+        cfg = dataclasses.replace(cfg, mode=f"{cfg.mode}, curve {sizes}", curve_keys=sizes)
     extra = os.environ.get(WORKER_OPTIONS_ENV, "").strip()
     if extra:
         cfg = dataclasses.replace(cfg, worker_options=json.loads(extra))
@@ -111,9 +119,11 @@ async def bench(
     print(report.table(doc))
     for summary in run.profiles.values():
         print(f"\n{summary}")
-    if args.profile or args.records or cfg.worker_options or args.only_set != set(WORKLOADS):
+    experiment = args.profile or args.records or args.curve_keys or cfg.worker_options
+    if experiment or args.only_set != set(WORKLOADS):
         say(
-            "not a standard run (--only, --profile, --records or worker options): "
+            "not a standard run (--only, --profile, --records, --curve-keys or worker "
+            "options): "
             "results/ left alone"
         )
     else:
@@ -121,7 +131,8 @@ async def bench(
         # ("mode" says which), so a quick run shows up in `git diff`.
         report.write_json(doc, RESULTS / "latest.json")
         report.plot(doc, RESULTS / "latest.png")
-        say(f"wrote {RESULTS / 'latest.json'} and latest.png ({cfg.mode} run)")
+        report.plot_curve(doc, RESULTS / "curve.png")
+        say(f"wrote {RESULTS / 'latest.json'}, latest.png and curve.png ({cfg.mode} run)")
     return 0
 
 

@@ -225,7 +225,7 @@ class Store:
         if changes:
             db = self.db
             db.execute("BEGIN")
-            db.executemany(_UPSERT, changes.items())
+            db.executemany(_UPSERT, sorted(changes.items()))  # in key order: see SqliteStore
             if changelog_end is not None:
                 db.execute(_CHECKPOINT, (changelog_end,))
             db.execute("COMMIT")
@@ -549,7 +549,7 @@ async def restore(args: argparse.Namespace) -> dict[str, Any]:
                 latest = {r.key: r.value for r in records}
                 db = dbs[tp]
                 db.execute("BEGIN")
-                db.executemany(_UPSERT, latest.items())
+                db.executemany(_UPSERT, sorted(latest.items()))
                 db.execute(_CHECKPOINT, (records[-1].offset + 1,))
                 db.execute("COMMIT")
                 applied += len(records)

@@ -165,13 +165,15 @@ async def _point(
         "restore_records_per_s": applied / seconds if seconds > 0 else math.nan,
         "restore_s": seconds,
         "rss_mb": worker.rss_mb,
+        "rss_mb_restored": figures["rss_mb_before_first_output"],
         "sqlite_mb": _megabytes(data_dir),
         "outputs_checked": figures["outputs_checked"],
     }
     say(
         f"{label}: {point['records_per_s']:,.0f} records/s over {keys:,} keys "
         f"({point['cpu_us_per_record']:.1f} us of CPU per record); restored {applied:,} at "
-        f"{point['restore_records_per_s']:,.0f}/s; peak RSS {point['rss_mb']:.0f} MB, "
+        f"{point['restore_records_per_s']:,.0f}/s; peak RSS {point['rss_mb']:.0f} MB "
+        f"({point['rss_mb_restored']:.0f} MB before the first output), "
         f"SQLite {point['sqlite_mb']:.0f} MB"
     )
     return point

@@ -402,3 +402,56 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_curve(doc: dict[str, Any], path: Path) -> None:
+    """The cost curve: records/s, the restore's records/s and memory against state size."""
+    curve = doc.get("curve")
+    if not curve or not curve.get("points"):
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rate, restore, memory) = plt.subplots(1, 3, figsize=(13, 4.2), dpi=110)
+    for app, marker in (("count", "o"), ("windowed_count", "s")):
+        points = [p for p in curve["points"] if p["workload"] == app]
+        keys = [p["keys"] for p in points]
+        rate.plot(keys, [p["records_per_s"] for p in points], marker=marker, label=app)
+        memory.plot(keys, [p["rss_mb"] for p in points], marker=marker, label=f"{app}: peak RSS")
+        memory.plot(
+            keys,
+            [p["sqlite_mb"] for p in points],
+            marker=marker,
+            linestyle=":",
+            label=f"{app}: SQLite files",
+        )
+    restores = curve.get("restore", [])
+    sizes = [r["records"] for r in restores]
+    restore.plot(sizes, [r["records_per_s"] for r in restores], marker="o", label="streamkit")
+    restore.plot(sizes, [r["ceiling_records_per_s"] for r in restores], marker="^", label="ceiling")
+    memory.axhline(250, color="grey", linewidth=0.8, linestyle="--")
+    thousands = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:.0f}k")
+    for ax, title, ylabel in (
+        (rate, f"{curve['points'][0]['records']:,} payments over the keys", "records/s"),
+        (restore, "restore of a changelog (one record per key)", "records/s"),
+        (memory, "memory and disk (dashed: the 250 MB target)", "MB"),
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("keys in the table" if ax is not restore else "changelog records")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+        if ylabel == "records/s":
+            ax.yaxis.set_major_formatter(thousands)
+    fig.suptitle(
+        f"streamkit as state grows ({doc['mode']}, {doc['machine']['cores']} cores, "
+        f"{doc['date'][:10]})",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

@@ -335,6 +335,9 @@ class Run:
             spy = self.procs.start(f"py-spy-{label}", profiling.record_argv(procs[0].pid, raw))
         try:
             await observer.wait_for(1, timeout=timeout, alive=alive, what=f"{label}: first output")
+            procs[0].sample()
+            # The peak before any output: start-up and restore.
+            peak_before = procs[0].rss_mb
             if raw is not None and profile == "outputs":
                 # After a restore: the processing alone.
                 spy = self.procs.start(f"py-spy-{label}", profiling.record_argv(procs[0].pid, raw))
@@ -352,6 +355,7 @@ class Run:
         _, first_at, _ = rate_between(observer, n)
         return {
             "startup_s": first_at - min(p.launched_at for p in procs),
+            "rss_mb_before_first_output": peak_before,
             # Cores busy while processing (1.0: one core): each process, the broker,
             # and the whole machine, whoever used it.
             "cpu_cores": cpu,
