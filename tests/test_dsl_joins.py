@@ -565,3 +565,23 @@ def test_join_arguments_are_checked() -> None:
         stream.join(table, show, window=JoinWindows.of(1))
     with pytest.raises(sk.ConfigError, match="not int"):
         stream.join(3, show)  # type: ignore[arg-type]
+
+
+async def test_a_table_row_earlier_in_time_than_the_stream_joins_whatever_arrived_first(
+    memory_url: str, tmp_path: Path
+) -> None:
+    # Every customer's row (times 0-39) precedes every order (times 1000-1079), and
+    # both topics are full before the worker starts. Kafka Streams processes each
+    # task's records lowest timestamp first, waiting for a partition that has records
+    # on the broker but none fetched yet (max.task.idle.ms 0): every order finds its
+    # customer. Fetches of 7 records, orders first, must not change that.
+    app = sk.App("early-rows", broker=memory_url, data_dir=tmp_path, max_poll_records=7)
+    orders, customers, out = topics(app, ("a-orders", 1), ("z-customers", 1), ("enriched", 1))
+    app.stream(orders).left_join(app.ktable(customers), show).to(out)
+    for i in range(40):
+        await app.send(customers, key=f"c{i}", value=f"C{i}", timestamp_ms=i)
+    for i in range(80):
+        await app.send(orders, key=f"c{i % 40}", value=f"o{i}", timestamp_ms=1000 + i)
+    async with running(app):
+        await wait_for(lambda: len(read(app, out)) == 80, what="80 outputs")
+    assert read(app, out) == [(f"c{i % 40}", f"o{i}|C{i % 40}") for i in range(80)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from collections import Counter
 from contextlib import closing
@@ -473,33 +472,3 @@ async def test_state_beyond_the_cache_is_read_a_batch_at_a_time(
     # One batch of single reads showed the state outgrew the cache; later batches were
     # read ahead. (The page table's key is in the cache: it reads the file once.)
     assert len([k for k in single_reads if k.startswith(b"u")]) <= 200
-
-
-async def test_files_that_lag_the_changelog_are_caught_up_by_the_restore(
-    memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The state files are written every few seconds, not at every commit. A worker
-    # killed in between leaves files behind the changelog; the next one replays the
-    # changelog from the files' offset and counts on from the right values.
-    monkeypatch.setattr(sk.runtime.task, "STATE_FILE_INTERVAL_S", 3600.0)
-    live, crashed = tmp_path / "live", tmp_path / "crashed"
-    app, clicks, views = design_app(memory_url, live, commit_interval_s=0.05)
-    sent = await send(app, clicks, 130)
-    async with running(app):
-        await wait_for(lambda: len(read(app, views)) == 130)
-        sent += await send(app, clicks, 130, start=130)
-        await wait_for(lambda: sum(o or 0 for o in committed(app, clicks).values()) == 260)
-        # What a kill -9 now leaves on disk: the files as written, without what was
-        # committed since their last write.
-        shutil.copytree(live, crashed)
-    behind = stored_counts(crashed, "clicks", "view-counts")
-    assert sum(behind.values()) < 260
-
-    app2, clicks2, views2 = design_app(memory_url, crashed)
-    sent += await send(app2, clicks2, 130, start=260)
-    async with running(app2) as worker:
-        await wait_for(lambda: len(read(app2, views2)) == 390)
-        restored = sum(t.restored_records for t in worker.coordinator.tasks.values())  # type: ignore[union-attr]
-    assert restored > 0
-    assert latest_outputs(app2, views2) == dict(sent)
-    assert stored_counts(crashed, "clicks", "view-counts") == dict(sent)

@@ -37,6 +37,11 @@ class PartitionQueue:
         self.size -= len(chunk)
         return chunk
 
+    def put_back(self, rest: Sequence[RawRecord]) -> None:
+        """The part of the chunk taken last that was not processed: next in line again."""
+        self._chunks.appendleft(rest)
+        self.size += len(rest)
+
     def drained_enough_to_resume(self) -> bool:
         if self.paused and self.size <= self.capacity // 2:
             self.paused = False

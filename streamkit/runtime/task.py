@@ -33,7 +33,7 @@ from ..settings import Settings
 from ..state.restore import restore
 from ..state.restore_listener import RestoreListener
 from ..state.task_dir_lock import TaskDirLock, acquire
-from ..state.task_store import Changes, TaskStore, task_stores
+from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
 from ..transport.base import (
     Consumer,
@@ -50,13 +50,11 @@ from .record_writer import RecordWriter
 
 log = logging.getLogger("streamkit.task")
 
-# How often committed changes are written to the state files, at most (sooner when
-# they reach the cache bound). The changelog already holds them; the file is how a
-# restore skips most of it, and need not follow every commit. Few large transactions
-# are what SQLite writes fast: scattered keys into 1.25 million rows went at 169k
-# rows per CPU-second 10,000 to a transaction, 293k at 50,000 (each commit rewrites
-# every page it touches); a task committing every second wrote the former.
-STATE_FILE_INTERVAL_S = 5.0
+# Exactly-once: how often committed changes are written to the state files (a
+# transaction commits every 100 ms; the file need not follow each one).
+STATE_FILE_INTERVAL_S = 1.0
+# A task held back for a partition with records on their way looks again this often.
+HELD_BACK_RECHECK_S = 0.02
 # A restore that finds the broker away tries again after this, doubling up to the max.
 RESTORE_RETRY_FIRST_S = 0.5
 RESTORE_RETRY_MAX_S = 10.0
@@ -157,6 +155,7 @@ class Task:
         ]
         self._runners.extend(self._graphs)
         self._wakeup = asyncio.Event()
+        self._held_back = False  # by a partition whose records are on their way
         self._closing = False
         self._suspend_done: asyncio.Future[None] | None = None
         self._positions: dict[TopicPartition, int] = {}
@@ -272,7 +271,16 @@ class Task:
                         if self._cache_full() or self._commit_requested():
                             await self.commit()
                     else:
-                        await self._wait(self._idle_timeout(loop.time()))
+                        idle = self._idle_timeout(loop.time())
+                        if self._held_back:
+                            # Nothing arrives to wake it when the partition it waits
+                            # for turns out to be at its end: look again soon.
+                            idle = (
+                                HELD_BACK_RECHECK_S
+                                if idle is None
+                                else min(idle, HELD_BACK_RECHECK_S)
+                            )
+                        await self._wait(idle)
                     if self._uncommitted and loop.time() >= self._next_commit:
                         await self.commit()
                         self._next_commit = loop.time() + interval
@@ -499,13 +507,69 @@ class Task:
             pass
 
     def _take_chunks(self) -> list[tuple[TopicPartition, Sequence[RawRecord]]]:
+        if len(self._queues) > 1:
+            return self._take_in_time_order()
         chunks = []
         for q in self._queues.values():
             if q:
                 chunks.append((q.tp, q.take()))
-                if q.drained_enough_to_resume():
-                    self._services.consumer.resume(q.tp)
+                self._resume_if_drained(q)
         return chunks
+
+    def _take_in_time_order(self) -> list[tuple[TopicPartition, Sequence[RawRecord]]]:
+        """Several partitions: what may go next when the lowest timestamp goes first
+        (DESIGN.md invariant 2), as Kafka Streams' PartitionGroup chooses it with
+        max.task.idle.ms 0.
+
+        1. A partition with nothing queued that the consumer has not seen at its end
+           holds the task back: the records on their way may be the earliest (a
+           table's rows before the stream that looks them up). Empty partitions at
+           their end do not.
+        2. The chunks at the heads of the queues are merged by their records'
+           timestamps, lowest head first, until one partition's chunk runs out while
+           more of that partition is queued or on the broker: its next record may
+           come before the others' rest.
+        3. What was not taken goes back to the front of its queue.
+        """
+        consumer = self._services.consumer
+        self._held_back = False
+        queues = list(self._queues.values())
+        # 1. An empty partition with records on their way holds the task back.
+        for q in queues:
+            if not q and consumer.quiet_for(q.tp) <= 0:
+                self._held_back = True
+                return []
+        heads = [(q, q.take()) for q in queues if q]
+        if len(heads) == 1:
+            self._resume_if_drained(heads[0][0])
+            return [(heads[0][0].tp, heads[0][1])]
+        # 2. Lowest head first, until a chunk with more behind it runs out.
+        taken = [0] * len(heads)
+        heap = [(chunk[0].timestamp, i) for i, (_, chunk) in enumerate(heads)]
+        heapq.heapify(heap)
+        while heap:
+            _, i = heap[0]
+            q, chunk = heads[i]
+            taken[i] += 1
+            if taken[i] < len(chunk):
+                heapq.heapreplace(heap, (chunk[taken[i]].timestamp, i))
+                continue
+            heapq.heappop(heap)
+            if q or consumer.quiet_for(q.tp) <= 0:
+                break
+        # 3. The rest back to the front.
+        chunks = []
+        for (q, chunk), n in zip(heads, taken, strict=True):
+            if n < len(chunk):
+                q.put_back(chunk[n:])
+            if n:
+                chunks.append((q.tp, chunk[:n]))
+            self._resume_if_drained(q)
+        return chunks
+
+    def _resume_if_drained(self, q: PartitionQueue) -> None:
+        if q.drained_enough_to_resume():
+            self._services.consumer.resume(q.tp)
 
     async def _process(self, chunks: list[tuple[TopicPartition, Sequence[RawRecord]]]) -> None:
         self._in_hand = dict(chunks)
@@ -606,17 +670,14 @@ class Task:
         At-least-once:
         1. changed store keys go to their changelogs;
         2. the producer flushes: every output and changelog record is acknowledged;
-        3. the changes are staged: readable, and written to SQLite together with the
-           changelog offset they reach every STATE_FILE_INTERVAL_S (or once they fill
-           the cache bound), so a restore resumes exactly there; a crash before that
-           is mended by the restore, which replays the changelog from the file's
-           offset (DESIGN.md invariants 3 and 4);
+        3. SQLite gets the changes together with the changelog offset they reach, so
+           a restore resumes exactly there (DESIGN.md invariants 3 and 4);
         4. the input offsets are committed.
 
         Exactly-once: steps 2 and 4 are one transaction (the producer's `commit`
         sends the offsets into it), and step 3 comes after it, so the file only ever
-        holds committed state. A failed transaction drops the uncommitted state and
-        raises.
+        holds committed state; a crash between the two is mended by the restore.
+        A failed transaction drops the uncommitted state and raises.
         """
         for store in self._stores.values():
             store.expire()
@@ -635,16 +696,21 @@ class Task:
                 self._drop_uncommitted()
                 raise
             self._uncommitted = False
-            # 3. Committed: staged for the file (per 100 ms transaction, writing it
-            # cost a fifth of the throughput).
-            self._stage(pending, acked)
+            # 3. Committed: staged for the file, written about once a second (per
+            # 100 ms transaction it cost a fifth of the throughput); a crash before
+            # that is mended by the restore from the file's checkpoint.
+            for store, changes in pending:
+                store.stage(changes, self._checkpoint_of(store, acked))
+            if self._files_due():
+                self.write_staged()
             log.debug("task %s committed %s", self.id, offsets)
             return
         # 2. Acknowledged.
         acked = await writer.flush()
-        # 3. Staged for SQLite, with the changelog offsets reached.
-        self._stage(pending, acked)
-        if offsets:
+        # 3. SQLite, with the changelog offsets reached.
+        for store, changes in pending:
+            store.persist(changes, self._checkpoint_of(store, acked))
+        if offsets and self.producer is None:
             # 4. Input offsets.
             self._uncommitted = False
             try:
@@ -666,14 +732,6 @@ class Task:
             return self._positions.get(store.changelog_tp)
         return acked.get(store.changelog_tp)
 
-    def _stage(
-        self, pending: list[tuple[TaskStore, Changes]], acked: Mapping[TopicPartition, int]
-    ) -> None:
-        for store, changes in pending:
-            store.stage(changes, self._checkpoint_of(store, acked))
-        if self._files_due():
-            self.write_staged()
-
     def _files_due(self) -> bool:
         settings = self._services.settings
         now = asyncio.get_running_loop().time()
@@ -685,7 +743,7 @@ class Task:
         return False
 
     def write_staged(self) -> None:
-        """Write what committed to the state files now."""
+        """Exactly-once: write what committed to the state files now."""
         for store in self._stores.values():
             store.write_staged()
 

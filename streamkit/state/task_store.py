@@ -2,10 +2,9 @@
 
 Updates between commits stay in a dict, so a key updated a thousand times in a
 commit interval costs one changelog record and one SQLite row (DESIGN.md
-invariant 7). At commit the task sends the changed keys to the changelog and waits
-for the broker's acknowledgement; the changes are then staged, still readable, and
-written to SQLite every few seconds in one transaction with the changelog offset
-they reach (few large transactions are what SQLite writes fast).
+invariant 7). At commit the task sends the changed keys to the changelog, waits
+for the broker's acknowledgement, then writes them to SQLite in one transaction
+with the changelog offset they reach.
 
 When the state outgrows the cache, the keys a batch's records will read are read
 from the file before it, a few hundred to a query (`prefetch`).
@@ -319,10 +318,22 @@ class TaskStore:
         else:
             self.sqlite.delete_before(cutoff)
 
+    def persist(self, changes: Changes, changelog_end: int | None) -> None:
+        """Write acknowledged changes to SQLite with the changelog offset they reach."""
+        if not changes:
+            return
+        self.sqlite.write(changes, changelog_end)
+        if len(self._clean) + len(self._dirty) > self._clean_limit:
+            self._clean.clear()
+        if len(self._dirty) <= self._clean_limit:
+            self._clean.update(self._dirty)
+        self._dirty.clear()
+        self._dirty_order.clear()
+        self._dirty_keys.clear()
+
     def stage(self, changes: Changes, changelog_end: int | None) -> None:
-        """The changes are in the changelog (acknowledged, or their transaction
-        committed): keep them readable and write them to the file later
-        (`write_staged`), with the offset they reach."""
+        """Exactly-once: the changes' transaction committed; keep them readable and
+        write them to the file later (`write_staged`), with the offset they reach."""
         for change in changes:
             self._staged_changes[change[0]] = change
         self._staged.update(self._dirty)
