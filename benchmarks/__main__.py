@@ -133,6 +133,10 @@ async def bench(
         report.plot(doc, RESULTS / "latest.png")
         report.plot_curve(doc, RESULTS / "curve.png")
         say(f"wrote {RESULTS / 'latest.json'}, latest.png and curve.png ({cfg.mode} run)")
+    if run.failures:
+        args.keep = True
+        print(f"benchmark failed: {', '.join(run.failures)} (above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -39,7 +39,7 @@ def build(
     """The JSON document: per workload its figures, its ceiling's, their ratio and spread."""
     workloads: dict[str, Any] = {}
     for name, r in results.items():
-        if not isinstance(r, dict) or name in ("latency", "curve"):
+        if not isinstance(r, dict) or (name in ("latency", "curve") and "failed" not in r):
             continue
         w = dict(r)
         ceiling = w.get("ceiling")
@@ -50,7 +50,7 @@ def build(
             w["ceiling_cpu_us_per_record"] = ceiling.get("cpu_us_per_record")
         workloads[NAMES.get(name, name)] = w
     two, one = workloads.get("passthrough_2_workers"), workloads.get("passthrough")
-    if two is not None and one is not None:
+    if two is not None and one is not None and "failed" not in two and "failed" not in one:
         each = [
             a / b
             for a, b in zip(two["runs_records_per_s"], one["runs_records_per_s"], strict=False)
@@ -185,6 +185,9 @@ def table(doc: dict[str, Any]) -> str:
         )
     ]
     for name, w in doc["workloads"].items():
+        if "failed" in w:
+            rows.append((name, "FAILED", *[""] * 9))
+            continue
         rows.append(
             (
                 name,
@@ -243,6 +246,11 @@ def table(doc: dict[str, Any]) -> str:
         value = t["value"]
         shown = _ratio_text(value) if isinstance(value, dict) else _fmt(value, ".2f")
         out.append(f"  {state} {t['target']}: {shown} (limit {t['limit']:g})")
+    failed = {name: w["failed"] for name, w in doc["workloads"].items() if "failed" in w}
+    if failed:
+        out.append("")
+        out.append("FAILED (their figures do not count):")
+        out.extend(f"  - {name}: {why}" for name, why in failed.items())
     if doc["notes"]:
         out.append("")
         out.append("notes:")

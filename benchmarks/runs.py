@@ -198,6 +198,7 @@ class Run:
     profiles: dict[str, str] = field(default_factory=dict)
     broker_process: psutil.Process | None = None
     inputs: list[tuple[bytes, bytes]] = field(default_factory=list)  # the input topic's records
+    failures: list[str] = field(default_factory=list)  # workloads that failed
     _expected: dict[str, verify.Expected] = field(default_factory=dict)
 
     def name(self, what: str) -> str:
@@ -891,11 +892,18 @@ class Run:
         await curve(self)
 
     async def all(self, only: set[str]) -> None:
+        """Every workload asked for; one that fails (wrong outputs, an error in a log,
+        a deadline passed) is reported as failed, with why, and the others run on."""
         await self.prepare()
         for workload in WORKLOADS:
             if workload not in only:
                 continue
-            if workload in WORKERS:
-                await self.paired(workload)
-            else:
-                await getattr(self, workload)()
+            try:
+                if workload in WORKERS:
+                    await self.paired(workload)
+                else:
+                    await getattr(self, workload)()
+            except BenchError as exc:
+                say(f"{workload} FAILED: {exc}")
+                self.results[workload] = {"failed": str(exc)}
+                self.failures.append(workload)
