@@ -17,6 +17,7 @@ from .dsl.ktable import KTable
 from .dsl.versioned import versioned_ktable
 from .errors import ConfigError
 from .metrics import Metrics
+from .partitioner import Partitioner, PartitionFn
 from .processor import Record
 from .runtime.record_writer import RecordWriter, current_writer
 from .runtime.topic_admin import ensure_topics
@@ -97,8 +98,17 @@ class App:
         replication_factor: int = 1,
         config: Mapping[str, str] | None = None,
         on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+        partitioner: str | PartitionFn = "murmur2",
     ) -> Topic:
-        """Declare a topic. `partitions=None` adopts an existing topic's count."""
+        """Declare a topic. `partitions=None` adopts an existing topic's count.
+
+        `partitioner` is how its producers pick a key's partition: `"murmur2"`
+        (Kafka's default, Java clients, streamkit), `"crc32"` (librdkafka's default:
+        confluent-kafka, kcat, Quix Streams, the Go and .NET clients) or a function
+        `(key_bytes, partitions) -> partition`. streamkit writes keys with it, and
+        checks with it that a table write of a key other than the record's own stays
+        in the task.
+        """
         _check_name("topic", name)
         if partitions is not None and partitions < 1:
             raise ConfigError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
@@ -117,14 +127,16 @@ class App:
             replication_factor=replication_factor,
             config=dict(config or {}),
             on_error=policy,
+            partitioner=Partitioner(partitioner),
         )
         known = self.topics.get(name)
         if known is not None:
-            same = (known.key_type, known.value_type, known.declared_partitions) == (
-                key_type,
-                value_type,
-                partitions,
-            )
+            same = (
+                known.key_type,
+                known.value_type,
+                known.declared_partitions,
+                known.partitioner,
+            ) == (key_type, value_type, partitions, topic.partitioner)
             if not same:
                 raise ConfigError(f"topic {name!r} is declared twice with different settings")
             return known

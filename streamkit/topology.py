@@ -10,7 +10,7 @@ through the broker, as in Kafka Streams.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -81,6 +81,7 @@ class Topology:
         for sub in self.subtopologies:
             for table in sub.tables:
                 _size_changelog(table, sub)
+                _route_table(table, sub)
 
     def changelog_topics(self) -> list[Topic]:
         """Changelogs to create: a KTable's source topic is its own, and exists already."""
@@ -221,6 +222,41 @@ def _size_changelog(table: Table, sub: SubTopology) -> None:
         )
 
 
+def _route_table(table: Table, sub: SubTopology) -> None:
+    """Tie a table to the source topics whose keys it holds, refusing those that
+    cannot share it: task p reads partition p of each, so a key would reach
+    different tasks from topics of different partition counts or partitioners.
+    Counts the broker has not reported yet are checked once it has."""
+    agents = [a for a in sub.agents if table in a.tables]
+    members = agents or [g for g in sub.graphs if table in g.tables]
+    topics = list(dict.fromkeys(t for m in members for t in m.sources))
+    if not table.changelog_is_source and topics:
+        table.partitioned_by = topics[0]
+    if len(topics) < 2 or not agents:
+        return  # the DSL's joins check their own inputs (co-partition groups)
+
+    def listed(describe: Callable[[Topic], str]) -> str:
+        readers = {t.name: ", ".join(a.name for a in agents if t in a.sources) for t in topics}
+        return ", ".join(f"{t.name} ({describe(t)}, read by {readers[t.name]})" for t in topics)
+
+    known = [t for t in topics if t.partitions_known]
+    if len({t.partitions for t in known}) > 1:
+        raise TopologyError(
+            f"table {table.name!r} is shared across topics of different partition counts: "
+            f"{listed(lambda t: f'{t.partitions} partitions')}. Task p reads partition p of "
+            "each, so one key would reach different tasks. Give the topics the same number "
+            "of partitions, or re-key one stream into a topic of the other's count (yield "
+            "it to that topic) and read that one"
+        )
+    if len({t.partitioner for t in topics}) > 1:
+        raise TopologyError(
+            f"table {table.name!r} is shared across topics with different partitioners: "
+            f"{listed(lambda t: f'partitioner {t.partitioner.name}')}. One key would reach "
+            "different tasks; declare the partitioner the producers really use "
+            "(app.topic(..., partitioner=...)), or re-key one stream into a topic of the other's"
+        )
+
+
 def _describe_node(node: NodeSpec) -> list[str]:
     """Kafka Streams' describe() lines for one DSL or Processor API node."""
     topics = ", ".join(t.name for t in node.topics)
@@ -250,16 +286,30 @@ def _check_copartitioned(
     internal = {t.name for t in repartition_topics if t.declared_partitions is None}
     # Internal topics follow the user's; when every side is internal, the widest.
     fixed = [t for t in topics.values() if t.name not in internal] or list(topics.values())
-    if fixed:
-        target = max(t.partitions for t in fixed)
+    # Counts the broker has not reported yet (partitions=None) are checked once it has.
+    known = [t for t in fixed if t.partitions_known or t.name in internal]
+    if known:
+        target = max(t.partitions for t in known)
         for t in topics.values():
             if t.name in internal:
                 t.partitions = target
-    counts = {t.name: t.partitions for t in topics.values()}
+                t.partitioner = known[0].partitioner
+    counts = {
+        t.name: t.partitions for t in topics.values() if t.partitions_known or t.name in internal
+    }
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{name} has {n}" for name, n in counts.items())
         raise TopologyError(
             f"{group.what} needs co-partitioned inputs (the same number of partitions and "
             f"the same partitioner), but {listed} partitions. Repartition one side to the "
             "other's count (stream.repartition(partitions=N)), or join a GlobalKTable"
+        )
+    partitioners = {t.name: t.partitioner.name for t in topics.values()}
+    if len(set(partitioners.values())) > 1:
+        listed = ", ".join(f"{name} uses {p}" for name, p in partitioners.items())
+        raise TopologyError(
+            f"{group.what} needs co-partitioned inputs (the same number of partitions and "
+            f"the same partitioner), but {listed}. Declare the partitioner each topic's "
+            "producers really use (app.topic(..., partitioner=...)); if they differ, "
+            "repartition one side (stream.repartition()), or join a GlobalKTable"
         )
