@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -35,6 +36,7 @@ from .transport.base import Headers
 if TYPE_CHECKING:
     from .runtime.worker import Worker
 
+log = logging.getLogger("streamkit.app")
 F = TypeVar("F", bound=Callable[..., Any])
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
 
@@ -49,6 +51,25 @@ def _check_name(kind: str, name: str) -> None:
             f"{kind} name {name!r} is not a legal Kafka name: use letters, digits, "
             "'.', '_' and '-' (at most 200 characters)"
         )
+
+
+_warned_in_process: set[str] = set()
+
+
+def _warn_if_in_process(broker: str) -> None:
+    """Say once per broker that records sent to memory:// outside a worker reach only
+    a worker of this process: a script's `app.send` never reaches `streamkit worker`."""
+    if not broker.startswith("memory://") or broker in _warned_in_process:
+        return
+    _warned_in_process.add(broker)
+    log.warning(
+        "app.send to %s outside a worker: memory:// is a broker inside this process, so "
+        "only a worker run by this same process will see these records, never a "
+        "`streamkit worker` elsewhere. To feed another process, use a broker both reach "
+        "(`streamkit dev-broker` prints a kafka:// address; `streamkit send` sends JSON "
+        "lines to it). A broker= given in sk.App(...) overrides STREAMKIT_BROKER.",
+        broker,
+    )
 
 
 class App:
@@ -462,6 +483,7 @@ class App:
             for key, value, ts in records:
                 writer.write(topic, key, value, headers, ts, partition)
             return
+        _warn_if_in_process(self.settings.broker)
         transport = transport_for(self.settings.broker, self.settings.transport_options())
         admin = transport.admin()
         try:

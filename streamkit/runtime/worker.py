@@ -345,8 +345,8 @@ class Worker:
                 consumer.seek(tp, records[0].offset)
             elif task.enqueue(tp, records):
                 consumer.pause(tp)
-        if fetched:
-            return now
+        if fetched or (not coordinator.tasks and self.topology and self.topology.subtopologies):
+            return now  # idle time counts once the worker owns tasks, not during the join
         if (
             self._stop_when_idle_s is not None
             and now - last_record_at >= self._stop_when_idle_s
