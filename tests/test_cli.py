@@ -505,3 +505,38 @@ def test_send_says_which_line_does_not_fit_and_sends_nothing(
     assert result.returncode == 1, result
     assert result.stderr.startswith(error), result
     assert len(result.stderr.splitlines()) == 1, result
+
+
+# settings from the environment ---------------------------------------------------------
+
+
+def test_a_misspelled_variable_is_named_with_the_closest_setting() -> None:
+    env = {"STREAMKIT_COMIT_INTERVAL_S": "3", "STREAMKIT_TEST_ANYTHING": "tools' own"}
+    result = run_cli(["topology", "examples.word_count:app"], cwd=ROOT, env=env)
+    assert result.returncode == 0, result
+    assert result.stderr.splitlines() == [
+        "STREAMKIT_COMIT_INTERVAL_S is not a streamkit setting and is ignored; did you mean "
+        "STREAMKIT_COMMIT_INTERVAL_S?"
+    ]
+
+
+def test_a_variable_the_apps_code_overrides_is_said_to_be_ignored() -> None:
+    env = {"STREAMKIT_BROKER": "kafka://127.0.0.1:9092"}
+    result = run_cli(["topology", "examples.word_count:app"], cwd=ROOT, env=env)
+    assert result.returncode == 0, result
+    assert result.stderr.splitlines() == [
+        "STREAMKIT_BROKER=kafka://127.0.0.1:9092 is ignored: the app's code sets "
+        "broker='memory://' in sk.App(...), which wins over the environment (the worker's "
+        "command-line options win over both)"
+    ]
+
+
+def test_bad_json_in_kafka_options_is_one_line() -> None:
+    env = {"STREAMKIT_KAFKA_OPTIONS": "{session_timeout_ms: 6000}"}
+    result = run_cli(["topology", "examples.word_count:app"], cwd=ROOT, env=env)
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [
+        "error: STREAMKIT_KAFKA_OPTIONS is not valid JSON (Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1)): give an object, like "
+        """STREAMKIT_KAFKA_OPTIONS='{"session_timeout_ms": 6000}'"""
+    ]
