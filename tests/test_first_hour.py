@@ -24,3 +24,39 @@ async def test_sending_to_memory_outside_a_worker_warns_once(
     assert warnings[0].startswith(f"app.send to {memory_url} outside a worker: memory:// is a ")
     assert "never a `streamkit worker` elsewhere" in warnings[0]
     assert "overrides STREAMKIT_BROKER" in warnings[0]
+
+
+def test_the_test_kit_pipes_bytes_that_fail_to_deserialize() -> None:
+    from pydantic import BaseModel
+
+    from streamkit.testing import TopologyTestDriver
+
+    class Click(BaseModel):
+        user: str
+
+    app = sk.App("kit")
+    clicks = app.topic("clicks", value_type=Click, on_error="dead_letter")
+    strict = app.topic("strict", value_type=Click)
+    users = app.topic("users")
+
+    @app.agent(clicks, sink=users)
+    async def who(stream: sk.Stream) -> object:
+        async for click in stream:
+            yield click.user
+
+    @app.agent(strict)
+    async def nothing(stream: sk.Stream) -> None:
+        async for _ in stream:
+            pass
+
+    with TopologyTestDriver(app) as driver:
+        driver.pipe_raw(clicks, b"k1", b"{not json")
+        driver.pipe(clicks, "k2", Click(user="ada"))
+        assert driver.read_output(users) == [("k2", "ada")]
+        (dead,) = driver.read_records("kit-dlq")
+        assert (dead.key, dead.value) == (b"k1", b"{not json")
+        headers = dict(dead.headers)
+        assert headers["streamkit.error.stage"] == b"value deserialization"
+        assert headers["streamkit.error.offset"] == b"0"
+        with pytest.raises(sk.BadInputError, match=r"strict\[0\]@0: .*Click validation failed"):
+            driver.pipe_raw(strict, b"k", b'{"page": "/"}')
