@@ -235,26 +235,31 @@ def _route_table(table: Table, sub: SubTopology) -> None:
     if len(topics) < 2 or not agents:
         return  # the DSL's joins check their own inputs (co-partition groups)
 
-    def listed(describe: Callable[[Topic], str]) -> str:
-        readers = {t.name: ", ".join(a.name for a in agents if t in a.sources) for t in topics}
-        return ", ".join(f"{t.name} ({describe(t)}, read by {readers[t.name]})" for t in topics)
-
     known = [t for t in topics if t.partitions_known]
-    if len({t.partitions for t in known}) > 1:
+    checks: list[tuple[bool, str, Callable[[Topic], str]]] = [
+        (len({t.partitions for t in known}) > 1, "partition counts", _count),
+        (len({t.partitioner for t in topics}) > 1, "partitioners", _partitioner),
+    ]
+    for differ, what, describe in checks:
+        if not differ:
+            continue
+        readers = {t.name: ", ".join(a.name for a in agents if t in a.sources) for t in topics}
+        listed = ", ".join(f"{t.name} ({describe(t)}, read by {readers[t.name]})" for t in topics)
         raise TopologyError(
-            f"table {table.name!r} is shared across topics of different partition counts: "
-            f"{listed(lambda t: f'{t.partitions} partitions')}. Task p reads partition p of "
-            "each, so one key would reach different tasks. Give the topics the same number "
-            "of partitions, or re-key one stream into a topic of the other's count (yield "
-            "it to that topic) and read that one"
+            f"table {table.name!r} is shared across topics of different {what}: {listed}. "
+            "Task p reads partition p of each, so one key would reach different tasks. Give "
+            "the topics one partition count and declare the partitioner their producers "
+            "use (app.topic(..., partitioner=...)), or re-key one stream into a topic like "
+            "the other's (yield it to that topic) and read that one"
         )
-    if len({t.partitioner for t in topics}) > 1:
-        raise TopologyError(
-            f"table {table.name!r} is shared across topics with different partitioners: "
-            f"{listed(lambda t: f'partitioner {t.partitioner.name}')}. One key would reach "
-            "different tasks; declare the partitioner the producers really use "
-            "(app.topic(..., partitioner=...)), or re-key one stream into a topic of the other's"
-        )
+
+
+def _count(topic: Topic) -> str:
+    return f"{topic.partitions} partitions"
+
+
+def _partitioner(topic: Topic) -> str:
+    return f"partitioner {topic.partitioner.name}"
 
 
 def _describe_node(node: NodeSpec) -> list[str]:

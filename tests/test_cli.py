@@ -513,33 +513,34 @@ def test_send_says_which_line_does_not_fit_and_sends_nothing(
 # settings from the environment ---------------------------------------------------------
 
 
-def test_a_misspelled_variable_is_named_with_the_closest_setting() -> None:
-    env = {"STREAMKIT_COMIT_INTERVAL_S": "3", "STREAMKIT_TEST_ANYTHING": "tools' own"}
+@pytest.mark.parametrize(
+    ("env", "code", "said"),
+    [
+        (  # a misspelled variable, named with the closest setting; tools' own are not
+            {"STREAMKIT_COMIT_INTERVAL_S": "3", "STREAMKIT_TEST_ANYTHING": "tools' own"},
+            0,
+            "STREAMKIT_COMIT_INTERVAL_S is not a streamkit setting and is ignored; did you "
+            "mean STREAMKIT_COMMIT_INTERVAL_S?",
+        ),
+        (  # a variable the app's code overrides
+            {"STREAMKIT_BROKER": "kafka://127.0.0.1:9092"},
+            0,
+            "STREAMKIT_BROKER=kafka://127.0.0.1:9092 is ignored: the app's code sets "
+            "broker='memory://' in sk.App(...), which wins over the environment (the "
+            "worker's command-line options win over both)",
+        ),
+        (  # bad JSON, in one line
+            {"STREAMKIT_KAFKA_OPTIONS": "{session_timeout_ms: 6000}"},
+            1,
+            "error: STREAMKIT_KAFKA_OPTIONS is not valid JSON (Expecting property name "
+            "enclosed in double quotes: line 1 column 2 (char 1)): give an object, like "
+            """STREAMKIT_KAFKA_OPTIONS='{"session_timeout_ms": 6000}'""",
+        ),
+    ],
+)
+def test_environment_variables_that_are_not_read_are_said_in_one_line(
+    env: dict[str, str], code: int, said: str
+) -> None:
     result = run_cli(["topology", "examples.word_count:app"], cwd=ROOT, env=env)
-    assert result.returncode == 0, result
-    assert result.stderr.splitlines() == [
-        "STREAMKIT_COMIT_INTERVAL_S is not a streamkit setting and is ignored; did you mean "
-        "STREAMKIT_COMMIT_INTERVAL_S?"
-    ]
-
-
-def test_a_variable_the_apps_code_overrides_is_said_to_be_ignored() -> None:
-    env = {"STREAMKIT_BROKER": "kafka://127.0.0.1:9092"}
-    result = run_cli(["topology", "examples.word_count:app"], cwd=ROOT, env=env)
-    assert result.returncode == 0, result
-    assert result.stderr.splitlines() == [
-        "STREAMKIT_BROKER=kafka://127.0.0.1:9092 is ignored: the app's code sets "
-        "broker='memory://' in sk.App(...), which wins over the environment (the worker's "
-        "command-line options win over both)"
-    ]
-
-
-def test_bad_json_in_kafka_options_is_one_line() -> None:
-    env = {"STREAMKIT_KAFKA_OPTIONS": "{session_timeout_ms: 6000}"}
-    result = run_cli(["topology", "examples.word_count:app"], cwd=ROOT, env=env)
-    assert result.returncode == 1, result
-    assert result.stderr.splitlines() == [
-        "error: STREAMKIT_KAFKA_OPTIONS is not valid JSON (Expecting property name enclosed in "
-        "double quotes: line 1 column 2 (char 1)): give an object, like "
-        """STREAMKIT_KAFKA_OPTIONS='{"session_timeout_ms": 6000}'"""
-    ]
+    assert result.returncode == code, result
+    assert result.stderr.splitlines() == [said]

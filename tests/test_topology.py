@@ -191,3 +191,29 @@ async def test_a_shared_table_is_checked_with_the_brokers_counts(tmp_path: Any) 
             await Worker(app).run()
     finally:
         sk.MemoryBroker.reset("shared-table")
+
+
+def test_inputs_of_different_partitioners_cannot_share_a_table_or_join() -> None:
+    app = sk.App("mixed")
+    java = app.topic("java", partitions=4)
+    rdkafka = app.topic("rdkafka", partitions=4, partitioner="crc32")
+    totals = app.table("totals", default=int)
+
+    @app.agent([java, rdkafka])
+    async def add(stream: Any) -> None:
+        async for key in stream:
+            totals[key] += 1
+
+    with pytest.raises(sk.TopologyError) as shared:
+        app.topology()
+    assert (
+        "table 'totals' is shared across topics of different partitioners: java (partitioner "
+        "murmur2, read by add), rdkafka (partitioner crc32, read by add)"
+    ) in str(shared.value)
+
+    joins = sk.App("mixed-join")
+    left = joins.topic("left", partitions=2, partitioner="crc32")
+    right = joins.topic("right", partitions=2)
+    joins.stream(left).join(joins.ktable(right), lambda a, b: (a, b)).to(joins.topic("out"))
+    with pytest.raises(sk.TopologyError, match="but left uses crc32, right uses murmur2"):
+        joins.topology()
