@@ -302,19 +302,27 @@ def _check_copartitioned(
     counts = {
         t.name: t.partitions for t in topics.values() if t.partitions_known or t.name in internal
     }
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{name} has {n}" for name, n in counts.items())
-        raise TopologyError(
-            f"{group.what} needs co-partitioned inputs (the same number of partitions and "
-            f"the same partitioner), but {listed} partitions. Repartition one side to the "
-            "other's count (stream.repartition(partitions=N)), or join a GlobalKTable"
-        )
     partitioners = {t.name: t.partitioner.name for t in topics.values()}
-    if len(set(partitioners.values())) > 1:
-        listed = ", ".join(f"{name} uses {p}" for name, p in partitioners.items())
-        raise TopologyError(
-            f"{group.what} needs co-partitioned inputs (the same number of partitions and "
-            f"the same partitioner), but {listed}. Declare the partitioner each topic's "
-            "producers really use (app.topic(..., partitioner=...)); if they differ, "
-            "repartition one side (stream.repartition()), or join a GlobalKTable"
-        )
+    mismatches = [
+        (
+            counts,
+            " has ",
+            " partitions",
+            "Repartition one side to the other's count (stream.repartition(partitions=N))",
+        ),
+        (
+            partitioners,
+            " uses ",
+            "",
+            "Declare the partitioner each topic's producers "
+            "really use (app.topic(..., partitioner=...)); if they differ, repartition one "
+            "side (stream.repartition())",
+        ),
+    ]
+    for found, verb, unit, way in mismatches:
+        if len(set(found.values())) > 1:
+            listed = ", ".join(f"{name}{verb}{n}" for name, n in found.items())
+            raise TopologyError(
+                f"{group.what} needs co-partitioned inputs (the same number of partitions "
+                f"and the same partitioner), but {listed}{unit}. {way}, or join a GlobalKTable"
+            )
