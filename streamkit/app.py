@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,23 +54,26 @@ def _check_name(kind: str, name: str) -> None:
         )
 
 
-_warned_in_process: set[str] = set()
+# memory:// brokers this process sent to outside a worker, and those a worker ran on.
+_sent_outside_a_worker: set[str] = set()
+_worked_on: set[str] = set()
 
 
-def _warn_if_in_process(broker: str) -> None:
-    """Say once per broker that records sent to memory:// outside a worker reach only
-    a worker of this process: a script's `app.send` never reaches `streamkit worker`."""
-    if not broker.startswith("memory://") or broker in _warned_in_process:
-        return
-    _warned_in_process.add(broker)
-    log.warning(
-        "app.send to %s outside a worker: memory:// is a broker inside this process, so "
-        "only a worker run by this same process will see these records, never a "
-        "`streamkit worker` elsewhere. To feed another process, use a broker both reach "
-        "(`streamkit dev-broker` prints a kafka:// address; `streamkit send` sends JSON "
-        "lines to it). A broker= given in sk.App(...) overrides STREAMKIT_BROKER.",
-        broker,
-    )
+@atexit.register
+def warn_of_unseen_sends() -> None:
+    """At exit, say so if records went to a memory:// broker that no worker of this
+    process ran on: they reached nobody, and never a `streamkit worker` elsewhere."""
+    for broker in sorted(_sent_outside_a_worker - _worked_on):
+        log.warning(
+            "records sent to %s reached no worker: memory:// is a broker inside this "
+            "process, so only a worker run by this same process sees them, never a "
+            "`streamkit worker` elsewhere. To feed another process, use a broker both "
+            "reach (`streamkit dev-broker` prints a kafka:// address; `streamkit send` "
+            "sends JSON lines to it). A broker= given in sk.App(...) overrides "
+            "STREAMKIT_BROKER.",
+            broker,
+        )
+    _sent_outside_a_worker.clear()
 
 
 class App:
@@ -483,7 +487,8 @@ class App:
             for key, value, ts in records:
                 writer.write(topic, key, value, headers, ts, partition)
             return
-        _warn_if_in_process(self.settings.broker)
+        if self.settings.broker.startswith("memory://"):
+            _sent_outside_a_worker.add(self.settings.broker)
         transport = transport_for(self.settings.broker, self.settings.transport_options())
         admin = transport.admin()
         try:
@@ -509,6 +514,7 @@ class App:
         if self._worker is not None:
             raise ConfigError(f"app {self.id!r} already has a worker running in this process")
         self._worker = worker
+        _worked_on.add(self.settings.broker)
 
     def _detach(self, worker: Worker) -> None:
         if self._worker is worker:

@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
+from helpers import running
 
 import streamkit as sk
 from streamkit import app as app_module
 
 
-async def test_sending_to_memory_outside_a_worker_warns_once(
-    memory_url: str, caplog: pytest.LogCaptureFixture
+async def test_records_sent_to_memory_that_no_worker_read_are_reported_at_exit(
+    memory_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = sk.App("script", broker=memory_url)
+    app = sk.App("script", broker=memory_url, data_dir=tmp_path)
     clicks = app.topic("clicks")
-    app_module._warned_in_process.discard(memory_url)
+    await app.send(clicks, key="a", value=1)  # a script that feeds nobody
+    await app.send_many(clicks, [("b", 2)])
+    other = "memory://fed-in-process"
+    fed = sk.App("fed", broker=other, data_dir=tmp_path)
+    ticks = fed.topic("ticks")
+
+    @fed.agent(ticks)
+    async def read(stream: sk.Stream) -> None:
+        async for _ in stream:
+            pass
+
+    await fed.send(ticks, key="a", value=1)  # a test that feeds its own worker
+    async with running(fed):
+        pass
     with caplog.at_level(logging.WARNING, logger="streamkit.app"):
-        await app.send(clicks, key="a", value=1)
-        await app.send_many(clicks, [("b", 2)])
+        app_module.warn_of_unseen_sends()  # what runs at exit
+    sk.MemoryBroker.reset("fed-in-process")
     warnings = [r.getMessage() for r in caplog.records if r.name == "streamkit.app"]
     assert len(warnings) == 1, warnings
-    assert warnings[0].startswith(f"app.send to {memory_url} outside a worker: memory:// is a ")
+    assert warnings[0].startswith(f"records sent to {memory_url} reached no worker: memory:// ")
     assert "never a `streamkit worker` elsewhere" in warnings[0]
     assert "overrides STREAMKIT_BROKER" in warnings[0]
 
