@@ -41,6 +41,8 @@ class Coordinator:
         self._revivals: set[asyncio.Task[None]] = set()
         # Set by close_all: a rebalance finishing during the shutdown starts nothing.
         self._closed = False
+        # Assignments received: none yet means the worker has not joined its group.
+        self.assignments = 0
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         return self._by_partition.get(tp)
@@ -51,6 +53,7 @@ class Coordinator:
             log.info("not starting tasks of an assignment that came during the shutdown")
             return
         self._assignment = set(assigned)
+        self.assignments += 1
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
             by_task[self._topology.task_id_for(tp)].add(tp)

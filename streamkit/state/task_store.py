@@ -182,19 +182,33 @@ class TaskStore:
     def range(self, start: Any, end: Any) -> Iterator[tuple[Any, Any]]:
         low = None if start is None else self._key_bytes(start)
         high = None if end is None else self._key_bytes(end)
+        for kb, value in self.scan(low, high):
+            yield self._key_serde.deserialize(kb), value
+
+    def scan(
+        self, low: bytes | None, high: bytes | None, limit: int | None = None
+    ) -> list[tuple[bytes, Any]]:
+        """Serialized keys in [low, high) with their values, in byte order; the first
+        `limit` of them if given (a page of an interactive query).
+
+        The file is read with a limit raised by the number of changed keys in the
+        range: however many of those are deletions, the first `limit` live keys are
+        then among what was read.
+        """
         since = self._since_ms()
+        changed = list(self._dirty_order.irange(low, high, inclusive=(True, False)))
+        read = None if limit is None else limit + len(changed)
         merged: dict[bytes, Any] = {
-            k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high, since)
+            k: self._value_serde.deserialize(v)
+            for k, v in self.sqlite.range(low, high, since, read)
         }
         dirty, staged = self._dirty, self._staged
-        for kb in self._dirty_order.irange(low, high, inclusive=(True, False)):
+        for kb in changed:
             key = self._dirty_keys[kb]
             value = dirty[key] if key in dirty else staged[key]
             merged[kb] = _DELETED if self._expired(key, since) else value
-        for kb in sorted(merged):
-            value = merged[kb]
-            if value is not _DELETED:
-                yield self._key_serde.deserialize(kb), value
+        live = [(kb, merged[kb]) for kb in sorted(merged) if merged[kb] is not _DELETED]
+        return live if limit is None else live[:limit]
 
     def _expired(self, key: Any, since_ms: int) -> bool:
         return since_ms > 0 and self.table.row_time(key, _now_ms()) < since_ms
