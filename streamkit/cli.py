@@ -148,6 +148,13 @@ _app_argument = click.argument("app_ref", metavar="MODULE:APP")
 @click.option("--loop", type=click.Choice(["uvloop", "asyncio"]), default=None)
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here")
 @click.option(
+    "--web-port",
+    type=int,
+    default=None,
+    help="serve queries, SQL, health and /metrics here (0: a free port, logged)",
+)
+@click.option("--web-host", default=None, help="the host other workers reach this one by")
+@click.option(
     "--processing-guarantee",
     type=click.Choice(["at_least_once", "exactly_once"]),
     default=None,
@@ -167,6 +174,8 @@ def worker(
     log_level: str | None,
     loop: str | None,
     metrics_port: int | None,
+    web_port: int | None,
+    web_host: str | None,
     processing_guarantee: str | None,
     stop_when_idle: float | None,
 ) -> None:
@@ -180,6 +189,8 @@ def worker(
         log_level=log_level,
         loop=loop,
         metrics_port=metrics_port,
+        web_port=web_port,
+        web_host=web_host,
         processing_guarantee=processing_guarantee,
     )
     _configure_logging(app.settings.log_level)

@@ -246,3 +246,63 @@ async def test_query_outside_a_worker_says_so(tmp_path: Path) -> None:
     app = clicks_app("memory://", tmp_path)
     with pytest.raises(StateError, match="no running worker"):
         await app.query("counts", "u0")
+
+
+async def sql(base: str, query: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/sql", params={"q": query}) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+async def test_sql_reads_the_committed_state(web: tuple[sk.App, Worker, str]) -> None:
+    app, _, base = web
+    await ready(base)
+    await feed(app, n_users=5, per_user=2)
+    await until_counted(base, "u4", 2)
+    query = "SELECT key, value FROM counts ORDER BY key"
+    deadline = asyncio.get_running_loop().time() + 10
+    while (answer := await sql(base, query))[1].get("rows") != [[f"u{u}", 2] for u in range(5)]:
+        assert asyncio.get_running_loop().time() < deadline, answer
+        await asyncio.sleep(0.05)
+    # JSON fields of model values, and aggregates.
+    status, body = await sql(
+        base, "SELECT value->>'page' AS page, count(*) AS n FROM visits GROUP BY page"
+    )
+    assert status == 200 and body["columns"] == ["page", "n"] and body["rows"] == [["/p1", 5]]
+    status, body = await sql(base, "SELECT key, value FROM counts WHERE key = 'u3'")
+    assert body["rows"] == [["u3", 2]] and body["truncated"] is False
+    assert list(body["workers"].values()) == [[f"0_{p}" for p in range(4)]]
+
+
+async def test_sql_refuses_anything_but_a_select_and_keeps_its_limits(
+    memory_url: str, tmp_path: Path
+) -> None:
+    app = clicks_app(memory_url, tmp_path, sql_max_rows=3, sql_timeout_s=0.2)
+    async with running(app) as worker:
+        await wait_for(lambda: worker.queries is not None and bool(worker.queries.endpoint))
+        assert worker.queries is not None
+        base = f"http://{worker.queries.endpoint}"
+        await ready(base)
+        for bad in (
+            "DELETE FROM counts",
+            "WITH x AS (SELECT 1) DELETE FROM counts",
+            "SELECT 1; DROP TABLE counts",
+            "ATTACH DATABASE '/tmp/x' AS x",
+        ):
+            status, body = await sql(base, bad)
+            assert status == 400, (bad, body)
+            assert "SELECT" in body["error"] or "not authorized" in body["error"], body
+        status, body = await sql(base, "SELECT * FROM no_such_table")
+        assert status == 400 and "no_such_table" in body["error"]
+        # At most sql_max_rows rows, and it says there were more.
+        query = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 10) "
+        status, body = await sql(base, query + "SELECT i FROM n")
+        assert status == 200 and body["rows"] == [[1], [2], [3]] and body["truncated"] is True
+        # A query past its time limit is interrupted.
+        endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+        status, body = await sql(base, endless + "SELECT max(i) FROM n")
+        assert status == 400 and "sql_timeout_s=0.2" in body["error"], body
+        # The loop answered all along (the query ran in aiosqlite's thread).
+        assert (await get(f"{base}/health/live"))[0] == 200

@@ -19,6 +19,7 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadQuery, NotAvailable, StateError, UnknownTable
@@ -55,6 +56,12 @@ class Target:
     # Values as the store holds them (ValueAndTimestamp for timestamped tables).
     value_serde: Serde[Any]
     partitions: int
+
+    @property
+    def store_key_serde(self) -> Serde[Any]:
+        """Keys as the store holds them (a windowed table's: with their window)."""
+        table = self.table
+        return table.changelog.key_serde if isinstance(table, Table) else table.topic.key_serde
 
     @property
     def windowed(self) -> bool:
@@ -148,6 +155,10 @@ class LocalState:
         """The endpoint of the worker running the task, as of the last assignment."""
         return next((h for h, ts in self._assignment().hosts.items() if task in ts), None)
 
+    def endpoints(self) -> list[str]:
+        """Every worker that serves queries and runs tasks, as of the last assignment."""
+        return sorted(self._assignment().hosts)
+
     def standby_hosts(self, task: TaskId) -> list[str]:
         return sorted(h for h, ts in self._assignment().standby_hosts.items() if task in ts)
 
@@ -240,6 +251,16 @@ class LocalState:
             return table.store
         except StateError as exc:
             raise NotAvailable(str(exc), retry_after_s=RETRY_AFTER_S) from None
+
+    def state_files(self, target: Target) -> list[tuple[str, Path]]:
+        """(task, SQLite file) of the table's copies running here (SQL reads them)."""
+        if target.subtopology is None:
+            return [("global", self._global_store(target).sqlite.path)]
+        return [
+            (str(task_id), task.stores()[target.name].sqlite.path)
+            for task_id, task in sorted(self._coordinator.tasks.items())
+            if task_id.subtopology == target.subtopology and task.state is TaskState.RUNNING
+        ]
 
     # Health -----------------------------------------------------------------------
 

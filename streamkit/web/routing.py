@@ -256,6 +256,16 @@ class Queries:
         )
         return list(islice(heapq.merge(*pages, key=lambda row: row[0]), limit))
 
+    def other_workers(self) -> list[str]:
+        return [h for h in self.local.endpoints() if h != self.endpoint]
+
+    async def ask_worker(
+        self, host: str, op: str, params: Mapping[str, str], busy_s: float
+    ) -> dict[str, Any]:
+        """Another worker's own answer to `op`, which may take `busy_s` beyond the
+        forwarding timeout (a SQL query's time limit)."""
+        return await self._ask(host, op, params, self._timeout_s + busy_s)
+
     # Forwarding ------------------------------------------------------------------------
 
     async def _ask_first(
@@ -271,22 +281,25 @@ class Queries:
         assert failure is not None
         raise failure
 
-    async def _ask(self, host: str, op: str, params: Mapping[str, str]) -> dict[str, Any]:
+    async def _ask(
+        self, host: str, op: str, params: Mapping[str, str], timeout_s: float | None = None
+    ) -> dict[str, Any]:
         import aiohttp
 
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s)
-            )
+            self._session = aiohttp.ClientSession()
         url = f"http://{host}{INTERNAL}/{op}"
+        timeout_s = timeout_s or self._timeout_s
         try:
-            async with self._session.get(url, params=params) as response:
+            async with self._session.get(
+                url, params=params, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as response:
                 data = await response.json(content_type=None)
                 status = response.status
                 retry = response.headers.get("Retry-After")
         except TimeoutError:
             raise NotAvailable(
-                f"worker {host} did not answer within {self._timeout_s:g} s",
+                f"worker {host} did not answer within {timeout_s:g} s",
                 retry_after_s=RETRY_AFTER_S,
             ) from None
         except (aiohttp.ClientError, ValueError) as exc:

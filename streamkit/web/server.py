@@ -41,8 +41,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if isinstance(exc, NotAvailable):
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         return web.json_response({"error": str(exc)}, status=exc.status, headers=headers)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason}, status=exc.status)
     except Exception as exc:
         log.exception("%s %s failed", request.method, request.path)
         return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=500)
