@@ -68,9 +68,14 @@ def clicks_app(url: str, data_dir: Path, **settings: Any) -> sk.App:
 async def web(memory_url: str, tmp_path: Path) -> AsyncIterator[tuple[sk.App, Worker, str]]:
     app = clicks_app(memory_url, tmp_path)
     async with running(app) as worker:
-        await wait_for(lambda: worker.queries is not None and bool(worker.queries.endpoint))
-        assert worker.queries is not None and worker.queries.endpoint is not None
-        yield app, worker, f"http://{worker.queries.endpoint}"
+        yield app, worker, await serving(worker)
+
+
+async def serving(worker: Worker) -> str:
+    """The worker's web server's base URL, once it listens."""
+    await wait_for(lambda: worker.queries is not None and bool(worker.queries.endpoint))
+    assert worker.queries is not None
+    return f"http://{worker.queries.endpoint}"
 
 
 async def get(url: str) -> tuple[int, dict[str, Any], Any]:
@@ -232,9 +237,7 @@ async def test_query_from_a_timer_and_a_page(memory_url: str, tmp_path: Path) ->
         return {"user": user, "clicks": await app.query("counts", user, default=0)}
 
     async with running(app) as worker:
-        await wait_for(lambda: worker.queries is not None and bool(worker.queries.endpoint))
-        assert worker.queries is not None
-        base = f"http://{worker.queries.endpoint}"
+        base = await serving(worker)
         await ready(base)
         await feed(app, n_users=1, per_user=2)
         await wait_for(lambda: 2 in seen, what="the timer to read 2 clicks")
@@ -281,9 +284,7 @@ async def test_sql_refuses_anything_but_a_select_and_keeps_its_limits(
 ) -> None:
     app = clicks_app(memory_url, tmp_path, sql_max_rows=3, sql_timeout_s=0.2)
     async with running(app) as worker:
-        await wait_for(lambda: worker.queries is not None and bool(worker.queries.endpoint))
-        assert worker.queries is not None
-        base = f"http://{worker.queries.endpoint}"
+        base = await serving(worker)
         await ready(base)
         for bad in (
             "DELETE FROM counts",
@@ -306,3 +307,48 @@ async def test_sql_refuses_anything_but_a_select_and_keeps_its_limits(
         assert status == 400 and "sql_timeout_s=0.2" in body["error"], body
         # The loop answered all along (the query ran in aiosqlite's thread).
         assert (await get(f"{base}/health/live"))[0] == 200
+
+
+class HoldRestore(sk.RestoreListener):
+    """Holds every restore after its first batch until released."""
+
+    def __init__(self) -> None:
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def on_batch_restored(self, *_: Any) -> None:
+        self.holding.set()
+        await self.release.wait()
+
+
+async def test_stale_ok_lets_a_restoring_copy_answer_with_its_lag(
+    memory_url: str, tmp_path: Path
+) -> None:
+    app = clicks_app(memory_url, tmp_path, max_poll_records=1, commit_interval_s=0.01)
+    async with running(app) as worker:
+        base = await serving(worker)
+        await ready(base)
+        for round_ in range(1, 3):  # each round committed apart: 2 changelog records a key
+            await feed(app, n_users=30, per_user=1)
+            for u in range(30):
+                await until_counted(base, f"u{u}", round_)
+    # Lose the state files: the next worker restores every table from its changelog,
+    # five records a batch, and holds after the first batch.
+    for path in (tmp_path / "web").glob("0_*/*.sqlite*"):
+        path.unlink()
+    listener = HoldRestore()
+    app.set_restore_listener(listener)
+    async with running(app) as worker:
+        await asyncio.wait_for(listener.holding.wait(), 10)
+        base = await serving(worker)
+        status, headers, body = await get(f"{base}/tables/counts/u5")
+        assert status == 503 and headers["Retry-After"] == "1" and "restoring" in body["error"]
+        assert (await get(f"{base}/health/ready"))[0] == 503
+        try:
+            status, _, body = await get(f"{base}/tables/counts/u5?stale_ok=true")
+            assert status in (200, 404) and body["stale"] is True and body["lag"] > 0, body
+        finally:
+            listener.release.set()
+        await ready(base)
+        status, _, body = await get(f"{base}/tables/counts/u5?stale_ok=true")
+        assert (status, body["value"], body["stale"], body["lag"]) == (200, 2, False, 0)

@@ -179,7 +179,8 @@ class LocalState:
             )
         task = target.task_of(key_bytes)
         store, lag, stale = await self._store(target, task, stale_ok)
-        value = store.get(store.table.changelog.key_serde.deserialize(key_bytes), _ABSENT)
+        key = store.table.changelog.key_serde.deserialize(key_bytes)
+        value = store.get(key, _ABSENT, remember=False)
         found = value is not _ABSENT
         return Read(found, value if found else None, task, lag, stale)
 
@@ -221,21 +222,24 @@ class LocalState:
     async def _store(
         self, target: Target, task: TaskId, stale_ok: bool
     ) -> tuple[TaskStore, int, bool]:
-        """The task's store here, its lag, and whether it is a standby copy."""
+        """The task's store here, its lag, and whether the copy is stale: a restoring
+        active task or a standby, read only when the caller accepts that."""
         active = self._coordinator.tasks.get(task)
         if active is not None and active.state is TaskState.RUNNING:
             return active.stores()[target.name], 0, False
-        standby = self._coordinator.standbys.get(task)
-        if stale_ok and standby is not None and target.name in standby.readable_stores():
-            try:
-                lag = await standby.lag(target.name)
-            except StateError as exc:
-                raise NotAvailable(str(exc), retry_after_s=RETRY_AFTER_S) from None
-            return standby.readable_stores()[target.name], lag, True
+        if stale_ok:
+            stores: Mapping[str, TaskStore] = {}
+            if active is not None and active.state is TaskState.RESTORING:
+                stores = active.stores()
+            elif (standby := self._coordinator.standbys.get(task)) is not None:
+                stores = standby.readable_stores()
+            store = stores.get(target.name)
+            if store is not None and store.sqlite.is_open:
+                return store, store.lag(), True
         if active is not None:
             raise NotAvailable(
                 f"task {task} of table {target.name!r} is {active.state} here; ask again "
-                "once it runs",
+                "once it runs (or accept stale state: stale_ok)",
                 retry_after_s=RETRY_AFTER_S,
             )
         raise NotAvailable(

@@ -11,13 +11,11 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from ..errors import StateError
 from ..events import StreamTime
 from ..state.restore import restore
 from ..state.task_dir_lock import TaskDirLock, acquire
 from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
-from ..transport.base import PartitionReader
 from .task import TaskServices
 
 log = logging.getLogger("streamkit.standby")
@@ -34,23 +32,15 @@ class StandbyTask:
         self._stores = task_stores(task_id, subtopology, services.state_dir, StreamTime())
         self._closing = asyncio.Event()
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id))
-        # While the copy keeps up: what tails the changelogs (queries ask it the end).
-        self._reader: PartitionReader | None = None
+        # Whether the copy's files are open and followed (queries may read them).
+        self._keeping_up = False
 
     def request_stop(self) -> None:
         self._closing.set()
 
     def readable_stores(self) -> Mapping[str, TaskStore]:
         """The copy's stores while it keeps them up to date; none before or after."""
-        return self._stores if self._reader is not None else {}
-
-    async def lag(self, table: str) -> int:
-        """Changelog records the copy of `table` is behind its active task (KIP-535)."""
-        store, reader = self._stores[table], self._reader
-        if reader is None:
-            raise StateError(f"standby {self.id} is not keeping up (yet)")
-        first, end = await reader.offsets(store.changelog_tp)
-        return max(0, end - (store.sqlite.checkpoint() or first))
+        return self._stores if self._keeping_up else {}
 
     async def run(self) -> None:
         # A warm copy is worth nothing beside the active one: wait for as long as it takes.
@@ -74,7 +64,7 @@ class StandbyTask:
         try:
             for store in self._stores.values():
                 store.sqlite.open()
-            self._reader = reader
+            self._keeping_up = True
             while not self._closing.is_set():
                 applied = 0
                 for store in self._stores.values():
@@ -91,7 +81,7 @@ class StandbyTask:
                     except TimeoutError:
                         pass
         finally:
-            self._reader = None
+            self._keeping_up = False
             await reader.stop()
             for store in self._stores.values():
                 store.sqlite.close()

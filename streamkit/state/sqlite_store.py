@@ -92,6 +92,10 @@ class SqliteStore:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
     def db(self) -> sqlite3.Connection:
         assert self._db is not None, "store is not open"
         return self._db

@@ -120,6 +120,9 @@ class TaskStore:
         self._bytes_per_change = 100.0
         self._next_expiry_check = 0.0
         self._clock = clock
+        # The changelog's end as last seen by a restore or a standby's catching up:
+        # with the file's checkpoint, how far behind a copy is (queries' lag).
+        self.changelog_end: int | None = None
 
     def _since_ms(self) -> int:
         """Rows whose time is below this are expired (0: the table keeps everything)."""
@@ -129,7 +132,10 @@ class TaskStore:
 
     # Reads and writes from agents ------------------------------------------
 
-    def get(self, key: Any, missing: Any) -> Any:
+    def get(self, key: Any, missing: Any, *, remember: bool = True) -> Any:
+        """The key's value, or `missing`. `remember=False` leaves the read cache
+        alone: a query's reads, and reads of a copy that a restore or standby still
+        writes to the file behind the cache's back."""
         since = self._since_ms()
         value = self._dirty.get(key, missing)
         if value is missing and self._staged:
@@ -142,10 +148,16 @@ class TaskStore:
                 raw = self.sqlite.get(self._key_bytes(key), since)
                 if raw is None:
                     return missing
-                value = self._remember(key, self._value_serde.deserialize(raw))
+                value = self._value_serde.deserialize(raw)
+                if remember:
+                    self._remember(key, value)
         if value is _DELETED or (since and self._expired(key, since)):
             return missing
         return value
+
+    def lag(self) -> int:
+        """Changelog records not in the file yet, as of the last look at the end."""
+        return max(0, (self.changelog_end or 0) - (self.sqlite.checkpoint() or 0))
 
     def _newer_than_stored(self, key: Any) -> bool:
         latest = self.sqlite.latest_row_time
