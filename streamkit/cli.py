@@ -310,6 +310,53 @@ def status(app_ref: str, broker: str | None) -> None:
         click.echo(f"  not owned by any worker: {' '.join(unowned)}")
 
 
+@main.command()
+@_app_argument
+@click.argument("query")
+@click.option(
+    "--url",
+    default=None,
+    help="a worker's web server (default: http://localhost:WEB_PORT of the app's settings)",
+)
+def sql(app_ref: str, query: str, url: str | None) -> None:
+    """Run a read-only SELECT over the app's tables, through a running worker.
+
+    The worker asks every other worker and merges the rows (docs/querying.md).
+    """
+    import asyncio
+
+    import aiohttp
+
+    if url is None:
+        settings = load_app(app_ref).settings
+        if not settings.web_port:
+            raise click.UsageError(
+                "the app sets no fixed web_port: pass --url http://HOST:PORT of a worker"
+            )
+        url = f"http://{settings.web_host or 'localhost'}:{settings.web_port}"
+
+    async def ask() -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url.rstrip('/')}/sql", params={"q": query}) as response,
+        ):
+            return response.status, await response.json(content_type=None)
+
+    try:
+        status, body = asyncio.run(ask())
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot ask {url}: {exc}") from None
+    if status != 200:
+        raise ConfigError(f"{url} answered {status}: {body.get('error', body)}")
+    click.echo("\t".join(body["columns"]))
+    for row in body["rows"]:
+        click.echo("\t".join("NULL" if v is None else str(v) for v in row))
+    if body["truncated"]:
+        click.echo(
+            f"(more rows than the worker's sql_max_rows: {len(body['rows'])} shown)", err=True
+        )
+
+
 @main.command("dev-broker")
 @click.option("--port", type=int, default=None, help="listen here (default: a free port)")
 def dev_broker(port: int | None) -> None:

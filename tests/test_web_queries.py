@@ -352,3 +352,30 @@ async def test_stale_ok_lets_a_restoring_copy_answer_with_its_lag(
         await ready(base)
         status, _, body = await get(f"{base}/tables/counts/u5?stale_ok=true")
         assert (status, body["value"], body["stale"], body["lag"]) == (200, 2, False, 0)
+
+
+async def test_streamkit_sql_asks_a_running_worker(web: tuple[sk.App, Worker, str]) -> None:
+    from click.testing import CliRunner
+
+    from streamkit.cli import main
+
+    app, _, base = web
+    await ready(base)
+    await feed(app, n_users=3, per_user=1)
+    await until_counted(base, "u2", 1)
+    runner = CliRunner()
+    query = "SELECT key, value FROM counts ORDER BY key"
+    expected = "key\tvalue\nu0\t1\nu1\t1\nu2\t1\n"
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # SQL reads what the tasks committed to their files
+        result = await asyncio.to_thread(
+            runner.invoke, main, ["sql", "x:app", query, "--url", base]
+        )
+        if result.output == expected or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert (result.exit_code, result.output) == (0, expected)
+    result = await asyncio.to_thread(
+        runner.invoke, main, ["sql", "x:app", "DELETE FROM counts", "--url", base]
+    )
+    assert result.exit_code == 1 and "400: only SELECT" in result.output
