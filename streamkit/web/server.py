@@ -84,7 +84,11 @@ class WebServer:
 
     async def start(self) -> str:
         """Listen; return the `host:port` other workers and clients reach it by."""
-        runner = web.AppRunner(self._web_app, access_log=None, handle_signals=False)
+        # A request in flight at shutdown gets a second, not aiohttp's minute: the
+        # worker's own shutdown is bounded (runtime/worker.py).
+        runner = web.AppRunner(
+            self._web_app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, self._bind, self._port, reuse_address=True)
         await site.start()
