@@ -41,8 +41,8 @@ class Coordinator:
         self._revivals: set[asyncio.Task[None]] = set()
         # Set by close_all: a rebalance finishing during the shutdown starts nothing.
         self._closed = False
-        # Whether the group ever gave this worker an assignment (while it ran).
-        self.joined = False
+        # Assignments received: none yet means the worker has not joined its group.
+        self.assignments = 0
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         return self._by_partition.get(tp)
@@ -52,8 +52,8 @@ class Coordinator:
             # The consumer finished a join it began before the worker was told to stop.
             log.info("not starting tasks of an assignment that came during the shutdown")
             return
-        self.joined = True
         self._assignment = set(assigned)
+        self.assignments += 1
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
             by_task[self._topology.task_id_for(tp)].add(tp)

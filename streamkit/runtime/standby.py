@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from ..events import StreamTime
 from ..state.restore import restore
 from ..state.task_dir_lock import TaskDirLock, acquire
-from ..state.task_store import task_stores
+from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
 from .task import TaskServices
 
@@ -31,9 +32,15 @@ class StandbyTask:
         self._stores = task_stores(task_id, subtopology, services.state_dir, StreamTime())
         self._closing = asyncio.Event()
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id))
+        # Whether the copy's files are open and followed (queries may read them).
+        self._keeping_up = False
 
     def request_stop(self) -> None:
         self._closing.set()
+
+    def readable_stores(self) -> Mapping[str, TaskStore]:
+        """The copy's stores while it keeps them up to date; none before or after."""
+        return self._stores if self._keeping_up else {}
 
     async def run(self) -> None:
         # A warm copy is worth nothing beside the active one: wait for as long as it takes.
@@ -57,6 +64,7 @@ class StandbyTask:
         try:
             for store in self._stores.values():
                 store.sqlite.open()
+            self._keeping_up = True
             while not self._closing.is_set():
                 applied = 0
                 for store in self._stores.values():
@@ -73,6 +81,7 @@ class StandbyTask:
                     except TimeoutError:
                         pass
         finally:
+            self._keeping_up = False
             await reader.stop()
             for store in self._stores.values():
                 store.sqlite.close()

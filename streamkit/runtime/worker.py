@@ -17,11 +17,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import StreamkitError, TransportError
+from ..errors import ConfigError, StreamkitError, TransportError
 from ..state.sqlite_store import read_checkpoint, store_path
 from ..topology import TaskId, Topology
 from ..transport import transport_for
 from ..transport.base import Consumer, Producer, RawRecord, TopicPartition, Transport
+from ..web.routing import Queries
+from ..web.server import WebServer
 from .assignor import MemberInfo, TaskPlanner
 from .broker_health import BrokerWatch, RepeatFilter, probe
 from .coordinator import Coordinator
@@ -29,6 +31,7 @@ from .failures import FailureRouter
 from .gc_tuning import gc_tuned
 from .global_tables import GlobalTables
 from .liveness import LoopWatchdog, watch_progress
+from .queries import LocalState, targets
 from .record_writer import RecordWriter
 from .status import StatusReporter, status_topic
 from .task import Task, TaskServices
@@ -78,6 +81,8 @@ class Worker:
         self._status_topic = status_topic(app.id)
         self.status: StatusReporter | None = None
         self.global_tables: GlobalTables | None = None
+        # Interactive queries: `app.query` and the web server's routes go through it.
+        self.queries: Queries | None = None
         self._stop_requested_at: float | None = None
         self._broker_watch: BrokerWatch | None = None
         # What a shutdown did not finish in time, said in the worker's last line.
@@ -190,6 +195,12 @@ class Worker:
         self.coordinator = Coordinator(
             topology, services, self._fail, lambda: planner.assigned.standby
         )
+        local = LocalState(
+            targets(topology, app.global_tables.values()),
+            self.coordinator,
+            lambda: planner.assigned,
+        )
+        self.queries = Queries(local, None, self.settings.web_forward_timeout_s)
         app._attach(self)
         metrics_server = (
             None
@@ -198,7 +209,12 @@ class Worker:
         )
         self.global_tables = GlobalTables(app.global_tables.values(), services)
         consumer_started = False
+        web_server = None
         try:
+            if self.settings.web_port is not None:
+                # Before the group is joined: the endpoint goes into the join metadata.
+                web_server = WebServer(app, self.queries, local)
+                self.queries.endpoint = await _listening(web_server, self.settings.web_port)
             # Whole before the group is joined: no task sees a half-loaded global table.
             if not await self.global_tables.load(cancelled=self._stopping.is_set):
                 return  # stopped while loading: the group never saw this worker
@@ -233,6 +249,9 @@ class Worker:
         finally:
             await self._shut_down(consumer if consumer_started else None, producer)
             app._detach(self)
+            await self.queries.close()
+            if web_server is not None:
+                await web_server.stop()
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
@@ -307,6 +326,7 @@ class Worker:
             standby=frozenset(coordinator.standbys if coordinator else ()),
             offsets=offsets,
             rack=self.settings.rack,
+            endpoint=self.queries.endpoint if self.queries is not None else None,
         )
 
     async def _fetch_until_stopped(self, consumer: Consumer) -> None:
@@ -415,7 +435,7 @@ class Worker:
             if consumer is not None:
                 # A worker still joining holds nothing: it need not wait for the join
                 # the broker holds (seconds on Tansu) to end before it leaves.
-                joining = coordinator is None or not coordinator.joined
+                joining = coordinator is None or not coordinator.assignments
                 steps.append(("leaving the group", consumer.stop(), joining))
             if self.global_tables is not None:
                 steps.append(("stopping the global tables", self.global_tables.stop(), False))
@@ -478,6 +498,14 @@ class Worker:
                 await fn()
             except Exception:
                 log.exception("timer %s raised; it runs again in %.1f s", name, interval_s)
+
+
+async def _listening(server: WebServer, port: int) -> str:
+    """Start the web server; a port that is taken is the user's to fix, in one line."""
+    try:
+        return await server.start()
+    except OSError as exc:
+        raise ConfigError(f"web_port {port}: cannot listen ({exc.strerror or exc})") from None
 
 
 def run_worker(app: App, *, stop_when_idle_s: float | None = None) -> None:

@@ -73,6 +73,7 @@ async def restore(
         )
         store.sqlite.wipe()
         checkpoint = None
+    store.changelog_end = end
     if stop_at is not None:
         end = min(end, stop_at)
     start = first if checkpoint is None else checkpoint
@@ -109,6 +110,7 @@ async def restore(
                     await listener[0].on_batch_restored(listener[1], name, tp, reached, len(batch))
             else:
                 _, end = await reader.offsets(tp)
+                store.changelog_end = end
                 if stop_at is not None:
                     end = min(end, stop_at)
             last_report = _report(
