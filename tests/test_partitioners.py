@@ -139,6 +139,28 @@ async def test_a_crc32_topic_writes_and_checks_keys_as_librdkafka_places_them(
     # Every write was accepted: the worker stopped cleanly (running() raises otherwise).
 
 
+async def test_a_query_finds_a_key_where_the_topics_partitioner_put_it(
+    memory_url: str, tmp_path: Path
+) -> None:
+    app = sk.App("ask", broker=memory_url, data_dir=tmp_path, web_port=0, web_host="127.0.0.1")
+    clicks = app.topic("clicks", key_type=str, value_type=str, partitions=4, partitioner="crc32")
+    counts = app.table("counts", value_type=int, default=int)
+
+    @app.agent(clicks)
+    async def count(stream: sk.Stream) -> None:
+        async for user in stream.items():
+            counts[user[0]] += 1
+
+    moved = [k for k in KEYS if crc32_of(k, 4) != partition_for(k.encode(), 4)][:5]
+    await app.send_many(clicks, [(k, "/") for k in moved])
+    ends = Counter(crc32_of(k, 4) for k in moved)
+    async with running(app):
+        await wait_for(
+            lambda: committed(app, clicks) == {p: ends.get(p) for p in range(4)}, what="counted"
+        )
+        assert [await app.query("counts", k) for k in moved] == [1] * len(moved)
+
+
 # On Tansu, with confluent-kafka's default producer -----------------------------------
 
 
