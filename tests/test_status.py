@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from helpers import eventually, running, wait_for
+from helpers import eventually, running
 
 import streamkit as sk
 from streamkit.runtime.status import read_status, status_topic
@@ -46,32 +44,3 @@ async def test_a_worker_reports_its_processing_guarantee(memory_url: str) -> Non
 
     async with running(app):
         await eventually(reported, what="the worker's status with its guarantee")
-
-
-async def test_metrics_are_served_for_prometheus(memory_url: str) -> None:
-    import urllib.request
-
-    from streamkit.devbroker import free_port
-
-    port = free_port()
-    app = sk.App("scraped", broker=memory_url, metrics_port=port)
-    numbers = app.topic("numbers", value_type=int, partitions=2, on_error="skip")
-
-    @app.agent(numbers)
-    async def consume(stream: sk.Stream) -> None:
-        async for _ in stream:
-            pass
-
-    for i in range(5):
-        await app.send(numbers, key=f"k{i}", value=i)
-    sk.MemoryBroker.for_url(memory_url).append("numbers", 0, b"k", b"not a number")
-
-    def scrape() -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-            return reply.read().decode()
-
-    async with running(app):
-        await wait_for(lambda: app.metrics.value("records_processed", topic="numbers") == 6)
-        text = await asyncio.to_thread(scrape)
-    assert 'streamkit_records_processed_total{topic="numbers"} 6.0' in text
-    assert 'streamkit_bad_records_total{policy="skip",topic="numbers"} 1.0' in text

@@ -8,12 +8,14 @@ the tail. It reads no input and writes nothing to the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Mapping
 
 from ..events import StreamTime
 from ..state.restore import restore
 from ..state.task_dir_lock import TaskDirLock, acquire
-from ..state.task_store import task_stores
+from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
 from .task import TaskServices
 
@@ -31,6 +33,11 @@ class StandbyTask:
         self._stores = task_stores(task_id, subtopology, services.state_dir, StreamTime())
         self._closing = asyncio.Event()
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id))
+        self._lag_metrics = services.metrics.restore_listener(standby=True)
+
+    def stores(self) -> Mapping[str, TaskStore]:
+        """The standby's copies of the task's table shards by table name."""
+        return self._stores
 
     def request_stop(self) -> None:
         self._closing.set()
@@ -54,9 +61,11 @@ class StandbyTask:
     async def _keep_up(self) -> None:
         reader = self._services.transport.reader()
         await reader.start()
+        lag = self._services.metrics.standby_lag
         try:
-            for store in self._stores.values():
+            for name, store in self._stores.items():
                 store.sqlite.open()
+                lag.labels(str(self.id), name).set(0)  # until a pass finds it behind
             while not self._closing.is_set():
                 applied = 0
                 for store in self._stores.values():
@@ -65,6 +74,8 @@ class StandbyTask:
                         reader,
                         max_records=self._services.settings.max_poll_records * 5,
                         cancelled=self._closing.is_set,
+                        task=self.id,
+                        listeners=(self._lag_metrics,),
                     )
                 if not applied:
                     try:
@@ -74,5 +85,7 @@ class StandbyTask:
                         pass
         finally:
             await reader.stop()
-            for store in self._stores.values():
+            for name, store in self._stores.items():
                 store.sqlite.close()
+                with contextlib.suppress(KeyError):  # a standby that ends has no lag
+                    lag.remove(str(self.id), name)
