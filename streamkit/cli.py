@@ -264,10 +264,14 @@ def reset(
 @_app_argument
 @click.option("--broker", help="the broker to ask (overrides the app)")
 def status(app_ref: str, broker: str | None) -> None:
-    """Show the app's workers and the tasks each one runs."""
+    """Show the app's workers and the tasks each one runs.
+
+    A worker that has not published for three of its heartbeat intervals (30 s by
+    default, `status_interval_s`) is shown as gone, and its tasks as not owned.
+    """
     import asyncio
 
-    from .runtime.status import STATUS_INTERVAL_S, read_status, status_topic
+    from .runtime.status import describe, read_status, status_topic
     from .transport import transport_for
 
     app = load_app(app_ref)
@@ -279,24 +283,8 @@ def status(app_ref: str, broker: str | None) -> None:
         )
     )
     all_tasks = [str(t) for t in app.topology().task_ids()]
-    owned = {t for w in workers for t in w.tasks}
-    now_ms = time.time() * 1000
-    click.echo(
-        f"app {app.id} on {settings.broker}: {len(workers)} workers, "
-        f"{len(owned & set(all_tasks))}/{len(all_tasks)} tasks owned"
-    )
-    for w in workers:
-        age = (now_ms - w.updated_ms) / 1000
-        note = f"seen {age:.0f} s ago"
-        if age > 3 * STATUS_INTERVAL_S:
-            note += " (silent: stopped or stuck?)"
-        click.echo(
-            f"  {w.worker:<28} {w.processing_guarantee}  tasks: {' '.join(w.tasks) or '-'}"
-            f"  ({note})"
-        )
-    unowned = [t for t in all_tasks if t not in owned]
-    if unowned:
-        click.echo(f"  not owned by any worker: {' '.join(unowned)}")
+    for line in describe(app.id, settings.broker, workers, all_tasks, time.time() * 1000):
+        click.echo(line)
 
 
 @main.command("dev-broker")

@@ -335,6 +335,20 @@ class Cluster:
             w.kill()
 
 
+def run_cli(env: Mapping[str, str], args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """`python -m streamkit ARGS` in tests/apps with `env` (STREAMKIT_* only from it), as
+    an operator's shell would run it; its output captured."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKIT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamkit", *args],
+        cwd=APPS,
+        env={**full, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 # Kafka helpers -----------------------------------------------------------------------
 
 

@@ -226,6 +226,7 @@ class Worker:
                 self._status_topic,
                 writer,
                 self._owned_tasks,
+                interval_s=self.settings.status_interval_s,
                 processing_guarantee=self.settings.processing_guarantee,
             )
             self._background.append(asyncio.create_task(self.status.run(), name="status"))
