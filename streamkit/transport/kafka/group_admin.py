@@ -5,8 +5,8 @@ id, and its commits are "simple" ones (generation -1), which Kafka accepts only
 while the group has no member. Partitions are always named in an OffsetFetch:
 Tansu answers one without a partition list with a reply aiokafka cannot decode.
 Tansu (0.6) deletes topics (and their committed offsets), but closes the connection
-on DeleteRecords, and answers every ListOffsets by time with offset 0: the answer
-is checked against the record it names.
+on DeleteRecords, and answers a ListOffsets by a time after the last record with
+offset 0 (timestamp -1) where Kafka answers none: each answer's timestamp is checked.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ class KafkaGroupAdmin(GroupAdmin):
             raise TransportError(
                 f"broker {self.url}: {what} answered offset {found.offset} with timestamp "
                 f"{found.timestamp}, before {timestamp_ms}: this broker's time index is not to "
-                "be trusted (Tansu answers every lookup with offset 0); give --to-offset"
+                "be trusted here (Tansu answers a time after the last record with offset 0); "
+                "give --to-offset"
             )
         return int(found.offset)
 
