@@ -371,6 +371,16 @@ async def create_topic(
         await admin.close()
 
 
+async def app_topics(url: str, topic_name: Callable[[str], str], partitions: int) -> dict[str, str]:
+    """The environment of a tests/apps app with names unique to the test (SKT_APP_ID,
+    SKT_INPUT, SKT_OUTPUT), its input and output topics created."""
+    env = {"SKT_APP_ID": topic_name("app"), "SKT_INPUT": topic_name("in")}
+    env["SKT_OUTPUT"] = topic_name("out")
+    for topic in (env["SKT_INPUT"], env["SKT_OUTPUT"]):
+        await create_topic(url, topic, partitions)
+    return env
+
+
 @dataclass(frozen=True)
 class Produced:
     """Where a produced record landed."""

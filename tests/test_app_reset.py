@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from cluster import (
     Cluster,
+    app_topics,
     committed_offsets,
-    create_topic,
     produce,
     read_topic,
     run_cli,
@@ -62,16 +62,22 @@ async def run_until_done(app: sk.App, out: sk.Topic, outputs: int) -> None:
 
 
 CLICKS = [(f"user{i % 3}", "click", 1_000 * i) for i in range(12)]
+FIRST_RUN = {f"user{u}": [1, 2, 3, 4] for u in range(3)}
+
+
+async def counted_once(url: str, data_dir: Path) -> tuple[sk.App, sk.Topic]:
+    """The counting app, after a worker counted CLICKS (and stopped); its output topic."""
+    app, clicks, out = counting_app(url, data_dir)
+    await app.send_many(clicks, CLICKS)
+    await run_until_done(app, out, 12)
+    assert per_user(read(app, out)) == FIRST_RUN
+    return app, out
 
 
 async def test_a_reset_to_earliest_reprocesses_the_input_with_fresh_state(
     memory_url: str, tmp_path: Path
 ) -> None:
-    app, clicks, out = counting_app(memory_url, tmp_path)
-    await app.send_many(clicks, CLICKS)
-    await run_until_done(app, out, 12)
-    first_run = per_user(read(app, out))
-    assert first_run == {f"user{u}": [1, 2, 3, 4] for u in range(3)}
+    app, out = await counted_once(memory_url, tmp_path)
 
     admin = MemoryGroupAdmin(memory_url)
     broker = sk.MemoryBroker.for_url(memory_url)
@@ -100,15 +106,13 @@ async def test_a_reset_to_earliest_reprocesses_the_input_with_fresh_state(
 
     # Counted again from the start, from nothing: the same counts a second time.
     await run_until_done(app, out, 24)
-    assert per_user(read(app, out)) == {user: [*c, *c] for user, c in first_run.items()}
+    assert per_user(read(app, out)) == {user: [*c, *c] for user, c in FIRST_RUN.items()}
 
 
 async def test_a_reset_to_a_time_or_an_offset_starts_each_partition_there(
     memory_url: str, tmp_path: Path
 ) -> None:
-    app, clicks, out = counting_app(memory_url, tmp_path)
-    await app.send_many(clicks, CLICKS)
-    await run_until_done(app, out, 12)
+    app, out = await counted_once(memory_url, tmp_path)
     admin = MemoryGroupAdmin(memory_url)
     broker = sk.MemoryBroker.for_url(memory_url)
 
@@ -152,10 +156,7 @@ class NoDeletes(MemoryGroupAdmin):
 async def test_internal_topics_a_broker_will_not_delete_are_truncated_instead(
     memory_url: str, tmp_path: Path
 ) -> None:
-    app, clicks, out = counting_app(memory_url, tmp_path)
-    await app.send_many(clicks, CLICKS)
-    await run_until_done(app, out, 12)
-    first_run = per_user(read(app, out))
+    app, out = await counted_once(memory_url, tmp_path)
 
     plan = await plan_reset(app, NoDeletes(memory_url, truncates=False), Position("earliest"))
     not_done = await apply_reset(plan, NoDeletes(memory_url, truncates=False))
@@ -170,7 +171,7 @@ async def test_internal_topics_a_broker_will_not_delete_are_truncated_instead(
     assert broker.start_offset(changelog) == broker.end_offset(changelog) > 0
     # The truncated changelog restores nothing: counted afresh.
     await run_until_done(app, out, 24)
-    assert per_user(read(app, out)) == {user: [*c, *c] for user, c in first_run.items()}
+    assert per_user(read(app, out)) == {user: [*c, *c] for user, c in FIRST_RUN.items()}
 
 
 # Tansu, through the command line ------------------------------------------------------
@@ -181,15 +182,9 @@ async def test_streamkit_reset_on_kafka_makes_the_next_worker_count_afresh(
     cluster: Cluster, topic_name: Callable[[str], str]
 ) -> None:
     url = cluster.kafka_url
-    env = {
-        "SKT_APP_ID": topic_name("app"),
-        "SKT_INPUT": topic_name("in"),
-        "SKT_OUTPUT": topic_name("out"),
-    }
+    env = await app_topics(url, topic_name, 4)
     group, source, sink = env["SKT_APP_ID"], env["SKT_INPUT"], env["SKT_OUTPUT"]
     changelog = f"{group}-counts-changelog"
-    await create_topic(url, source, 4)
-    await create_topic(url, sink, 4)
     produced = await produce(url, source, 4, [(f"user{i % 8}".encode(), b"c") for i in range(40)])
     ends = {p: sum(1 for r in produced if r.partition == p) for p in range(4)}
     assert all(ends.values()), ends  # every partition committed, and reset

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from cluster import Cluster, create_topic, run_cli
+from cluster import Cluster, app_topics, run_cli
 from helpers import eventually, running
 
 import streamkit as sk
@@ -72,14 +72,7 @@ async def test_status_marks_a_worker_killed_with_sigkill_gone_within_its_stated_
     cluster: Cluster, topic_name: Callable[[str], str]
 ) -> None:
     url = cluster.kafka_url
-    env = {
-        "SKT_APP_ID": topic_name("app"),
-        "SKT_INPUT": topic_name("in"),
-        "SKT_OUTPUT": topic_name("out"),
-        "STREAMKIT_STATUS_INTERVAL_S": "1",
-    }
-    await create_topic(url, env["SKT_INPUT"], 4)
-    await create_topic(url, env["SKT_OUTPUT"], 4)
+    env = {**await app_topics(url, topic_name, 4), "STREAMKIT_STATUS_INTERVAL_S": "1"}
     tasks = [f"0_{p}" for p in range(4)]
     worker = cluster.start("sk_counting_table:app", "w", env=env)
     await cluster.wait_for_assignment([worker], tasks)
