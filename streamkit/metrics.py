@@ -88,7 +88,12 @@ class LiveCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        return self._families(self.readings)
+        try:
+            return self._families(self.readings)
+        except RuntimeError:
+            # A dict the worker changed while a scrape's thread walked it (a rebalance):
+            # the next look sees it settled.
+            return self._families(self.readings)
 
     def _families(self, readings: LiveReadings | None = None) -> list[Metric]:
         lag = GaugeMetricFamily(

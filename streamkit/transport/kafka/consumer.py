@@ -261,8 +261,10 @@ class KafkaConsumer(Consumer):
                 if self._options.isolation_level == "read_committed"
                 else consumer.highwater(ktp)
             )
-        except (AssertionError, IllegalStateError):
-            return None  # not assigned (any more)
+        except (AssertionError, AttributeError, KeyError, IllegalStateError):
+            # Not assigned (any more); read from a scrape's thread, a rebalance may be
+            # changing the assignment under it.
+            return None
         return None if end is None or end < 0 else int(end)
 
     def _at_end(self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> bool:
