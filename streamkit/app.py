@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,7 +18,7 @@ from .dsl.graph import GraphBuilder
 from .dsl.kstream import KStream
 from .dsl.ktable import KTable
 from .dsl.versioned import versioned_ktable
-from .errors import ConfigError
+from .errors import ConfigError, StateError
 from .metrics import Metrics
 from .processor import Record
 from .runtime.record_writer import current_writer
@@ -33,6 +34,7 @@ from .transport.base import Headers
 
 if TYPE_CHECKING:
     from .runtime.worker import Worker
+    from .web.routing import Queries
 
 F = TypeVar("F", bound=Callable[..., Any])
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
@@ -40,6 +42,10 @@ _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
 
 def _seconds(duration: float | timedelta) -> float:
     return duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+
+
+def _table_name(table: Table | GlobalKTable | str) -> str:
+    return table if isinstance(table, str) else table.name
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -69,6 +75,8 @@ class App:
         self.tables: dict[str, Table] = {}
         self.global_tables: dict[str, GlobalKTable] = {}
         self.timers: list[Timer] = []
+        # `@app.page(path)`: the app's own routes on the worker's web server.
+        self.pages: list[tuple[str, Callable[..., Awaitable[Any]]]] = []
         self.graph = GraphBuilder(app_id)
         self.metrics = Metrics()
         self.restore_listener = RestoreListener()
@@ -378,6 +386,82 @@ class App:
             return fn
 
         return register
+
+    def page(self, path: str) -> Callable[[F], F]:
+        """Serve the decorated `async def f(request)` at `path` on the worker's web
+        server (`web_port`), as Faust's web views: it gets the aiohttp request and
+        returns an aiohttp response, or anything JSON-able (sent as JSON)."""
+        if not path.startswith("/"):
+            raise ConfigError(f"page path must start with '/', got {path!r}")
+
+        def register(fn: F) -> F:
+            if not inspect.iscoroutinefunction(fn):
+                raise ConfigError(f"page {path!r}: {fn.__name__} must be an async def")
+            self.pages.append((path, fn))
+            return fn
+
+        return register
+
+    # Interactive queries ---------------------------------------------------------
+
+    async def query(
+        self,
+        table: Table | GlobalKTable | str,
+        key: Any,
+        *,
+        default: Any = None,
+        stale_ok: bool = False,
+    ) -> Any:
+        """A table's value for `key` from anywhere in a running worker (timers, pages,
+        other agents), read-only: read here when this worker holds the key's task,
+        else asked of the worker that does (docs/querying.md). `default` when the
+        table has no such key. Raises NotAvailable while the task restores or moves;
+        with `stale_ok` a standby copy may answer."""
+        queries = self._queries()
+        target = queries.local.target(_table_name(table))
+        answer = await queries.get(target, queries.key_bytes(target, key), stale_ok=stale_ok)
+        return answer.value if answer.found else default
+
+    async def query_range(
+        self,
+        table: Table | GlobalKTable | str,
+        start: Any = None,
+        end: Any = None,
+        *,
+        limit: int | None = None,
+        stale_ok: bool = False,
+    ) -> list[tuple[Any, Any]]:
+        """Keys in [start, end) across every partition, in the byte order of their
+        serialized form, with their values; the first `limit` if given."""
+        queries = self._queries()
+        target = queries.local.target(_table_name(table))
+        low = None if start is None else queries.key_bytes(target, start)
+        high = None if end is None else queries.key_bytes(target, end)
+        return await queries.range_all(target, low, high, limit=limit, stale_ok=stale_ok)
+
+    async def query_windows(
+        self,
+        table: WindowedTable | str,
+        key: Any,
+        time_from_ms: int = 0,
+        time_to_ms: int = 2**62,
+        *,
+        stale_ok: bool = False,
+    ) -> list[tuple[int, int, Any]]:
+        """(start, end, value) of the key's windows starting in [time_from, time_to]."""
+        queries = self._queries()
+        target = queries.local.target(_table_name(table))
+        kb = queries.key_bytes(target, key)
+        answer = await queries.windows(target, kb, time_from_ms, time_to_ms, stale_ok=stale_ok)
+        return list(answer.value)
+
+    def _queries(self) -> Queries:
+        if self._worker is None or self._worker.queries is None:
+            raise StateError(
+                f"app {self.id!r} has no running worker in this process: queries are "
+                "answered by workers (use the worker's web server from elsewhere)"
+            )
+        return self._worker.queries
 
     # Derived -----------------------------------------------------------------
 

@@ -148,6 +148,13 @@ _app_argument = click.argument("app_ref", metavar="MODULE:APP")
 @click.option("--loop", type=click.Choice(["uvloop", "asyncio"]), default=None)
 @click.option("--metrics-port", type=int, default=None, help="serve Prometheus /metrics here")
 @click.option(
+    "--web-port",
+    type=int,
+    default=None,
+    help="serve queries, SQL, health and /metrics here (0: a free port, logged)",
+)
+@click.option("--web-host", default=None, help="the host other workers reach this one by")
+@click.option(
     "--processing-guarantee",
     type=click.Choice(["at_least_once", "exactly_once"]),
     default=None,
@@ -167,6 +174,8 @@ def worker(
     log_level: str | None,
     loop: str | None,
     metrics_port: int | None,
+    web_port: int | None,
+    web_host: str | None,
     processing_guarantee: str | None,
     stop_when_idle: float | None,
 ) -> None:
@@ -180,6 +189,8 @@ def worker(
         log_level=log_level,
         loop=loop,
         metrics_port=metrics_port,
+        web_port=web_port,
+        web_host=web_host,
         processing_guarantee=processing_guarantee,
     )
     _configure_logging(app.settings.log_level)
@@ -380,6 +391,53 @@ def status(app_ref: str, broker: str | None) -> None:
     all_tasks = [str(t) for t in app.topology().task_ids()]
     for line in describe(app.id, settings.broker, workers, all_tasks, time.time() * 1000):
         click.echo(line)
+
+
+@main.command()
+@_app_argument
+@click.argument("query")
+@click.option(
+    "--url",
+    default=None,
+    help="a worker's web server (default: http://localhost:WEB_PORT of the app's settings)",
+)
+def sql(app_ref: str, query: str, url: str | None) -> None:
+    """Run a read-only SELECT over the app's tables, through a running worker.
+
+    The worker asks every other worker and merges the rows (docs/querying.md).
+    """
+    import asyncio
+
+    import aiohttp
+
+    if url is None:
+        settings = load_app(app_ref).settings
+        if not settings.web_port:
+            raise click.UsageError(
+                "the app sets no fixed web_port: pass --url http://HOST:PORT of a worker"
+            )
+        url = f"http://{settings.web_host or 'localhost'}:{settings.web_port}"
+
+    async def ask() -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url.rstrip('/')}/sql", params={"q": query}) as response,
+        ):
+            return response.status, await response.json(content_type=None)
+
+    try:
+        status, body = asyncio.run(ask())
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot ask {url}: {exc}") from None
+    if status != 200:
+        raise ConfigError(f"{url} answered {status}: {body.get('error', body)}")
+    click.echo("\t".join(body["columns"]))
+    for row in body["rows"]:
+        click.echo("\t".join("NULL" if v is None else str(v) for v in row))
+    if body["truncated"]:
+        click.echo(
+            f"(more rows than the worker's sql_max_rows: {len(body['rows'])} shown)", err=True
+        )
 
 
 @main.command("dev-broker")

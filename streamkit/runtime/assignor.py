@@ -8,8 +8,11 @@ changelog offsets its local stores reflect, and its rack. The group leader plans
 active tasks with `balance_tasks` (a task whose owner left goes to a caught-up
 member where one has room), places standby replicas with `place_standbys` (never
 with the active copy, on another rack where possible), and hands out the
-partitions of each active task. The transport adapts `TaskPlanner` to its
-client's assignor hook.
+partitions of each active task. Members that serve queries also send their
+`host:port`; the leader hands every member the map of endpoints to the tasks
+they run (Kafka Streams' `application.server` and `partitionsByHost`), so any
+worker can forward a query to a key's owner. The transport adapts `TaskPlanner`
+to its client's assignor hook.
 """
 
 from __future__ import annotations
@@ -34,18 +37,33 @@ class MemberInfo:
     # Per task with local state: the sum of its stores' changelog checkpoints.
     offsets: Mapping[TaskId, int] = field(default_factory=dict)
     rack: str | None = None
+    # `host:port` of the member's web server, if it runs one.
+    endpoint: str | None = None
+    # In an assignment: every member's endpoint -> its active (and standby) tasks.
+    hosts: Mapping[str, frozenset[TaskId]] = field(default_factory=dict)
+    standby_hosts: Mapping[str, frozenset[TaskId]] = field(default_factory=dict)
+
+
+def _by_host(hosts: Mapping[str, frozenset[TaskId]]) -> dict[str, list[str]]:
+    return {h: sorted(str(t) for t in ts) for h, ts in sorted(hosts.items())}
 
 
 def encode_member(info: MemberInfo) -> bytes:
-    return json.dumps(
-        {
-            "version": 2,
-            "active": sorted(str(t) for t in info.active),
-            "standby": sorted(str(t) for t in info.standby),
-            "offsets": {str(t): o for t, o in sorted(info.offsets.items())},
-            "rack": info.rack,
-        }
-    ).encode()
+    """JSON; fields added since version 2 are optional, so members of either
+    version read each other's metadata (unknown fields are ignored)."""
+    raw: dict[str, object] = {
+        "version": 2,
+        "active": sorted(str(t) for t in info.active),
+        "standby": sorted(str(t) for t in info.standby),
+        "offsets": {str(t): o for t, o in sorted(info.offsets.items())},
+        "rack": info.rack,
+    }
+    if info.endpoint is not None:
+        raw["endpoint"] = info.endpoint
+    if info.hosts:
+        raw["hosts"] = _by_host(info.hosts)
+        raw["standby_hosts"] = _by_host(info.standby_hosts)
+    return json.dumps(raw).encode()
 
 
 def _task(name: str) -> TaskId:
@@ -64,6 +82,11 @@ def decode_member(data: bytes | None) -> MemberInfo:
             standby=frozenset(_task(n) for n in raw.get("standby", ())),
             offsets={_task(n): int(o) for n, o in raw.get("offsets", {}).items()},
             rack=raw.get("rack"),
+            endpoint=raw.get("endpoint"),
+            hosts={h: frozenset(map(_task, ts)) for h, ts in raw.get("hosts", {}).items()},
+            standby_hosts={
+                h: frozenset(map(_task, ts)) for h, ts in raw.get("standby_hosts", {}).items()
+            },
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("ignoring unreadable assignment metadata %r", data[:100])
@@ -202,6 +225,8 @@ class TaskPlanner:
             sum(len(s) for s in standbys.values()),
             self.last_moves,
         )
+        hosts = _endpoints(info, plan)
+        standby_hosts = _endpoints(info, standbys)
         return {
             member: (
                 {
@@ -210,7 +235,12 @@ class TaskPlanner:
                     for tp in self._topology.subtopology(task).partitions_of(task)
                 },
                 encode_member(
-                    MemberInfo(active=frozenset(owned), standby=frozenset(standbys[member]))
+                    MemberInfo(
+                        active=frozenset(owned),
+                        standby=frozenset(standbys[member]),
+                        hosts=hosts,
+                        standby_hosts=standby_hosts,
+                    )
                 ),
             )
             for member, owned in plan.items()
@@ -219,3 +249,14 @@ class TaskPlanner:
     def on_assignment(self, data: bytes) -> None:
         """This member's share of the plan; the coordinator reads the standbys from it."""
         self.assigned = decode_member(data)
+
+
+def _endpoints(
+    info: Mapping[str, MemberInfo], tasks: Mapping[str, set[TaskId]]
+) -> dict[str, frozenset[TaskId]]:
+    """Endpoint -> tasks, for the members that serve queries."""
+    return {
+        endpoint: frozenset(owned)
+        for member, owned in tasks.items()
+        if (endpoint := info[member].endpoint) is not None
+    }

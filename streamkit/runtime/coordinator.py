@@ -42,6 +42,8 @@ class Coordinator:
         self._revivals: set[asyncio.Task[None]] = set()
         # Set by close_all: a rebalance finishing during the shutdown starts nothing.
         self._closed = False
+        # Assignments received: none yet means the worker has not joined its group.
+        self.assignments = 0
         # When the rebalance in progress began (monotonic), for its duration's metric.
         self._rebalance_began: float | None = None
 
@@ -59,6 +61,7 @@ class Coordinator:
             return
         began = self._rebalance_began or time.monotonic()
         self._assignment = set(assigned)
+        self.assignments += 1
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
             by_task[self._topology.task_id_for(tp)].add(tp)

@@ -59,7 +59,7 @@ class WorkerReadings:
             for name, store in dict(task.stores()).items():
                 yield StoreFile(str(task.id), name, "active", store.sqlite.path)
         for standby in self._standbys():
-            for name, store in dict(standby.stores()).items():
+            for name, store in dict(standby.readable_stores()).items():
                 yield StoreFile(str(standby.id), name, "standby", store.sqlite.path)
 
     def event_loop_lag_s(self) -> float:

@@ -34,13 +34,15 @@ class StandbyTask:
         self._closing = asyncio.Event()
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id))
         self._lag_metrics = services.metrics.restore_listener(standby=True)
-
-    def stores(self) -> Mapping[str, TaskStore]:
-        """The standby's copies of the task's table shards by table name."""
-        return self._stores
+        # Whether the copy's files are open and followed (queries may read them).
+        self._keeping_up = False
 
     def request_stop(self) -> None:
         self._closing.set()
+
+    def readable_stores(self) -> Mapping[str, TaskStore]:
+        """The copy's stores while it keeps them up to date; none before or after."""
+        return self._stores if self._keeping_up else {}
 
     async def run(self) -> None:
         # A warm copy is worth nothing beside the active one: wait for as long as it takes.
@@ -66,6 +68,7 @@ class StandbyTask:
             for name, store in self._stores.items():
                 store.sqlite.open()
                 lag.labels(str(self.id), name).set(0)  # until a pass finds it behind
+            self._keeping_up = True
             while not self._closing.is_set():
                 applied = 0
                 for store in self._stores.values():
@@ -84,6 +87,7 @@ class StandbyTask:
                     except TimeoutError:
                         pass
         finally:
+            self._keeping_up = False
             await reader.stop()
             for name, store in self._stores.items():
                 store.sqlite.close()

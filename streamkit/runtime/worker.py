@@ -17,11 +17,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import StreamkitError, TransportError
+from ..errors import ConfigError, StreamkitError, TransportError
 from ..state.sqlite_store import read_checkpoint, store_path
 from ..topology import TaskId, Topology
 from ..transport import transport_for
 from ..transport.base import Consumer, Producer, RawRecord, TopicPartition, Transport
+from ..web.routing import Queries
+from ..web.server import WebServer
 from .assignor import MemberInfo, TaskPlanner
 from .broker_health import BrokerWatch, RepeatFilter, probe
 from .coordinator import Coordinator
@@ -30,6 +32,7 @@ from .gc_tuning import gc_tuned
 from .global_tables import GlobalTables
 from .live_readings import WorkerReadings
 from .liveness import LoopWatchdog, watch_progress
+from .queries import LocalState, targets
 from .record_writer import RecordWriter
 from .standby import StandbyTask
 from .status import StatusReporter, status_topic
@@ -80,6 +83,8 @@ class Worker:
         self._status_topic = status_topic(app.id)
         self.status: StatusReporter | None = None
         self.global_tables: GlobalTables | None = None
+        # Interactive queries: `app.query` and the web server's routes go through it.
+        self.queries: Queries | None = None
         self._stop_requested_at: float | None = None
         self._broker_watch: BrokerWatch | None = None
         # What a shutdown did not finish in time, said in the worker's last line.
@@ -193,6 +198,12 @@ class Worker:
         self.coordinator = Coordinator(
             topology, services, self._fail, lambda: planner.assigned.standby
         )
+        local = LocalState(
+            targets(topology, app.global_tables.values()),
+            self.coordinator,
+            lambda: planner.assigned,
+        )
+        self.queries = Queries(local, None, self.settings.web_forward_timeout_s)
         app._attach(self)
         readings = WorkerReadings(consumer, self._tasks, self._standbys, lambda: self.watchdog)
         app.metrics.live.readings = readings
@@ -203,7 +214,12 @@ class Worker:
         )
         self.global_tables = GlobalTables(app.global_tables.values(), services)
         consumer_started = False
+        web_server = None
         try:
+            if self.settings.web_port is not None:
+                # Before the group is joined: the endpoint goes into the join metadata.
+                web_server = WebServer(app, self.queries, local)
+                self.queries.endpoint = await _listening(web_server, self.settings.web_port)
             # Whole before the group is joined: no task sees a half-loaded global table.
             if not await self.global_tables.load(cancelled=self._stopping.is_set):
                 return  # stopped while loading: the group never saw this worker
@@ -240,6 +256,9 @@ class Worker:
         finally:
             await self._shut_down(consumer if consumer_started else None, producer)
             app._detach(self)
+            await self.queries.close()
+            if web_server is not None:
+                await web_server.stop()
             if app.metrics.live.readings is readings:
                 app.metrics.live.readings = None
             if metrics_server is not None:
@@ -319,6 +338,7 @@ class Worker:
             standby=frozenset(coordinator.standbys if coordinator else ()),
             offsets=offsets,
             rack=self.settings.rack,
+            endpoint=self.queries.endpoint if self.queries is not None else None,
         )
 
     async def _fetch_until_stopped(self, consumer: Consumer) -> None:
@@ -482,6 +502,14 @@ class Worker:
                 await fn()
             except Exception:
                 log.exception("timer %s raised; it runs again in %.1f s", name, interval_s)
+
+
+async def _listening(server: WebServer, port: int) -> str:
+    """Start the web server; a port that is taken is the user's to fix, in one line."""
+    try:
+        return await server.start()
+    except OSError as exc:
+        raise ConfigError(f"web_port {port}: cannot listen ({exc.strerror or exc})") from None
 
 
 def run_worker(app: App, *, stop_when_idle_s: float | None = None) -> None:

@@ -71,6 +71,7 @@ async def restore(
         )
         store.sqlite.wipe()
         checkpoint = None
+    store.changelog_end = end
     if stop_at is not None:
         end = min(end, stop_at)
     start = first if checkpoint is None else checkpoint
@@ -107,6 +108,7 @@ async def restore(
                     await listener.on_batch_restored(task, name, tp, reached, len(batch))
             else:
                 _, end = await reader.offsets(tp)
+                store.changelog_end = end
                 if stop_at is not None:
                     end = min(end, stop_at)
             last_report = _report(
