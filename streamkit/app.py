@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
+import asyncio
 import inspect
-import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, AgentFn, Timer, tables_used_by
+from .app_producer import AppProducer, triples, worked_on
 from .dsl.aggregate import TableSource
 from .dsl.global_table import GlobalKTable
 from .dsl.graph import GraphBuilder
@@ -22,8 +22,7 @@ from .errors import ConfigError, StateError
 from .metrics import Metrics
 from .partitioner import Partitioner, PartitionFn
 from .processor import Record
-from .runtime.record_writer import RecordWriter, current_writer
-from .runtime.topic_admin import ensure_topics
+from .runtime.record_writer import current_writer
 from .serde import Serde
 from .settings import make_settings
 from .state.restore_listener import RestoreListener
@@ -32,14 +31,12 @@ from .state.timestamped import SourceTable
 from .state.windowed import WindowedTable
 from .topic import ErrorPolicy, Topic
 from .topology import Topology
-from .transport import transport_for
 from .transport.base import Headers
 
 if TYPE_CHECKING:
     from .runtime.worker import Worker
     from .web.routing import Queries
 
-log = logging.getLogger("streamkit.app")
 F = TypeVar("F", bound=Callable[..., Any])
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
 
@@ -58,28 +55,6 @@ def _check_name(kind: str, name: str) -> None:
             f"{kind} name {name!r} is not a legal Kafka name: use letters, digits, "
             "'.', '_' and '-' (at most 200 characters)"
         )
-
-
-# memory:// brokers this process sent to outside a worker, and those a worker ran on.
-_sent_outside_a_worker: set[str] = set()
-_worked_on: set[str] = set()
-
-
-@atexit.register
-def warn_of_unseen_sends() -> None:
-    """At exit, say so if records went to a memory:// broker that no worker of this
-    process ran on: they reached nobody, and never a `streamkit worker` elsewhere."""
-    for broker in sorted(_sent_outside_a_worker - _worked_on):
-        log.warning(
-            "records sent to %s reached no worker: memory:// is a broker inside this "
-            "process, so only a worker run by this same process sees them, never a "
-            "`streamkit worker` elsewhere. To feed another process, use a broker both "
-            "reach (`streamkit dev-broker` prints a kafka:// address; `streamkit send` "
-            "sends JSON lines to it). A broker= given in sk.App(...) overrides "
-            "STREAMKIT_BROKER.",
-            broker,
-        )
-    _sent_outside_a_worker.clear()
 
 
 class App:
@@ -107,6 +82,7 @@ class App:
         self.metrics = Metrics()
         self.restore_listener = RestoreListener()
         self._worker: Worker | None = None
+        self._producer: AppProducer | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.id} broker={self.settings.broker}>"
@@ -536,8 +512,9 @@ class App:
 
         Inside a running worker the record joins the worker's batches and is
         acknowledged before the input offset of the record in hand is committed;
-        elsewhere it is sent and acknowledged before this returns (one connection per
-        call: use `send_many` for more than a few records).
+        inside `async with app.producer()` it goes through that producer; elsewhere
+        it is sent and acknowledged before this returns, over a connection of its own
+        (use `app.producer()` or `send_many` for more than a few records).
         """
         await self._send(topic, [(key, value, timestamp_ms)], headers or (), partition)
 
@@ -551,7 +528,21 @@ class App:
         Outside a worker they go in batches over one connection and are all
         acknowledged before this returns.
         """
-        await self._send(topic, [(r[0], r[1], r[2] if len(r) > 2 else None) for r in records])
+        await self._send(topic, triples(records))
+
+    def producer(self) -> AppProducer:
+        """A producer for code outside a worker (web handlers, scripts): one connection
+        for every send of an `async with app.producer() as producer:` block, each send
+        acknowledged when it returns. `app.send` in the block uses it too."""
+        return AppProducer(self)
+
+    def declared_topic(self, topic: Topic | str) -> Topic:
+        """The app's topic by name (or the topic itself, checked to be the app's)."""
+        if isinstance(topic, str):
+            if topic not in self.topics:
+                raise ConfigError(f"unknown topic {topic!r}: declare it with app.topic()")
+            return self.topics[topic]
+        return topic
 
     async def _send(
         self,
@@ -560,10 +551,7 @@ class App:
         headers: Headers = (),
         partition: int | None = None,
     ) -> None:
-        if isinstance(topic, str):
-            if topic not in self.topics:
-                raise ConfigError(f"unknown topic {topic!r}: declare it with app.topic()")
-            topic = self.topics[topic]
+        topic = self.declared_topic(topic)
         writer = current_writer.get(None)
         if writer is None and self._worker is not None:
             writer = self._worker.writer
@@ -571,23 +559,12 @@ class App:
             for key, value, ts in records:
                 writer.write(topic, key, value, headers, ts, partition)
             return
-        if self.settings.broker.startswith("memory://"):
-            _sent_outside_a_worker.add(self.settings.broker)
-        transport = transport_for(self.settings.broker, self.settings.transport_options())
-        admin = transport.admin()
-        try:
-            await ensure_topics(admin, [topic])
-        finally:
-            await admin.close()
-        producer = transport.producer()
-        await producer.start()
-        try:
-            writer = RecordWriter(producer)
-            for key, value, ts in records:
-                writer.write(topic, key, value, headers, ts, partition)
-            await writer.flush()
-        finally:
-            await producer.stop()
+        producer = self._producer
+        if producer is not None and producer.serves(asyncio.get_running_loop()):
+            await producer.send_records(topic, records, headers, partition)
+            return
+        async with self.producer() as producer:
+            await producer.send_records(topic, records, headers, partition)
 
     def stop(self) -> None:
         """Ask the running worker to stop gracefully (from an agent or timer, say)."""
@@ -598,7 +575,7 @@ class App:
         if self._worker is not None:
             raise ConfigError(f"app {self.id!r} already has a worker running in this process")
         self._worker = worker
-        _worked_on.add(self.settings.broker)
+        worked_on(self.settings.broker)
 
     def _detach(self, worker: Worker) -> None:
         if self._worker is worker:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     loop_stall_warning_s: float = 2.0
     # A partition with waiting records that has not moved for this long is reported.
     progress_warning_s: float = 60.0
+    # How often a worker publishes its tasks to `{app_id}-status` as a heartbeat;
+    # `streamkit status` marks a worker silent for three intervals as gone.
+    status_interval_s: float = Field(default=10.0, gt=0)
     # Serve the app's Prometheus metrics on this port (http://host:PORT/metrics); the
     # web server (web_port) serves them too.
     metrics_port: int | None = None

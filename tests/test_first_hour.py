@@ -9,7 +9,7 @@ import pytest
 from helpers import running
 
 import streamkit as sk
-from streamkit import app as app_module
+from streamkit import app_producer
 
 
 async def test_records_sent_to_memory_that_no_worker_read_are_reported_at_exit(
@@ -32,7 +32,7 @@ async def test_records_sent_to_memory_that_no_worker_read_are_reported_at_exit(
     async with running(fed):
         pass
     with caplog.at_level(logging.WARNING, logger="streamkit.app"):
-        app_module.warn_of_unseen_sends()  # what runs at exit
+        app_producer.warn_of_unseen_sends()  # what runs at exit
     sk.MemoryBroker.reset("fed-in-process")
     warnings = [r.getMessage() for r in caplog.records if r.name == "streamkit.app"]
     # Other tests of this process may have sent to brokers of their own.

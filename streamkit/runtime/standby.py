@@ -8,6 +8,7 @@ the tail. It reads no input and writes nothing to the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 
@@ -32,6 +33,7 @@ class StandbyTask:
         self._stores = task_stores(task_id, subtopology, services.state_dir, StreamTime())
         self._closing = asyncio.Event()
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id))
+        self._lag_metrics = services.metrics.restore_listener(standby=True)
         # Whether the copy's files are open and followed (queries may read them).
         self._keeping_up = False
 
@@ -61,9 +63,11 @@ class StandbyTask:
     async def _keep_up(self) -> None:
         reader = self._services.transport.reader()
         await reader.start()
+        lag = self._services.metrics.standby_lag
         try:
-            for store in self._stores.values():
+            for name, store in self._stores.items():
                 store.sqlite.open()
+                lag.labels(str(self.id), name).set(0)  # until a pass finds it behind
             self._keeping_up = True
             while not self._closing.is_set():
                 applied = 0
@@ -73,6 +77,8 @@ class StandbyTask:
                         reader,
                         max_records=self._services.settings.max_poll_records * 5,
                         cancelled=self._closing.is_set,
+                        task=self.id,
+                        listeners=(self._lag_metrics,),
                     )
                 if not applied:
                     try:
@@ -83,5 +89,7 @@ class StandbyTask:
         finally:
             self._keeping_up = False
             await reader.stop()
-            for store in self._stores.values():
+            for name, store in self._stores.items():
                 store.sqlite.close()
+                with contextlib.suppress(KeyError):  # a standby that ends has no lag
+                    lag.remove(str(self.id), name)

@@ -30,9 +30,11 @@ from .coordinator import Coordinator
 from .failures import FailureRouter
 from .gc_tuning import gc_tuned
 from .global_tables import GlobalTables
+from .live_readings import WorkerReadings
 from .liveness import LoopWatchdog, watch_progress
 from .queries import LocalState, targets
 from .record_writer import RecordWriter
+from .standby import StandbyTask
 from .status import StatusReporter, status_topic
 from .task import Task, TaskServices
 from .topic_admin import ensure_topics
@@ -180,6 +182,7 @@ class Worker:
         consumer = transport.consumer(app.id, planner)
         if not await self._unless_stopped("connecting the producer", producer.start()):
             return
+        producer.on_delivery_failure = app.metrics.producer_failed
         self.writer = writer = RecordWriter(producer)
         services = TaskServices(
             transport=transport,
@@ -202,6 +205,8 @@ class Worker:
         )
         self.queries = Queries(local, None, self.settings.web_forward_timeout_s)
         app._attach(self)
+        readings = WorkerReadings(consumer, self._tasks, self._standbys, lambda: self.watchdog)
+        app.metrics.live.readings = readings
         metrics_server = (
             None
             if self.settings.metrics_port is None
@@ -219,6 +224,7 @@ class Worker:
             if not await self.global_tables.load(cancelled=self._stopping.is_set):
                 return  # stopped while loading: the group never saw this worker
             self.global_tables.start_tailing(self._fail)
+            self.coordinator.joining()
             consumer_started = await self._unless_stopped(
                 f"joining group {app.id!r}",
                 consumer.start(topology.source_topics(), self.coordinator),
@@ -236,6 +242,7 @@ class Worker:
                 self._status_topic,
                 writer,
                 self._owned_tasks,
+                interval_s=self.settings.status_interval_s,
                 processing_guarantee=self.settings.processing_guarantee,
             )
             self._background.append(asyncio.create_task(self.status.run(), name="status"))
@@ -252,6 +259,8 @@ class Worker:
             await self.queries.close()
             if web_server is not None:
                 await web_server.stop()
+            if app.metrics.live.readings is readings:
+                app.metrics.live.readings = None
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
@@ -304,6 +313,9 @@ class Worker:
 
     def _tasks(self) -> list[Task]:
         return [] if self.coordinator is None else list(self.coordinator.tasks.values())
+
+    def _standbys(self) -> list[StandbyTask]:
+        return [] if self.coordinator is None else list(self.coordinator.standbys.values())
 
     def _owned_tasks(self) -> list[TaskId]:
         return [] if self.coordinator is None else self.coordinator.owned_tasks()
