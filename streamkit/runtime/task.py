@@ -115,6 +115,10 @@ class Task:
             self.producer.on_delivery_failure = services.metrics.producer_failed
             self._writer = RecordWriter(self.producer)
             self._failures = services.failures.with_writer(self._writer)
+            # Nothing is fetched for it until its producer has fenced the previous
+            # owner and it has read the committed offsets again (`_read_from_committed`).
+            for tp in self.partitions:
+                services.consumer.pause(tp)
         self.fenced = False
         self._stores = task_stores(
             task_id,
@@ -202,6 +206,10 @@ class Task:
     def buffered_records(self) -> int:
         """Records fetched but not yet taken: bounded by the partition queues' capacity."""
         return sum(q.size for q in self._queues.values())
+
+    def first_fetched(self) -> dict[TopicPartition, int]:
+        """The first offset fetched of each partition, since the task started or resumed."""
+        return {tp: first for tp, (first, _) in self._fetched.items()}
 
     def paused_partitions(self) -> int:
         """Partitions whose full queue paused them in the consumer (back-pressure)."""
@@ -320,10 +328,33 @@ class Task:
             # Before the restore: fencing aborts the old owner's open transaction,
             # which would otherwise hold the changelog's last stable offset back.
             await self.producer.start()
+            await self._read_from_committed()
         await self._restore()
         for runner in self._runners:
             runner.start()
         self.state = TaskState.SUSPENDED if self._revoked_while_restoring else TaskState.RUNNING
+
+    async def _read_from_committed(self) -> None:
+        """Exactly-once: fetch the input from the offsets committed before the fence.
+
+        The consumer took its positions from the committed offsets when the group
+        assigned the partitions, before this task's producer fenced their previous
+        owner. An owner whose session expired but that still runs (frozen, cut off:
+        a zombie) commits its transactions until that fence, and what it committed
+        in between would be processed a second time here. Fenced, it commits
+        nothing more: the committed offsets read now are final. The partitions were
+        paused since the task was created, so nothing was fetched from the old ones.
+        """
+        consumer = self._services.consumer
+        for tp in sorted(self.partitions):
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                consumer.seek(tp, committed)
+                # Anything fetched all the same (a transport that fetched before the
+                # pause) came from the old position: it is fetched again from here.
+                self._queues[tp].clear()
+                self._fetched.pop(tp, None)
+            consumer.resume(tp)
 
     async def process_records(self, tp: TopicPartition, records: Sequence[RawRecord]) -> None:
         """Process fetched records now, bypassing the queue (the test driver's way in)."""

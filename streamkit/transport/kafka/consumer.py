@@ -70,6 +70,9 @@ class _ListenerBridge(ConsumerRebalanceListener):
         self._check_positions = check_positions
         self.error: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        # Partitions the framework paused (a full queue, an exactly-once task not
+        # ready for input yet): the resume after an assignment leaves them paused.
+        self.held: set[KafkaTopicPartition] = set()
 
     def hold(self, partitions: set[KafkaTopicPartition], paused: bool) -> None:
         if self.consumer is not None and partitions:
@@ -90,6 +93,7 @@ class _ListenerBridge(ConsumerRebalanceListener):
         if self.error is None:
             # aiokafka hands out records of these partitions as soon as it assigned
             # them; hold them back until our listener has made their tasks.
+            self.held -= assigned
             self.hold(assigned, True)
             try:
                 await self._check_positions(assigned)
@@ -100,7 +104,7 @@ class _ListenerBridge(ConsumerRebalanceListener):
                 self._listener.on_partitions_assigned,
                 {TopicPartition(tp.topic, tp.partition) for tp in assigned},
             )
-            self.hold(assigned, False)
+            self.hold(assigned - self.held, False)
 
     async def _forward(
         self,
@@ -296,15 +300,21 @@ class KafkaConsumer(Consumer):
             raise error
 
     def pause(self, tp: TopicPartition) -> None:
+        ktp = KafkaTopicPartition(tp.topic, tp.partition)
+        if self._bridge is not None:
+            self._bridge.held.add(ktp)
         # A partition revoked a moment ago has nothing left to pause or resume.
         try:
-            self._started().pause(KafkaTopicPartition(tp.topic, tp.partition))
+            self._started().pause(ktp)
         except IllegalStateError:
             log.debug("pause of %s[%d]: not assigned to this member", tp.topic, tp.partition)
 
     def resume(self, tp: TopicPartition) -> None:
+        ktp = KafkaTopicPartition(tp.topic, tp.partition)
+        if self._bridge is not None:
+            self._bridge.held.discard(ktp)
         try:
-            self._started().resume(KafkaTopicPartition(tp.topic, tp.partition))
+            self._started().resume(ktp)
         except IllegalStateError:
             log.debug("resume of %s[%d]: not assigned to this member", tp.topic, tp.partition)
 
