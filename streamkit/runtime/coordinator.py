@@ -91,6 +91,10 @@ class Coordinator:
         job.add_done_callback(lambda job: self._task_ended(runnable, job))
         self._jobs[runnable] = job
 
+    def standby_lags(self) -> dict[TaskId, int]:
+        """Standby tasks that know how far behind they are: what the leader weighs."""
+        return {t: lag for t, s in self.standbys.items() if (lag := s.lag) is not None}
+
     def owned_tasks(self) -> list[TaskId]:
         """Tasks this worker holds, running or suspended: what it tells the assignor."""
         return sorted(self.tasks)

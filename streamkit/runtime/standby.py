@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ..events import StreamTime
 from ..state.restore import restore
@@ -20,6 +21,8 @@ from .task import TaskServices
 log = logging.getLogger("streamkit.standby")
 
 POLL_WHEN_CAUGHT_UP_S = 0.5
+# A copy counts as caught up for this long after it last reached the changelog's end.
+CAUGHT_UP_FRESH_S = 4 * POLL_WHEN_CAUGHT_UP_S
 
 
 class StandbyTask:
@@ -31,6 +34,15 @@ class StandbyTask:
         self._stores = task_stores(task_id, subtopology, services.state_dir, StreamTime())
         self._closing = asyncio.Event()
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id))
+        # When (monotonic) it last reached the end of every changelog.
+        self._caught_up_at: float | None = None
+
+    @property
+    def lag(self) -> int | None:
+        """0 when it reached the changelogs' ends a moment ago; None when not known
+        (still restoring, or behind since): the leader then compares checkpoints."""
+        at = self._caught_up_at
+        return 0 if at is not None and time.monotonic() - at <= CAUGHT_UP_FRESH_S else None
 
     def request_stop(self) -> None:
         self._closing.set()
@@ -66,6 +78,10 @@ class StandbyTask:
                         max_records=self._services.settings.max_poll_records * 5,
                         cancelled=self._closing.is_set,
                     )
+                if self._closing.is_set():
+                    break
+                # restore() returns once its position has reached the end it knows.
+                self._caught_up_at = time.monotonic()
                 if not applied:
                     try:
                         async with asyncio.timeout(POLL_WHEN_CAUGHT_UP_S):
