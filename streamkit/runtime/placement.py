@@ -218,7 +218,10 @@ def explain_moves(
         for task in sorted(plan[member] - previous.get(member, set())):
             holders = [m for m in sorted(previous) if task in previous[m]]
             if not holders:
-                key = (f"to {name(member)}", "no worker in the group held them")
+                key = (
+                    f"to {name(member)}",
+                    "no worker in the group held them (new, or their worker left)",
+                )
             elif task in warmed.get(member, ()):
                 key = (f"{name(holders[0])} -> {name(member)}", "the warm-up copies caught up")
             else:
