@@ -8,6 +8,7 @@ the tail. It reads no input and writes nothing to the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -16,6 +17,7 @@ from ..state.restore import restore
 from ..state.task_dir_lock import TaskDirLock, acquire
 from ..state.task_store import task_stores
 from ..topology import SubTopology, TaskId
+from ..transport.base import PartitionReader
 from .task import TaskServices
 
 log = logging.getLogger("streamkit.standby")
@@ -70,16 +72,21 @@ class StandbyTask:
             for store in self._stores.values():
                 store.sqlite.open()
             while not self._closing.is_set():
-                applied = 0
-                for store in self._stores.values():
-                    applied += await restore(
-                        store,
-                        reader,
-                        max_records=self._services.settings.max_poll_records * 5,
-                        cancelled=self._closing.is_set,
-                    )
-                if self._closing.is_set():
+                # A fetch may wait a second for records; a task taking this copy over
+                # (a warm-up's hand-over) must not: stop at once, between two applied
+                # batches (each is written with its checkpoint in one transaction).
+                catching_up = asyncio.ensure_future(self._catch_up(reader))
+                closing = asyncio.ensure_future(self._closing.wait())
+                try:
+                    await asyncio.wait((catching_up, closing), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closing.cancel()
+                if not catching_up.done():
+                    catching_up.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await catching_up
                     break
+                applied = catching_up.result()
                 # restore() returns once its position has reached the end it knows.
                 self._caught_up_at = time.monotonic()
                 if not applied:
@@ -92,3 +99,15 @@ class StandbyTask:
             await reader.stop()
             for store in self._stores.values():
                 store.sqlite.close()
+
+    async def _catch_up(self, reader: PartitionReader) -> int:
+        """Every store to its changelog's end; the records applied."""
+        applied = 0
+        for store in self._stores.values():
+            applied += await restore(
+                store,
+                reader,
+                max_records=self._services.settings.max_poll_records * 5,
+                cancelled=self._closing.is_set,
+            )
+        return applied
