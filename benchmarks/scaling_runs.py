@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .data import payments, user_id
 from .kafka import BenchError, PacedProducer, create_topics, fill, servers
+from .procs import Proc
 
 if TYPE_CHECKING:
     from .runs import Run
@@ -148,15 +149,14 @@ async def _join(run: Run, label: str, max_warmups: int) -> dict[str, Any]:
     await fill(run.url, source, cfg.partitions, payments(TABLE_KEYS, TABLE_KEYS))
     env = {"STREAMKIT_MAX_WARMUP_REPLICAS": str(max_warmups)}
     observer = await run.observe(sink)
-    first = run.worker(
-        f"join-{label}-1",
-        "count",
-        app_id,
-        sink,
-        input_topic=source,
-        extra_env=env,
-        log_level="info",
-    )
+
+    def start(n: int) -> Proc:
+        return run.worker(
+            f"join-{label}-{n}", "count", app_id, sink, input_topic=source, extra_env=env,
+            log_level="info",
+        )  # fmt: skip
+
+    first = start(1)
     second = None
     producer = None
     arrivals = None
@@ -171,15 +171,7 @@ async def _join(run: Run, label: str, max_warmups: int) -> dict[str, Any]:
         ).start()
         await _load_for(STEADY_S, producer, run._alive(first))
         joined_at = time.monotonic()
-        second = run.worker(
-            f"join-{label}-2",
-            "count",
-            app_id,
-            sink,
-            input_topic=source,
-            extra_env=env,
-            log_level="info",
-        )
+        second = start(2)
         await run._owns_tasks(second, alive=run._alive(first), check=producer.check)
         owned_at = time.monotonic()
         await _load_for(SETTLE_S, producer, run._alive(first, second))

@@ -258,6 +258,13 @@ def _supervise(
     from .runtime.worker import HARD_EXIT_GRACE_S, SHUTDOWN_OVERRUN_S
 
     settings = app.settings
+    if settings.broker.startswith("memory://"):
+        log.warning(
+            "memory:// lives inside each process: %d processes are %d separate brokers, "
+            "each running every task (use kafka:// to share the work)",
+            processes,
+            processes,
+        )
     state_dir = (settings.data_dir / app.id).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
 
