@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamkit.restore")
 
 PROGRESS_EVERY_S = 2.0
+# How long one fetch of the restore waits for records. Short: under exactly-once a
+# changelog ends with a transaction marker, so a store at its checkpoint is one
+# marker short of the end, and the fetch that skips it returns no records; a long
+# wait there cost a second per store on every task move.
+FETCH_WAIT_S = 0.1
 BAR_FROM_RECORDS = 10_000
 
 
@@ -87,7 +92,7 @@ async def restore(
     )
     try:
         while reader.position(tp) < end and not cancelled():
-            batch = (await reader.getmany(timeout_s=1.0, max_records=max_records)).get(tp)
+            batch = (await reader.getmany(timeout_s=FETCH_WAIT_S, max_records=max_records)).get(tp)
             reached = reader.position(tp)
             if batch and stop_at is not None:
                 batch = [r for r in batch if r.offset < stop_at]

@@ -14,6 +14,7 @@ from aiokafka.errors import (
     IllegalGenerationError,
     IllegalStateError,
     KafkaError,
+    OffsetOutOfRangeError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -199,16 +200,43 @@ class KafkaConsumer(Consumer):
             )
             consumer.seek(tp, position)
 
+    async def _reset_out_of_range(
+        self, consumer: AIOKafkaConsumer, fetch_offsets: Mapping[KafkaTopicPartition, int]
+    ) -> None:
+        """A fetch past the log end (a truncated log): `auto_offset_reset` decides.
+
+        Tansu 0.6 answers such a fetch with no records instead of the error, so this
+        path is reached on a real Kafka only.
+        """
+        tps = list(fetch_offsets)
+        firsts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp, offset in fetch_offsets.items():
+            position = resume_position(
+                self._options.auto_offset_reset,
+                TopicPartition(tp.topic, tp.partition),
+                offset,
+                firsts[tp],
+                ends[tp],
+            )
+            consumer.seek(tp, position)
+
     async def getmany(
         self, timeout_s: float, max_records: int
     ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
         consumer = self._started()
         self._raise_listener_error()
-        fetched = await _guard(
-            self._url,
-            f"fetching records for group {self._group_id!r}",
-            consumer.getmany(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records),
-        )
+        try:
+            fetched = await _guard(
+                self._url,
+                f"fetching records for group {self._group_id!r}",
+                consumer.getmany(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records),
+            )
+        except TransportError as exc:
+            if not isinstance(exc.__cause__, OffsetOutOfRangeError):
+                raise
+            await self._reset_out_of_range(consumer, exc.__cause__.args[0])
+            return {}
         self._raise_listener_error()
         self._sample_quiet(consumer)
         return {TopicPartition(tp.topic, tp.partition): records for tp, records in fetched.items()}
