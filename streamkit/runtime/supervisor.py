@@ -191,6 +191,8 @@ class Supervisor:
             free = (s for s in range(self.target + len(self.children)) if s not in self.children)
             for _ in range(self.target - len(active)):
                 child = await self._start(next(free))
+                if child is None:
+                    break  # stopped while waiting to start it
                 exits[asyncio.create_task(child.process.wait())] = child
             # 2. Wait.
             changed = asyncio.create_task(self._changed.wait())
@@ -216,12 +218,14 @@ class Supervisor:
             for job, child in exits.items():
                 await self._ended(child, job.result())
 
-    async def _start(self, slot: int) -> Child:
+    async def _start(self, slot: int) -> Child | None:
         delay = self._restart_delays.pop(slot, 0.0)
         if delay:
             log.info("waiting %.0f s before starting w%d (processes died young)", delay, slot + 1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return None
         process = await asyncio.create_subprocess_exec(
             *self._command(slot),
             stdin=asyncio.subprocess.DEVNULL,
@@ -356,8 +360,10 @@ async def _pump(stream: asyncio.StreamReader, out: IO[str], name: str) -> None:
             line = await stream.read(LINE_LIMIT)
         if not line:
             return
-        sink.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
-        sink.flush()
+        # Our own output gone (a closed pipe) must not block the child: keep draining.
+        with contextlib.suppress(OSError):
+            sink.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+            sink.flush()
 
 
 def _how(status: int) -> str:
