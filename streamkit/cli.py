@@ -404,7 +404,7 @@ def scale(app_ref: str, processes: int, data_dir: str | None) -> None:
     import urllib.error
     import urllib.request
 
-    from .runtime.supervisor import read_control
+    from .runtime.supervisor_control import read_control
 
     app = load_app(app_ref)
     app.configure(data_dir=data_dir)

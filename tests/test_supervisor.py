@@ -33,7 +33,8 @@ from cluster import (
 )
 
 from streamkit.cli import _ProcessCount
-from streamkit.runtime.supervisor import cpu_count, read_control
+from streamkit.runtime.supervisor import cpu_count
+from streamkit.runtime.supervisor_control import read_control
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -29,37 +29,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ConfigError
 from ..state.task_dir_lock import TaskDirLock
+from .supervisor_control import CONTROL_FILE, control_dir, serve_control
 from .worker import EXIT_FAILED, EXIT_SHUTDOWN_TIMED_OUT
 
 log = logging.getLogger("streamkit.supervisor")
 
-CONTROL_DIR = ".supervisor"
-CONTROL_FILE = "control.json"
 # A child that dies younger than this is replaced after a growing delay.
 YOUNG_DEATH_S = 10.0
 MAX_RESTART_DELAY_S = 30.0
 LINE_LIMIT = 1 << 20
-
-
-def control_dir(state_dir: Path) -> Path:
-    """Where a supervisor of the app with this state directory leaves its address."""
-    return state_dir / CONTROL_DIR
 
 
 def cpu_count() -> int:
@@ -155,7 +145,9 @@ class Supervisor:
                 f"another supervisor ({lock.holder()}) runs this app with state in "
                 f"{self._state_dir}: change its count with `streamkit scale`"
             )
-        server = self._serve_control()
+        server = serve_control(
+            self._state_dir, self._control_port, loop, self.describe, self.scale_to
+        )
         signals = {
             signal.SIGTERM: lambda: self.stop("received SIGTERM"),
             signal.SIGINT: lambda: self.stop("received SIGINT"),
@@ -289,65 +281,6 @@ class Supervisor:
         if self._exit_status != EXIT_FAILED:
             self._exit_status = status
 
-    def _serve_control(self) -> ThreadingHTTPServer:
-        """The HTTP control on 127.0.0.1, its address in the control file."""
-        supervisor = self
-        loop = self._loop
-        assert loop is not None
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.rstrip("/") != "/processes":
-                    return self._reply(HTTPStatus.NOT_FOUND, {"error": "try /processes"})
-                self._reply(HTTPStatus.OK, _on_loop(loop, supervisor.describe))
-
-            def do_PUT(self) -> None:
-                if self.path.rstrip("/") != "/processes":
-                    return self._reply(HTTPStatus.NOT_FOUND, {"error": "try /processes"})
-                try:
-                    size = int(self.headers.get("Content-Length", "0"))
-                    wanted = json.loads(self.rfile.read(size))["processes"]
-                    if not isinstance(wanted, int) or wanted < 1:
-                        raise ValueError
-                except (ValueError, KeyError, TypeError):
-                    return self._reply(
-                        HTTPStatus.BAD_REQUEST, {"error": 'send {"processes": N}, N >= 1'}
-                    )
-                before = _on_loop(loop, lambda: supervisor.target)
-                loop.call_soon_threadsafe(supervisor.scale_to, wanted, "asked over HTTP")
-                self._reply(HTTPStatus.OK, {"processes": wanted, "was": before})
-
-            do_POST = do_PUT
-
-            def _reply(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("control: " + format, *args)
-
-        server = ThreadingHTTPServer(("127.0.0.1", self._control_port), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name="control", daemon=True).start()
-        host, port = server.server_address[:2]
-        control = {"pid": os.getpid(), "url": f"http://{host}:{port}"}
-        (control_dir(self._state_dir) / CONTROL_FILE).write_text(json.dumps(control))
-        log.info("control: %s/processes (streamkit scale, SIGTTIN, SIGTTOU)", control["url"])
-        return server
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> Any:
-    """Call `fn` on the loop from another thread and return its result."""
-
-    async def call() -> Any:
-        return fn()
-
-    return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=5)
-
 
 async def _pump(stream: asyncio.StreamReader, out: IO[str], name: str) -> None:
     """Copy a child's output to ours, a line at a time, each prefixed with its name."""
@@ -373,16 +306,3 @@ def _how(status: int) -> str:
         return f"killed by {signal.Signals(-status).name}"
     except ValueError:
         return f"killed by signal {-status}"
-
-
-def read_control(state_dir: Path) -> dict[str, Any] | None:
-    """The running supervisor's control file, or None when no supervisor holds its lock."""
-    lock = TaskDirLock(control_dir(state_dir))
-    if lock.try_acquire():
-        lock.release()
-        return None
-    try:
-        control: dict[str, Any] = json.loads((control_dir(state_dir) / CONTROL_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return control
