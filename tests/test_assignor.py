@@ -431,3 +431,18 @@ def test_the_planner_says_why_tasks_moved(caplog) -> None:  # type: ignore[no-un
         )
     assert "tasks 0_1 move h:1 -> h:2: spreading sub-topology 0" in caplog.text
     assert "tasks 1_1 move h:1 -> h:2: spreading sub-topology 1" in caplog.text
+
+
+def test_a_member_still_restoring_a_task_is_not_caught_up() -> None:
+    # Its checkpoint is the most advanced one reported, but its member says how far
+    # the changelog goes: no one is caught up, so the task moves as planned.
+    from streamkit.runtime.assignor import TaskPlanner
+
+    t = [TaskId(0, p) for p in range(4)]
+    planner = TaskPlanner(stateful_app(), MemberInfo, acceptable_recovery_lag=10_000)
+    restoring = MemberInfo(active=frozenset(t), offsets=dict.fromkeys(t, 10_000))
+    for lags, held in (({}, True), (dict.fromkeys(t, 90_000), False)):
+        a = MemberInfo(active=restoring.active, offsets=restoring.offsets, lags=lags)
+        plan = plan_of(planner, {"a": a, "b": MemberInfo()})
+        assert bool(plan["b"].warmup) is held
+        assert len(plan["b"].active) == (0 if held else 2)

@@ -38,7 +38,8 @@ class MemberInfo:
     # members that share a state directory share their stores' files.
     name: str | None = None
     state_dir: str | None = None
-    # Per standby task: how many changelog records it was behind at its last look.
+    # Per standby, and per task still restoring: how many changelog records it was
+    # behind at its last look.
     lags: Mapping[TaskId, int] = field(default_factory=dict)
     # In an assignment: the standbys that are warm-ups, placed for a task to move here.
     warmup: frozenset[TaskId] = frozenset()
@@ -122,18 +123,19 @@ class TaskPlanner:
         tasks = self._topology.task_ids()
         stateful_subs = {s.id for s in self._topology.subtopologies if s.tables}
         stateful = [t for t in tasks if t.subtopology in stateful_subs]
-        # The most advanced copy anyone reports stands for the changelog's end.
+        # The changelog's end, as far as anyone knows: the most advanced copy, or a
+        # copy plus the lag its member saw (a standby, a task still restoring).
         best: dict[TaskId, int] = {}
         for i in info.values():
             for task, offset in i.offsets.items():
-                best[task] = max(best.get(task, 0), offset)
+                best[task] = max(best.get(task, 0), offset + i.lags.get(task, 0))
 
         def lag(task: TaskId, member: str) -> float:
             if task not in best:
                 return 0.0  # stateless, or no one has state: all are equal
             reported = info[member].lags.get(task)
             if reported is not None:
-                return reported  # a standby's own look at the changelog's end
+                return reported  # its own look at the changelog's end
             return best[task] - info[member].offsets.get(task, -1)
 
         def cost(task: TaskId, member: str) -> float:

@@ -91,9 +91,14 @@ class Coordinator:
         job.add_done_callback(lambda job: self._task_ended(runnable, job))
         self._jobs[runnable] = job
 
-    def standby_lags(self) -> dict[TaskId, int]:
-        """Standby tasks that know how far behind they are: what the leader weighs."""
-        return {t: lag for t, s in self.standbys.items() if (lag := s.lag) is not None}
+    def lags(self) -> dict[TaskId, int]:
+        """Standbys, and tasks still restoring, that know how far behind their copy
+        is: what the leader weighs against the checkpoints."""
+        lags = {t: lag for t, s in self.standbys.items() if (lag := s.lag) is not None}
+        for t, task in self.tasks.items():
+            if (lag := task.restore_lag) is not None:
+                lags[t] = lag
+        return lags
 
     def owned_tasks(self) -> list[TaskId]:
         """Tasks this worker holds, running or suspended: what it tells the assignor."""

@@ -230,7 +230,7 @@ class Worker:
                 asyncio.create_task(
                     probe_when_warm(
                         lambda: planner.assigned,
-                        self.coordinator.standby_lags,
+                        self.coordinator.lags,
                         consumer.request_rejoin,
                         acceptable_lag=self.settings.acceptable_recovery_lag,
                         interval_s=self.settings.probing_rebalance_interval_s,
@@ -325,7 +325,7 @@ class Worker:
             rack=self.settings.rack,
             name=f"{host}:{os.getpid()}",
             state_dir=f"{host}:{state_dir.resolve()}",
-            lags=coordinator.standby_lags() if coordinator else {},
+            lags=coordinator.lags() if coordinator else {},
         )
 
     async def _fetch_until_stopped(self, consumer: Consumer) -> None:
