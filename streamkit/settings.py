@@ -64,8 +64,25 @@ class Settings(BaseSettings):
     loop_stall_warning_s: float = 2.0
     # A partition with waiting records that has not moved for this long is reported.
     progress_warning_s: float = 60.0
-    # Serve the app's Prometheus metrics on this port (http://host:PORT/metrics).
+    # How often a worker publishes its tasks to `{app_id}-status` as a heartbeat;
+    # `streamkit status` marks a worker silent for three intervals as gone.
+    status_interval_s: float = Field(default=10.0, gt=0)
+    # Serve the app's Prometheus metrics on this port (http://host:PORT/metrics); the
+    # web server (web_port) serves them too.
     metrics_port: int | None = None
+    # The worker's web server: interactive queries, SQL, health, /metrics and the
+    # app's pages (docs/querying.md). None: no server; 0: a free port, logged.
+    web_port: int | None = Field(default=None, ge=0, le=65535)
+    # The address the server listens on, and the host other workers reach it by (the
+    # machine's name by default); workers advertise `web_host:port` to each other in
+    # the group's metadata so that each can forward a query to the key's owner.
+    web_bind: str = "0.0.0.0"
+    web_host: str | None = None
+    # How long a query forwarded to another worker may take before it answers 503.
+    web_forward_timeout_s: float = Field(default=5.0, gt=0)
+    # Bounds of a `/sql` query: its time, and the rows it may return.
+    sql_timeout_s: float = Field(default=5.0, gt=0)
+    sql_max_rows: int = Field(default=10_000, gt=0)
     # Allocations between young garbage collections while a worker runs (Python's
     # default is 700, which makes every batch's objects survive into older, costlier
     # collections); 0 leaves the interpreter's setting alone.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -64,3 +66,15 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def scrape(port: int) -> str:
+    """The text of a worker's `/metrics` page on its metrics_port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return reply.read().decode()
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """Label set (as written) -> value, of every sample of `name` in a scrape."""
+    pattern = rf"^{name}(\{{[^}}]*\}})? (\S+)$"
+    return {m[1] or "": float(m[2]) for m in re.finditer(pattern, text, re.MULTILINE)}

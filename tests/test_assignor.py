@@ -446,3 +446,35 @@ def test_a_member_still_restoring_a_task_is_not_caught_up() -> None:
         plan = plan_of(planner, {"a": a, "b": MemberInfo()})
         assert bool(plan["b"].warmup) is held
         assert len(plan["b"].active) == (0 if held else 2)
+
+
+def test_every_member_learns_which_endpoint_runs_which_task() -> None:
+    """Kafka Streams' application.server: members send their endpoint, and each
+    assignment carries every endpoint's active and standby tasks (partitionsByHost)."""
+    import json
+
+    import streamkit as sk
+    from streamkit.runtime.assignor import TaskPlanner
+
+    app = sk.App("hosts")
+    events = app.topic("events", partitions=4)
+    totals = app.table("totals", default=int)
+
+    @app.agent(events)
+    async def count(stream):  # type: ignore[no-untyped-def]
+        async for key in stream.items():
+            totals[key] += 1
+
+    planner = TaskPlanner(app.topology(), MemberInfo, standby_replicas=1)
+    members = {
+        "a": encode_member(MemberInfo(endpoint="10.0.0.1:8080")),
+        "b": encode_member(MemberInfo(endpoint="10.0.0.2:8080")),
+        # A member of an older version sends no endpoint: it is left out of the map.
+        "c": json.dumps({"version": 2, "active": [], "standby": [], "offsets": {}}).encode(),
+    }
+    plan = {m: decode_member(data) for m, (_, data) in planner.assign(members).items()}
+    hosts = {"10.0.0.1:8080": plan["a"].active, "10.0.0.2:8080": plan["b"].active}
+    standby_hosts = {"10.0.0.1:8080": plan["a"].standby, "10.0.0.2:8080": plan["b"].standby}
+    for info in plan.values():
+        assert info.hosts == hosts and info.standby_hosts == standby_hosts
+    assert decode_member(encode_member(plan["a"])) == plan["a"]

@@ -7,8 +7,11 @@ each sub-topology on its own. Each member's join metadata carries the tasks it
 runs, its standby tasks, the changelog offsets its local stores reflect (and the
 lag of its standbys), its rack and its state directory. The group leader plans
 with `runtime/placement.py` (active tasks, warm-ups, standbys), logs why tasks
-moved, and hands out the partitions of each active task. The transport adapts
-`TaskPlanner` to its client's assignor hook.
+moved, and hands out the partitions of each active task. Members that serve
+queries also send their `host:port`; the leader hands every member the map of
+endpoints to the tasks they run (Kafka Streams' `application.server` and
+`partitionsByHost`), so any worker can forward a query to a key's owner. The
+transport adapts `TaskPlanner` to its client's assignor hook.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ class MemberInfo:
     # Per task with local state: the sum of its stores' changelog checkpoints.
     offsets: Mapping[TaskId, int] = field(default_factory=dict)
     rack: str | None = None
+    # `host:port` of the member's web server, if it runs one.
+    endpoint: str | None = None
+    # In an assignment: every member's endpoint -> its active (and standby) tasks.
+    hosts: Mapping[str, frozenset[TaskId]] = field(default_factory=dict)
+    standby_hosts: Mapping[str, frozenset[TaskId]] = field(default_factory=dict)
     # Readable name for logs ("host:pid"), and where its state lives ("host:/dir"):
     # members that share a state directory share their stores' files.
     name: str | None = None
@@ -45,20 +53,34 @@ class MemberInfo:
     warmup: frozenset[TaskId] = frozenset()
 
 
+def _by_host(hosts: Mapping[str, frozenset[TaskId]]) -> dict[str, list[str]]:
+    return {h: sorted(str(t) for t in ts) for h, ts in sorted(hosts.items())}
+
+
 def encode_member(info: MemberInfo) -> bytes:
-    return json.dumps(
-        {
-            "version": 2,
-            "active": sorted(str(t) for t in info.active),
-            "standby": sorted(str(t) for t in info.standby),
-            "offsets": {str(t): o for t, o in sorted(info.offsets.items())},
-            "rack": info.rack,
-            "name": info.name,
-            "state_dir": info.state_dir,
-            "lags": {str(t): lag for t, lag in sorted(info.lags.items())},
-            "warmup": sorted(str(t) for t in info.warmup),
-        }
-    ).encode()
+    """JSON; fields added since version 2 are optional, so members of either
+    version read each other's metadata (unknown fields are ignored)."""
+    raw: dict[str, object] = {
+        "version": 2,
+        "active": sorted(str(t) for t in info.active),
+        "standby": sorted(str(t) for t in info.standby),
+        "offsets": {str(t): o for t, o in sorted(info.offsets.items())},
+        "rack": info.rack,
+    }
+    if info.endpoint is not None:
+        raw["endpoint"] = info.endpoint
+    if info.hosts:
+        raw["hosts"] = _by_host(info.hosts)
+        raw["standby_hosts"] = _by_host(info.standby_hosts)
+    if info.name is not None:
+        raw["name"] = info.name
+    if info.state_dir is not None:
+        raw["state_dir"] = info.state_dir
+    if info.lags:
+        raw["lags"] = {str(t): lag for t, lag in sorted(info.lags.items())}
+    if info.warmup:
+        raw["warmup"] = sorted(str(t) for t in info.warmup)
+    return json.dumps(raw).encode()
 
 
 def _task(name: str) -> TaskId:
@@ -77,6 +99,11 @@ def decode_member(data: bytes | None) -> MemberInfo:
             standby=frozenset(_task(n) for n in raw.get("standby", ())),
             offsets={_task(n): int(o) for n, o in raw.get("offsets", {}).items()},
             rack=raw.get("rack"),
+            endpoint=raw.get("endpoint"),
+            hosts={h: frozenset(map(_task, ts)) for h, ts in raw.get("hosts", {}).items()},
+            standby_hosts={
+                h: frozenset(map(_task, ts)) for h, ts in raw.get("standby_hosts", {}).items()
+            },
             name=raw.get("name"),
             state_dir=raw.get("state_dir"),
             lags={_task(n): int(lag) for n, lag in raw.get("lags", {}).items()},
@@ -174,6 +201,11 @@ class TaskPlanner:
         warmed = {m: i.standby for m, i in info.items()}
         for line in explain_moves(previous, plan, holds, warmed, lambda m: info[m].name or m):
             log.info("%s", line)
+        # Warm-ups run as standbys (a member that does not know the difference still
+        # warms them), and serve standby queries like them.
+        copies = {m: standbys[m] | warmups[m] for m in plan}
+        hosts = _endpoints(info, plan)
+        standby_hosts = _endpoints(info, copies)
         return {
             member: (
                 {
@@ -184,10 +216,10 @@ class TaskPlanner:
                 encode_member(
                     MemberInfo(
                         active=frozenset(owned),
-                        # Warm-ups run as standbys: a member that does not know the
-                        # difference still warms them.
-                        standby=frozenset(standbys[member] | warmups[member]),
+                        standby=frozenset(copies[member]),
                         warmup=frozenset(warmups[member]),
+                        hosts=hosts,
+                        standby_hosts=standby_hosts,
                     )
                 ),
             )
@@ -197,3 +229,14 @@ class TaskPlanner:
     def on_assignment(self, data: bytes) -> None:
         """This member's share of the plan; the coordinator reads the standbys from it."""
         self.assigned = decode_member(data)
+
+
+def _endpoints(
+    info: Mapping[str, MemberInfo], tasks: Mapping[str, set[TaskId]]
+) -> dict[str, frozenset[TaskId]]:
+    """Endpoint -> tasks, for the members that serve queries."""
+    return {
+        endpoint: frozenset(owned)
+        for member, owned in tasks.items()
+        if (endpoint := info[member].endpoint) is not None
+    }

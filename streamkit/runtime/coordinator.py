@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
@@ -41,6 +42,14 @@ class Coordinator:
         self._revivals: set[asyncio.Task[None]] = set()
         # Set by close_all: a rebalance finishing during the shutdown starts nothing.
         self._closed = False
+        # Assignments received: none yet means the worker has not joined its group.
+        self.assignments = 0
+        # When the rebalance in progress began (monotonic), for its duration's metric.
+        self._rebalance_began: float | None = None
+
+    def joining(self) -> None:
+        """The worker is about to join the group: a rebalance begins."""
+        self._rebalance_began = time.monotonic()
 
     def task_for(self, tp: TopicPartition) -> Task | None:
         return self._by_partition.get(tp)
@@ -50,7 +59,9 @@ class Coordinator:
             # The consumer finished a join it began before the worker was told to stop.
             log.info("not starting tasks of an assignment that came during the shutdown")
             return
+        began = self._rebalance_began or time.monotonic()
         self._assignment = set(assigned)
+        self.assignments += 1
         by_task: dict[TaskId, set[TopicPartition]] = defaultdict(set)
         for tp in assigned:
             by_task[self._topology.task_id_for(tp)].add(tp)
@@ -64,6 +75,7 @@ class Coordinator:
             self._add(task_id, partitions)
         log.info("owns tasks: %s", " ".join(str(t) for t in sorted(self.tasks)) or "none")
         await self._sync_standbys()
+        self._rebalanced(began)
 
     async def _sync_standbys(self) -> None:
         wanted = {
@@ -100,6 +112,10 @@ class Coordinator:
                 lags[t] = lag
         return lags
 
+    def _rebalanced(self, began: float) -> None:
+        self._services.metrics.rebalance_seconds.observe(time.monotonic() - began)
+        self._rebalance_began = None
+
     def owned_tasks(self) -> list[TaskId]:
         """Tasks this worker holds, running or suspended: what it tells the assignor."""
         return sorted(self.tasks)
@@ -108,6 +124,7 @@ class Coordinator:
         """Suspend, not close: with eager rebalancing most tasks come straight back."""
         if self._closed:
             return
+        self._rebalance_began = time.monotonic()
         touched = {t for tp in revoked if (t := self._by_partition.get(tp)) is not None}
         await asyncio.gather(*(t.suspend() for t in touched))
 

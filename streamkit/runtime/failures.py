@@ -79,6 +79,7 @@ class FailureRouter:
                 stage=stage,
             ) from exc
         if policy is ErrorPolicy.SKIP:
+            self._metrics.skipped_records.labels(record.topic).inc()
             log.warning("skipped %s: %s failed: %s", where, stage, reason)
             return
         assert self._dead_letter is not None, "dead_letter policy without a dead-letter topic"
@@ -93,6 +94,7 @@ class FailureRouter:
         self._writer.write_raw(
             self._dead_letter, record.key, record.value, headers, record.timestamp
         )
+        self._metrics.dead_lettered_records.labels(record.topic).inc()
         log.warning(
             "sent %s to dead-letter topic %s: %s failed: %s",
             where,

@@ -13,6 +13,7 @@ import heapq
 import logging
 import os
 import shutil
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class Task:
             self.producer = services.transport.transactional_producer(
                 f"{services.app_id}-{task_id}", settings.transaction_timeout_ms
             )
+            self.producer.on_delivery_failure = services.metrics.producer_failed
             self._writer = RecordWriter(self.producer)
             self._failures = services.failures.with_writer(self._writer)
         self.fenced = False
@@ -170,6 +172,13 @@ class Task:
         # Only tasks with stores have a directory to lock.
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id)) if self._stores else None
         self._private_dir: Path | None = None
+        # Metric children bound once: the hot path pays an increment per chunk.
+        metrics, name = services.metrics, str(task_id)
+        processed = metrics.records_processed
+        self._processed = {tp: processed.labels(tp.topic, name) for tp in partitions}
+        self._batch_seconds = metrics.batch_seconds.labels(name)
+        self._commit_seconds = metrics.commit_seconds.labels(name)
+        self._restore_metrics = metrics.restore_listener()
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.state}>"
@@ -206,6 +215,18 @@ class Task:
     def buffered_records(self) -> int:
         """Records fetched but not yet taken: bounded by the partition queues' capacity."""
         return sum(q.size for q in self._queues.values())
+
+    def paused_partitions(self) -> int:
+        """Partitions whose full queue paused them in the consumer (back-pressure)."""
+        return sum(1 for q in list(self._queues.values()) if q.paused)
+
+    def processed_positions(self) -> dict[TopicPartition, int]:
+        """Per input partition, the offset of its next record to process, where known:
+        processed so far, or else the first fetched (safe to call from another thread)."""
+        fetched = dict(self._fetched)
+        positions = {tp: first for tp, (first, _) in fetched.items()}
+        positions.update(self._positions)
+        return positions
 
     def progress(self) -> list[tuple[TopicPartition, int, int]]:
         """(partition, processed position, records fetched but not processed)."""
@@ -437,7 +458,8 @@ class Task:
                     max_records=self._services.settings.max_poll_records * 5,
                     cancelled=lambda: self._closing,
                     stop_at=stop_at,
-                    listener=(self._services.restore_listener, self.id),
+                    task=self.id,
+                    listeners=(self._restore_metrics, self._services.restore_listener),
                     progress=functools.partial(self._restore_left.__setitem__, name),
                 )
                 self.restored_records += applied
@@ -519,6 +541,7 @@ class Task:
         return chunks
 
     async def _process(self, chunks: list[tuple[TopicPartition, Sequence[RawRecord]]]) -> None:
+        began_s = time.perf_counter()
         self._in_hand = dict(chunks)
         if len(chunks) == 1:
             records: Sequence[RawRecord] = chunks[0][1]
@@ -546,11 +569,12 @@ class Task:
         if bad is not None:
             self._advance_before(records, bad)
             raise bad
-        metrics = self._services.metrics.records_processed
+        processed = self._processed
         for tp, chunk in chunks:
             self._positions[tp] = chunk[-1].offset + 1
-            metrics.labels(tp.topic).inc(len(chunk))
+            processed[tp].inc(len(chunk))
         self._uncommitted = True
+        self._batch_seconds.observe(time.perf_counter() - began_s)
 
     def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Event], BadInputError | None]:
         """Deserialize a batch; bad records go to their topic's policy."""
@@ -624,6 +648,12 @@ class Task:
         stores_dirty = any(s.dirty_count() for s in self._stores.values())
         if not self._uncommitted and not stores_dirty:
             return
+        began = time.perf_counter()
+        await self._commit()
+        self._commit_seconds.observe(time.perf_counter() - began)
+
+    async def _commit(self) -> None:
+        """`commit`'s steps, once there is something to commit."""
         writer = self._writer
         # 1. Changelog records.
         pending = [(s, s.send_changes(writer)) for s in self._stores.values()]

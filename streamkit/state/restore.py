@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
@@ -40,15 +40,17 @@ async def restore(
     store: TaskStore,
     reader: PartitionReader,
     *,
+    task: TaskId,
     max_records: int,
     cancelled: Callable[[], bool] = lambda: False,
     stop_at: int | None = None,
-    listener: tuple[RestoreListener, TaskId] | None = None,
+    listeners: Sequence[RestoreListener] = (),
     progress: Callable[[int], None] = lambda left: None,
 ) -> int:
     """Bring the store up to the changelog's end, or to `stop_at` if that comes first;
-    return the records applied. `listener` hears of it on behalf of the task;
-    `progress` hears how many records are left, at the start and after each batch."""
+    return the records applied. `listeners` (the metrics', the user's) hear of it on
+    behalf of `task`; `progress` hears how many records are left, at the start and
+    after each batch."""
     tp = store.changelog_tp
     first, end = await reader.offsets(tp)
     checkpoint = store.sqlite.checkpoint()
@@ -71,6 +73,7 @@ async def restore(
         )
         store.sqlite.wipe()
         checkpoint = None
+    store.changelog_end = end
     if stop_at is not None:
         end = min(end, stop_at)
     start = first if checkpoint is None else checkpoint
@@ -80,8 +83,8 @@ async def restore(
     total = end - start
     reader.assign({tp: start})
     name = store.table.name
-    if listener is not None:
-        await listener[0].on_restore_start(listener[1], name, tp, start, end)
+    for listener in listeners:
+        await listener.on_restore_start(task, name, tp, start, end)
     applied = 0
     began = last_report = time.monotonic()
     # A bar for people watching a terminal; logs (below) for everyone else.
@@ -104,10 +107,11 @@ async def restore(
                 store.apply_changelog(batch, reached)
                 applied += len(batch)
                 bar.update(len(batch))
-                if listener is not None:
-                    await listener[0].on_batch_restored(listener[1], name, tp, reached, len(batch))
+                for listener in listeners:
+                    await listener.on_batch_restored(task, name, tp, reached, len(batch))
             else:
                 _, end = await reader.offsets(tp)
+                store.changelog_end = end
                 if stop_at is not None:
                     end = min(end, stop_at)
             progress(max(0, end - reader.position(tp)))
@@ -116,8 +120,8 @@ async def restore(
             )
     finally:
         bar.close()
-    if listener is not None:
-        await listener[0].on_restore_end(listener[1], name, tp, applied)
+    for listener in listeners:
+        await listener.on_restore_end(task, name, tp, applied)
     return applied
 
 

@@ -99,7 +99,8 @@ class Table:
         if stores is None:
             raise StateError(
                 f"table {self.name!r} was used outside an agent; tables are sharded by "
-                "task, so read and write them inside the agents that own them"
+                "task, so read and write them inside the agents that own them, and read "
+                "them elsewhere with `await app.query(table, key)` (docs/querying.md)"
             )
         store = stores.get(self.name)
         if store is None:

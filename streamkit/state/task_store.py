@@ -120,6 +120,9 @@ class TaskStore:
         self._bytes_per_change = 100.0
         self._next_expiry_check = 0.0
         self._clock = clock
+        # The changelog's end as last seen by a restore or a standby's catching up:
+        # with the file's checkpoint, how far behind a copy is (queries' lag).
+        self.changelog_end: int | None = None
 
     def _since_ms(self) -> int:
         """Rows whose time is below this are expired (0: the table keeps everything)."""
@@ -129,7 +132,10 @@ class TaskStore:
 
     # Reads and writes from agents ------------------------------------------
 
-    def get(self, key: Any, missing: Any) -> Any:
+    def get(self, key: Any, missing: Any, *, remember: bool = True) -> Any:
+        """The key's value, or `missing`. `remember=False` leaves the read cache
+        alone: a query's reads, and reads of a copy that a restore or standby still
+        writes to the file behind the cache's back."""
         since = self._since_ms()
         value = self._dirty.get(key, missing)
         if value is missing and self._staged:
@@ -142,10 +148,16 @@ class TaskStore:
                 raw = self.sqlite.get(self._key_bytes(key), since)
                 if raw is None:
                     return missing
-                value = self._remember(key, self._value_serde.deserialize(raw))
+                value = self._value_serde.deserialize(raw)
+                if remember:
+                    self._remember(key, value)
         if value is _DELETED or (since and self._expired(key, since)):
             return missing
         return value
+
+    def lag(self) -> int:
+        """Changelog records not in the file yet, as of the last look at the end."""
+        return max(0, (self.changelog_end or 0) - (self.sqlite.checkpoint() or 0))
 
     def _newer_than_stored(self, key: Any) -> bool:
         latest = self.sqlite.latest_row_time
@@ -182,19 +194,33 @@ class TaskStore:
     def range(self, start: Any, end: Any) -> Iterator[tuple[Any, Any]]:
         low = None if start is None else self._key_bytes(start)
         high = None if end is None else self._key_bytes(end)
+        for kb, value in self.scan(low, high):
+            yield self._key_serde.deserialize(kb), value
+
+    def scan(
+        self, low: bytes | None, high: bytes | None, limit: int | None = None
+    ) -> list[tuple[bytes, Any]]:
+        """Serialized keys in [low, high) with their values, in byte order; the first
+        `limit` of them if given (a page of an interactive query).
+
+        The file is read with a limit raised by the number of changed keys in the
+        range: however many of those are deletions, the first `limit` live keys are
+        then among what was read.
+        """
         since = self._since_ms()
+        changed = list(self._dirty_order.irange(low, high, inclusive=(True, False)))
+        read = None if limit is None else limit + len(changed)
         merged: dict[bytes, Any] = {
-            k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high, since)
+            k: self._value_serde.deserialize(v)
+            for k, v in self.sqlite.range(low, high, since, read)
         }
         dirty, staged = self._dirty, self._staged
-        for kb in self._dirty_order.irange(low, high, inclusive=(True, False)):
+        for kb in changed:
             key = self._dirty_keys[kb]
             value = dirty[key] if key in dirty else staged[key]
             merged[kb] = _DELETED if self._expired(key, since) else value
-        for kb in sorted(merged):
-            value = merged[kb]
-            if value is not _DELETED:
-                yield self._key_serde.deserialize(kb), value
+        live = [(kb, merged[kb]) for kb in sorted(merged) if merged[kb] is not _DELETED]
+        return live if limit is None else live[:limit]
 
     def _expired(self, key: Any, since_ms: int) -> bool:
         return since_ms > 0 and self.table.row_time(key, _now_ms()) < since_ms

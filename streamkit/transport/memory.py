@@ -100,6 +100,18 @@ class MemoryBroker:
         self._logs[name] = [[] for _ in range(partitions)]
         self._configs[name] = dict(config or {})
 
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic with its records and every group's offsets on it (Kafka's
+        DeleteTopics); producing to it fails from now on, until it is created again."""
+        if self._logs.pop(name, None) is None:
+            raise TransportError(f"unknown topic {name!r}")
+        self._configs.pop(name, None)
+        for tp in [tp for tp in self._log_start if tp.topic == name]:
+            del self._log_start[tp]
+        for offsets in self._committed.values():
+            for tp in [tp for tp in offsets if tp.topic == name]:
+                del offsets[tp]
+
     def partition_count(self, topic: str) -> int | None:
         log = self._logs.get(topic)
         return None if log is None else len(log)
@@ -408,6 +420,12 @@ class MemoryConsumer(Consumer):
     async def committed(self, tp: TopicPartition) -> int | None:
         return self._broker.committed(self._group_id, tp)
 
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        return self._broker.end_offset(tp, self._read_committed) if tp in self._positions else None
+
+    def position(self, tp: TopicPartition) -> int | None:
+        return self._positions.get(tp)
+
     def quiet_for(self, tp: TopicPartition) -> float:
         # In-process: no record is ever on its way, so caught up is quiet for good.
         position = self._positions.get(tp)
@@ -446,6 +464,8 @@ class MemoryProducer(Producer):
             offset = self._broker.append(topic, partition, key, value, headers, timestamp_ms)
         except TransportError as exc:
             self._error = self._error or exc
+            if self.on_delivery_failure is not None:
+                self.on_delivery_failure(topic)
         else:
             self._acked[TopicPartition(topic, partition)] = offset + 1
 
@@ -499,6 +519,8 @@ class MemoryTransactionalProducer(TransactionalProducer):
             )
         except TransportError as exc:
             self._error = exc
+            if self.on_delivery_failure is not None:
+                self.on_delivery_failure(topic)
         else:
             self._acked[TopicPartition(topic, partition)] = offset + 1
 

@@ -253,23 +253,42 @@ class KafkaConsumer(Consumer):
                 quiet[ktp] = now if since is None else since
         self._quiet_since = quiet
 
-    def _at_end(self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> bool:
+    def _end_of(self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> int | None:
+        """The end the last fetch answer showed: high watermark, or last stable offset."""
         try:
-            polled_ms = consumer.last_poll_timestamp(ktp)
             end = (
                 consumer.last_stable_offset(ktp)
                 if self._options.isolation_level == "read_committed"
                 else consumer.highwater(ktp)
             )
-            # aiokafka's own fetch position (its public `position()` is a coroutine that
-            # may wait for a reset; here a missing position just means "not at the end").
-            state = consumer._subscription.subscription.assignment.state_value(ktp)
-            position = state.position if state.has_valid_position else None
         except (AssertionError, AttributeError, KeyError, IllegalStateError):
-            return False  # not assigned (any more), or an aiokafka this was not written for
-        if polled_ms is None or end is None or end < 0 or position is None:
+            # Not assigned (any more); read from a scrape's thread, a rebalance may be
+            # changing the assignment under it.
+            return None
+        return None if end is None or end < 0 else int(end)
+
+    def _at_end(self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> bool:
+        try:
+            polled_ms = consumer.last_poll_timestamp(ktp)
+        except (AssertionError, IllegalStateError):
+            return False  # not assigned (any more)
+        end = self._end_of(consumer, ktp)
+        position = _fetch_position(consumer, ktp)
+        if polled_ms is None or end is None or position is None:
             return False
         return position >= end and time.time() * 1000 - polled_ms <= QUIET_FRESH_S * 1000
+
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        return self._end_of(consumer, KafkaTopicPartition(tp.topic, tp.partition))
+
+    def position(self, tp: TopicPartition) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        return _fetch_position(consumer, KafkaTopicPartition(tp.topic, tp.partition))
 
     def _raise_listener_error(self) -> None:
         if self._bridge is not None and self._bridge.error is not None:
@@ -342,6 +361,17 @@ class KafkaConsumer(Consumer):
             self._started().committed(KafkaTopicPartition(tp.topic, tp.partition)),
         )
         return None if offset is None or offset < 0 else int(offset)
+
+
+def _fetch_position(consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> int | None:
+    """aiokafka's own fetch position of an assigned partition, or None. (Its public
+    `position()` is a coroutine that may wait for a reset; here a missing position
+    just means "not known yet".)"""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(ktp)
+    except (AttributeError, KeyError):
+        return None  # not assigned (any more), or an aiokafka this was not written for
+    return int(state.position) if state is not None and state.has_valid_position else None
 
 
 def _leave_even_from_generation_zero(consumer: AIOKafkaConsumer) -> None:
