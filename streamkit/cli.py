@@ -286,8 +286,13 @@ def _supervise(
         args += ["--broker", settings.broker, "--data-dir", str(settings.data_dir)]
         args += ["--log-level", settings.log_level, "--loop", settings.loop]
         args += ["--processing-guarantee", settings.processing_guarantee]
+        # Ports one per process: the given one plus the slot (0 stays "a free port").
         if settings.metrics_port is not None:
             args += ["--metrics-port", str(settings.metrics_port + slot)]
+        if settings.web_port is not None:
+            args += ["--web-port", str(settings.web_port + slot if settings.web_port else 0)]
+        if settings.web_host is not None:
+            args += ["--web-host", settings.web_host]
         if stop_when_idle is not None:
             args += ["--stop-when-idle", str(stop_when_idle)]
         return [*args, "--supervisor-pid", str(os.getpid())]
