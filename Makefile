@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 .PHONY: run test bench chaos lint clean
 
 $(BIN)/.installed: pyproject.toml
+	@echo "installing streamkit and its test tools into $(VENV)/ (once; about a minute)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@

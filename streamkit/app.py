@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, AgentFn, Timer, tables_used_by
-from .app_producer import AppProducer, triples
+from .app_producer import AppProducer, triples, worked_on
 from .dsl.aggregate import TableSource
 from .dsl.global_table import GlobalKTable
 from .dsl.graph import GraphBuilder
@@ -20,6 +20,7 @@ from .dsl.ktable import KTable
 from .dsl.versioned import versioned_ktable
 from .errors import ConfigError, StateError
 from .metrics import Metrics
+from .partitioner import Partitioner, PartitionFn
 from .processor import Record
 from .runtime.record_writer import current_writer
 from .serde import Serde
@@ -106,8 +107,17 @@ class App:
         replication_factor: int = 1,
         config: Mapping[str, str] | None = None,
         on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+        partitioner: str | PartitionFn = "murmur2",
     ) -> Topic:
-        """Declare a topic. `partitions=None` adopts an existing topic's count."""
+        """Declare a topic. `partitions=None` adopts an existing topic's count.
+
+        `partitioner` is how its producers pick a key's partition: `"murmur2"`
+        (Kafka's default, Java clients, streamkit), `"crc32"` (librdkafka's default:
+        confluent-kafka, kcat, Quix Streams, the Go and .NET clients) or a function
+        `(key_bytes, partitions) -> partition`. streamkit writes keys with it, and
+        checks with it that a table write of a key other than the record's own stays
+        in the task.
+        """
         _check_name("topic", name)
         if partitions is not None and partitions < 1:
             raise ConfigError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
@@ -126,14 +136,16 @@ class App:
             replication_factor=replication_factor,
             config=dict(config or {}),
             on_error=policy,
+            partitioner=Partitioner(partitioner),
         )
         known = self.topics.get(name)
         if known is not None:
-            same = (known.key_type, known.value_type, known.declared_partitions) == (
-                key_type,
-                value_type,
-                partitions,
-            )
+            same = (
+                known.key_type,
+                known.value_type,
+                known.declared_partitions,
+                known.partitioner,
+            ) == (key_type, value_type, partitions, topic.partitioner)
             if not same:
                 raise ConfigError(f"topic {name!r} is declared twice with different settings")
             return known
@@ -563,6 +575,7 @@ class App:
         if self._worker is not None:
             raise ConfigError(f"app {self.id!r} already has a worker running in this process")
         self._worker = worker
+        worked_on(self.settings.broker)
 
     def _detach(self, worker: Worker) -> None:
         if self._worker is worker:

@@ -11,6 +11,8 @@ returns; `app.send` inside the block goes through it too.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,35 @@ from .transport.base import Admin, Headers, Producer
 if TYPE_CHECKING:
     from .app import App
 
+log = logging.getLogger("streamkit.app")
+
 Records = Iterable[tuple[Any, Any] | tuple[Any, Any, int | None]]
+
+# memory:// brokers this process sent to outside a worker, and those a worker ran on.
+_sent_outside_a_worker: set[str] = set()
+_worked_on: set[str] = set()
+
+
+def worked_on(broker: str) -> None:
+    """A worker of this process runs on `broker`: what was sent there has a reader."""
+    _worked_on.add(broker)
+
+
+@atexit.register
+def warn_of_unseen_sends() -> None:
+    """At exit, say so if records went to a memory:// broker that no worker of this
+    process ran on: they reached nobody, and never a `streamkit worker` elsewhere."""
+    for broker in sorted(_sent_outside_a_worker - _worked_on):
+        log.warning(
+            "records sent to %s reached no worker: memory:// is a broker inside this "
+            "process, so only a worker run by this same process sees them, never a "
+            "`streamkit worker` elsewhere. To feed another process, use a broker both "
+            "reach (`streamkit dev-broker` prints a kafka:// address; `streamkit send` "
+            "sends JSON lines to it). A broker= given in sk.App(...) overrides "
+            "STREAMKIT_BROKER.",
+            broker,
+        )
+    _sent_outside_a_worker.clear()
 
 
 def triples(records: Records) -> list[tuple[Any, Any, int | None]]:
@@ -70,6 +100,8 @@ class AppProducer:
         """Connect; `async with` does this (and `stop`) for you."""
         app = self._app
         settings = app.settings
+        if settings.broker.startswith("memory://"):
+            _sent_outside_a_worker.add(settings.broker)
         transport = transport_for(settings.broker, settings.transport_options())
         producer = transport.producer()
         producer.on_delivery_failure = app.metrics.producer_failed

@@ -1,4 +1,4 @@
-"""`streamkit worker` and `streamkit topology`: load an app by `module:attr` and run it.
+"""The `streamkit` command: load an app by `module:attr` and run, inspect or feed it.
 
 Errors a user can fix (a bad module path, a missing attribute, a bad setting, a
 record that failed under the `fail` policy) end in one line, not a traceback.
@@ -492,6 +492,53 @@ def status(app_ref: str, broker: str | None) -> None:
     all_tasks = [str(t) for t in app.topology().task_ids()]
     for line in describe(app.id, settings.broker, workers, all_tasks, time.time() * 1000):
         click.echo(line)
+
+
+@main.command()
+@_app_argument
+@click.argument("topic_name", metavar="TOPIC")
+@click.argument("value", required=False)
+@click.option("--key", default=None, help="the key of the record(s); JSON or plain text")
+@click.option("--broker", help="kafka://host:port (overrides the app and STREAMKIT_BROKER)")
+def send(
+    app_ref: str, topic_name: str, value: str | None, key: str | None, broker: str | None
+) -> None:
+    """Send records to one of the app's topics, typed by its declaration.
+
+    With VALUE, one record (`--key ada '{"user": "ada", "page": "/"}'`). Without
+    it, one record per line of standard input: `{"key": ..., "value": ...}`, or,
+    with --key, the value alone. Nothing is sent if any record does not fit the
+    topic's types.
+    """
+    import asyncio
+
+    from .json_lines import TextRecord, check, read_lines, typed
+
+    app = load_app(app_ref)
+    app.configure(broker=broker)
+    topic = app.topics.get(topic_name)
+    if topic is None:
+        declared = ", ".join(sorted(app.topics)) or "none"
+        raise ConfigError(f"app {app.id!r} declares no topic {topic_name!r} (it has: {declared})")
+    if app.settings.broker.startswith("memory://"):
+        raise ConfigError(
+            f"the app's broker is {app.settings.broker}, which lives inside one process: a "
+            "worker in another process would never see these records. Start a broker "
+            "(`streamkit dev-broker` prints its kafka:// address) and pass --broker, or set "
+            "STREAMKIT_BROKER (a broker= given in sk.App(...) overrides STREAMKIT_BROKER)"
+        )
+    if value is not None:
+        record = TextRecord(
+            None if key is None else typed(key, topic.key_serde), typed(value, topic.value_serde)
+        )
+        check(record, topic, "the record")
+        records = [record]
+    else:
+        if sys.stdin.isatty():
+            click.echo("reading records from standard input, one a line (Ctrl-D ends)", err=True)
+        records = read_lines(sys.stdin, topic, key)
+    asyncio.run(app.send_many(topic, [(r.key, r.value, r.timestamp_ms) for r in records]))
+    click.echo(f"sent {len(records)} records to {topic.name} on {app.settings.broker}")
 
 
 @main.command()

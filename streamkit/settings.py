@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
+from .serde import problems
+
+log = logging.getLogger("streamkit.settings")
 
 BROKER_SCHEMES = ("memory", "kafka")
 
@@ -127,16 +135,60 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
 
+ENV_PREFIX = "STREAMKIT_"
+# Variables of the project's own tools, not settings: the test suite's, the
+# benchmarks' and the chaos runs' broker and options.
+TOOL_PREFIXES = ("STREAMKIT_TEST_", "STREAMKIT_BENCH_", "STREAMKIT_CHAOS_")
+_warned: set[str] = set()
+
+
 def make_settings(base: Settings | None = None, **overrides: Any) -> Settings:
-    """Build settings, turning pydantic's report into one readable ConfigError."""
+    """Build settings, turning pydantic's report into one readable ConfigError.
+
+    Without `base` (an app being made), also say once which `STREAMKIT_*`
+    variables will not be read: names that are no setting, and settings the
+    app's code gives, which win over the environment.
+    """
     given = {k: v for k, v in overrides.items() if v is not None}
+    if base is None:
+        _warn_about_environment(given, os.environ)
     try:
         if base is None:
             return Settings(**given)
         # Only what was set: defaults that depend on other settings are derived anew.
         return Settings(**{**base.model_dump(exclude_unset=True), **given})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(f"invalid settings: {problems(exc, 'settings')}") from None
+    except SettingsError as exc:
+        # pydantic-settings could not parse a variable (JSON for dict settings).
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = ENV_PREFIX + (field[1].upper() if field else "?")
+        raise ConfigError(
+            f"{name} is not valid JSON ({exc.__cause__ or exc}): give an object, like "
+            f"{name}='{{\"session_timeout_ms\": 6000}}'"
+        ) from None
+
+
+def _warn_about_environment(in_code: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    fields = Settings.model_fields
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable.startswith(TOOL_PREFIXES):
+            continue
+        name = variable[len(ENV_PREFIX) :].lower()
+        if variable in _warned:
+            continue
+        if name not in fields:
+            _warned.add(variable)
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+            log.warning("%s is not a streamkit setting and is ignored%s", variable, hint)
+        elif name in in_code and str(in_code[name]) != value:
+            _warned.add(variable)
+            log.warning(
+                "%s=%s is ignored: the app's code sets %s=%r in sk.App(...), which wins "
+                "over the environment (the worker's command-line options win over both)",
+                variable,
+                value,
+                name,
+                in_code[name],
+            )

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from ..errors import AgentError, BadInputError, RecordError
 from ..metrics import Metrics
+from ..serde import problems
 from ..topic import ErrorPolicy, Topic
 from ..transport.base import RawRecord
 from .record_writer import RecordWriter
@@ -25,10 +26,7 @@ HEADER_PREFIX = "streamkit.error."
 def describe(exc: BaseException) -> str:
     """One line a user can act on, even for pydantic's multi-line reports."""
     if isinstance(exc, ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-        )
-        text = f"{exc.title} validation failed: {problems}"
+        text = f"{exc.title} validation failed: {problems(exc)}"
     else:
         text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())

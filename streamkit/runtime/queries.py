@@ -1,7 +1,7 @@
 """Interactive queries, this worker's side: where a key lives, and reading it here.
 
-A table's key lives in one task: the one of the key's partition (Kafka's murmur2
-over the changelog's partitions, as the table's stream was partitioned) in the
+A table's key lives in one task: the one of the key's partition (by the partitioner
+of the topic the table is sharded like, murmur2 unless it declares another) in the
 table's sub-topology. The group leader tells every worker which endpoint runs
 which task (runtime/assignor.py); `LocalState` answers for the tasks, standby
 copies and global tables of this worker, and says where the others are.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadQuery, NotAvailable, StateError, UnknownTable
-from ..partitioner import partition_for
+from ..partitioner import MURMUR2, Partitioner
 from ..serde import Serde
 from ..state.table import Table
 from ..state.windowed import WindowedTable
@@ -56,6 +56,7 @@ class Target:
     # Values as the store holds them (ValueAndTimestamp for timestamped tables).
     value_serde: Serde[Any]
     partitions: int
+    partitioner: Partitioner = MURMUR2
 
     @property
     def store_key_serde(self) -> Serde[Any]:
@@ -73,7 +74,7 @@ class Target:
 
     def task_of(self, key_bytes: bytes) -> TaskId:
         assert self.subtopology is not None
-        return TaskId(self.subtopology, partition_for(key_bytes, self.partitions))
+        return TaskId(self.subtopology, self.partitioner.of(key_bytes, self.partitions))
 
     def tasks(self) -> list[TaskId]:
         assert self.subtopology is not None
@@ -109,6 +110,7 @@ def targets(topology: Topology, global_tables: Iterable[GlobalKTable]) -> dict[s
                 table.changelog.key_type,
                 table.value_serde,
                 table.changelog.partitions,
+                (table.partitioned_by or table.changelog).partitioner,
             )
     for g in global_tables:
         topic = g.topic

@@ -396,8 +396,8 @@ class Worker:
                 consumer.seek(tp, records[0].offset)
             elif task.enqueue(tp, records):
                 consumer.pause(tp)
-        if fetched:
-            return now
+        if fetched or (not coordinator.tasks and self.topology and self.topology.subtopologies):
+            return now  # idle time counts once the worker owns tasks, not during the join
         if (
             self._stop_when_idle_s is not None
             and now - last_record_at >= self._stop_when_idle_s
@@ -462,15 +462,23 @@ class Worker:
             self._fail(exc)
         finally:
             # 4. Clients, each bounded; a failure to close is not the user's problem.
-            steps: list[tuple[str, Awaitable[object]]] = []
+            steps: list[tuple[str, Awaitable[object], bool]] = []
             if consumer is not None:
-                steps.append(("leaving the group", consumer.stop()))
+                # A worker still joining holds nothing: it need not wait for the join
+                # the broker holds (seconds on Tansu) to end before it leaves.
+                joining = coordinator is None or not coordinator.assignments
+                steps.append(("leaving the group", consumer.stop(), joining))
             if self.global_tables is not None:
-                steps.append(("stopping the global tables", self.global_tables.stop()))
-            steps.append(("stopping the producer", producer.stop()))
-            for what, step in steps:
+                steps.append(("stopping the global tables", self.global_tables.stop(), False))
+            steps.append(("stopping the producer", producer.stop(), False))
+            for what, step, may_give_up in steps:
+                budget = CLOSE_FLOOR_S if may_give_up else max(left(), CLOSE_FLOOR_S)
                 try:
-                    if not await self._within(step, max(left(), CLOSE_FLOOR_S)):
+                    if await self._within(step, budget):
+                        continue
+                    if may_give_up:
+                        log.info("%s: gave up the group join in progress", what)
+                    else:
                         self.shutdown_shortfall.append(f"{what} did not finish")
                 except Exception:
                     log.debug("%s raised", what, exc_info=True)

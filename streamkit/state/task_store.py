@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sortedcontainers import SortedList
 
-from ..errors import StateError
+from ..errors import SerdeError, StateError
 from ..events import StreamTime
-from ..partitioner import partition_for
 from ..topic import Topic
 from ..transport.base import Headers, RawRecord, TopicPartition
 from .sqlite_store import Change, SqliteStore, store_path
-from .table import Table
+from .table import Table, key_in_hand
 
 if TYPE_CHECKING:
     from ..topology import SubTopology, TaskId
@@ -94,7 +93,9 @@ class TaskStore:
         self.changelog_tp = TopicPartition(table.changelog.name, partition)
         self._key_serde = table.changelog.key_serde
         self._value_serde = table.value_serde
-        self._partitions = table.changelog.partitions
+        # Checks (and converts) a value at assignment: see Serde.as_stored.
+        self._as_stored = getattr(self._value_serde, "as_stored", None)
+        self._routed_by = table.partitioned_by or table.changelog
         self._dirty: dict[Any, Any] = {}
         # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
         # lookup) reads its slice of them, not every change since the last commit.
@@ -176,6 +177,13 @@ class TaskStore:
             raise StateError(
                 f"table {self.table.name!r}: None is a deletion in a changelog; use del"
             )
+        if self._as_stored is not None:
+            try:
+                value = self._as_stored(value)
+            except SerdeError as exc:
+                raise StateError(
+                    f"table {self.table.name!r}: cannot store the value for key {key!r}: {exc}"
+                ) from None
         self._change(key, value)
 
     def delete(self, key: Any) -> None:
@@ -232,17 +240,31 @@ class TaskStore:
         return kb
 
     def _check_partition(self, key: Any) -> None:
+        """Refuse a key that belongs to another task (DESIGN.md invariant 5).
+
+        The key of the record in hand is in its task by construction, whatever
+        partitioner its producer used; another key is placed by the partitioner of
+        the topic the table is sharded like.
+        """
         routing = self.table.routing_bytes(key)
         if routing is None:
             raise StateError(f"table {self.table.name!r}: keys cannot be None")
-        owner = partition_for(routing, self._partitions)
-        if owner != self.partition:
-            raise StateError(
-                f"table {self.table.name!r}: key {key!r} belongs to partition {owner}, but "
-                f"task {self._task_name} holds partition {self.partition}. Re-key the stream "
-                "first (yield it to a topic keyed by this key, or group_by) so that the "
-                "record reaches the task that owns the key"
-            )
+        by = self._routed_by
+        owner = by.partitioner.of(routing, by.partitions)
+        if owner == self.partition:
+            return
+        in_hand = key_in_hand.get(None)
+        if in_hand is not None and in_hand() == routing:
+            return
+        raise StateError(
+            f"table {self.table.name!r}: key {key!r} belongs to partition {owner} by the "
+            f"{by.partitioner.name} partitioner of topic {by.name!r}, but task "
+            f"{self._task_name} holds partition {self.partition}. Re-key the stream first "
+            "(yield it to a topic keyed by this key, or group_by/repartition) so that the "
+            "record reaches the task that owns the key; if the topic's producers use "
+            "another partitioner (librdkafka clients default to crc32), declare it: "
+            "app.topic(..., partitioner='crc32')"
+        )
 
     # Commit, from the task ---------------------------------------------------
 

@@ -208,6 +208,10 @@ class PartitionReader(abc.ABC):
     Restores, standby replicas and global tables read changelogs with it.
     """
 
+    # Whether the broker's topics outlive this process (memory://'s do not, so a
+    # state file of an earlier run is always ahead of its changelog there).
+    topics_outlive_process = True
+
     @abc.abstractmethod
     async def start(self) -> None: ...
 

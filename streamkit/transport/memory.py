@@ -560,6 +560,8 @@ class MemoryTransactionalProducer(TransactionalProducer):
 
 
 class MemoryReader(PartitionReader):
+    topics_outlive_process = False
+
     def __init__(self, broker: MemoryBroker, read_committed: bool = False) -> None:
         self._broker = broker
         self._read_committed = read_committed
