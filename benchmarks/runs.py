@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import psutil
 
 from . import profile as profiling
+from . import scaling_runs
 from .config import Config
 from .data import changelog, partition_of, payments, user_id
 from .kafka import (
@@ -48,6 +49,8 @@ WORKLOADS = (
     "stream_table_join",
     "restore",
     "scaling",
+    "processes",
+    "warmup_join",
     "passthrough_dsl",
     "passthrough_eos",
     "passthrough",
@@ -159,6 +162,7 @@ class Run:
         log_level: str = "warning",
         input_topic: str | None = None,
         extra_env: dict[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> Proc:
         data_dir = self.workdir / "data" / name
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +175,7 @@ class Run:
             **(extra_env or {}),
         }
         argv = worker_argv(f"benchmarks.apps.{app}:app", self.url, data_dir, log_level)
-        return self.procs.start(name, argv, env)
+        return self.procs.start(name, [*argv, *extra_args], env)
 
     async def observe(self, topic: str, **kwargs: Any) -> Observer:
         """Create `topic` and watch it; by its high watermarks unless told otherwise."""
@@ -271,6 +275,10 @@ class Run:
 
     def _metered(self, procs: list[Proc]) -> dict[str, psutil.Process]:
         metered = {p.name: psutil.Process(p.pid) for p in procs if p.alive}
+        for proc in procs:  # a supervisor's workers (`--processes`)
+            with contextlib.suppress(psutil.Error):
+                for i, child in enumerate(metered[proc.name].children(), 1):
+                    metered[f"{proc.name}/w{i}"] = child
         if self.broker_process is not None:
             metered["broker"] = self.broker_process
         metered["bench"] = psutil.Process()  # this process: the observers
@@ -672,6 +680,12 @@ class Run:
             f"scaling: two workers {result['records_per_s']:,.0f} records/s (median of "
             f"{len(runs)}); {cpu_text(result['cpu_cores'])}"
         )
+
+    async def processes(self) -> None:
+        self.results["processes"] = await scaling_runs.processes(self)
+
+    async def warmup_join(self) -> None:
+        self.results["warmup_join"] = await scaling_runs.warmup_join(self)
 
     async def passthrough(self) -> None:
         result = await self._one_worker("passthrough", "passthrough")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import logging
 import os
 import sys
@@ -136,6 +137,27 @@ def main() -> None:
 _app_argument = click.argument("app_ref", metavar="MODULE:APP")
 
 
+class _ProcessCount(click.ParamType):
+    """A number of processes, or `auto` for one per core."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from .runtime.supervisor import cpu_count
+
+        if isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "auto":
+            return cpu_count()
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if count < 1:
+            self.fail(f"{count} is fewer than 1 process", param, ctx)
+        return count
+
+
 @main.command()
 @_app_argument
 @click.option("--broker", help="memory:// or kafka://host:port[,host:port] (overrides the app)")
@@ -167,6 +189,21 @@ _app_argument = click.argument("app_ref", metavar="MODULE:APP")
     metavar="SECONDS",
     help="stop gracefully once no record has arrived for this long",
 )
+@click.option(
+    "--processes",
+    type=_ProcessCount(),
+    default=None,
+    help="run N worker processes under a supervisor ('auto': one per core); "
+    "SIGTTIN / SIGTTOU or `streamkit scale` change N while it runs",
+)
+@click.option(
+    "--control-port",
+    type=int,
+    default=0,
+    show_default="any free port",
+    help="with --processes: the supervisor's HTTP control port on 127.0.0.1",
+)
+@click.option("--supervisor-pid", type=int, default=None, hidden=True)
 def worker(
     app_ref: str,
     broker: str | None,
@@ -178,10 +215,17 @@ def worker(
     web_host: str | None,
     processing_guarantee: str | None,
     stop_when_idle: float | None,
+    processes: int | None,
+    control_port: int,
+    supervisor_pid: int | None,
 ) -> None:
     """Run the app's agents on this process's share of the tasks."""
     from .runtime.worker import EXIT_SHUTDOWN_TIMED_OUT, ShutdownTimedOut, run_worker
 
+    if supervisor_pid is not None:
+        from .runtime.parent_watch import stop_with_parent
+
+        stop_with_parent(supervisor_pid)
     app = load_app(app_ref)
     app.configure(
         broker=broker,
@@ -194,7 +238,10 @@ def worker(
         processing_guarantee=processing_guarantee,
     )
     _configure_logging(app.settings.log_level)
-    click.echo(_banner(app), err=True)
+    if supervisor_pid is None:
+        click.echo(_banner(app), err=True)  # a supervisor prints it once for all
+    if processes is not None:
+        sys.exit(_supervise(app_ref, app, processes, control_port, stop_when_idle))
     try:
         run_worker(app, stop_when_idle_s=stop_when_idle)
     except AgentError as exc:
@@ -210,6 +257,60 @@ def worker(
         log.warning("worker stopped, not cleanly (exit status %d)", EXIT_SHUTDOWN_TIMED_OUT)
         sys.exit(EXIT_SHUTDOWN_TIMED_OUT)
     log.info("worker stopped cleanly")
+
+
+def _supervise(
+    app_ref: str, app: App, processes: int, control_port: int, stop_when_idle: float | None
+) -> int:
+    """`--processes N`: run N copies of this worker command under a supervisor."""
+    import asyncio
+
+    from .runtime.supervisor import Supervisor
+    from .runtime.worker import HARD_EXIT_GRACE_S, SHUTDOWN_OVERRUN_S
+
+    settings = app.settings
+    if settings.broker.startswith("memory://"):
+        log.warning(
+            "memory:// lives inside each process: %d processes are %d separate brokers, "
+            "each running every task (use kafka:// to share the work)",
+            processes,
+            processes,
+        )
+    state_dir = (settings.data_dir / app.id).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+
+    def command(slot: int) -> list[str]:
+        # The settings the command line gave, explicitly; the app's own and the
+        # environment's reach the children as they reached us.
+        args = [sys.executable, "-m", "streamkit", "worker", app_ref]
+        args += ["--broker", settings.broker, "--data-dir", str(settings.data_dir)]
+        args += ["--log-level", settings.log_level, "--loop", settings.loop]
+        args += ["--processing-guarantee", settings.processing_guarantee]
+        # Ports one per process: the given one plus the slot (0 stays "a free port").
+        if settings.metrics_port is not None:
+            args += ["--metrics-port", str(settings.metrics_port + slot)]
+        if settings.web_port is not None:
+            args += ["--web-port", str(settings.web_port + slot if settings.web_port else 0)]
+        if settings.web_host is not None:
+            args += ["--web-host", settings.web_host]
+        if stop_when_idle is not None:
+            args += ["--stop-when-idle", str(stop_when_idle)]
+        return [*args, "--supervisor-pid", str(os.getpid())]
+
+    supervisor = Supervisor(
+        command,
+        processes,
+        state_dir,
+        # The workers' own bound on a shutdown, and a little for their start-up.
+        stop_bound_s=settings.shutdown_timeout_s + SHUTDOWN_OVERRUN_S + HARD_EXIT_GRACE_S + 5,
+        control_port=control_port,
+    )
+    status = asyncio.run(supervisor.run())
+    if status == 0:
+        log.info("supervisor stopped cleanly")
+    else:
+        log.warning("supervisor stopped, not cleanly (exit status %d)", status)
+    return status
 
 
 def way_past(app_ref: str, app: App, exc: RecordError) -> str:
@@ -485,6 +586,46 @@ def sql(app_ref: str, query: str, url: str | None) -> None:
         click.echo(
             f"(more rows than the worker's sql_max_rows: {len(body['rows'])} shown)", err=True
         )
+
+
+@main.command()
+@_app_argument
+@click.option("--processes", type=_ProcessCount(), required=True, help="N, or 'auto'")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="the supervisor's data dir")
+def scale(app_ref: str, processes: int, data_dir: str | None) -> None:
+    """Set the number of processes of a running `streamkit worker --processes`."""
+    import urllib.error
+    import urllib.request
+
+    from .runtime.supervisor_control import read_control
+
+    app = load_app(app_ref)
+    app.configure(data_dir=data_dir)
+    state_dir = (app.settings.data_dir / app.id).resolve()
+    control = read_control(state_dir)
+    if control is None:
+        raise ConfigError(
+            f"no supervisor of app {app.id!r} runs with data dir {app.settings.data_dir} "
+            f"(start one with `streamkit worker {app_ref} --processes N`)"
+        )
+    request = urllib.request.Request(
+        f"{control['url']}/processes",
+        data=json.dumps({"processes": processes}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            reply = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"the supervisor of app {app.id!r} (pid {control['pid']}) at {control['url']} "
+            f"did not answer: {exc}"
+        ) from None
+    click.echo(
+        f"app {app.id}: {reply['processes']} processes (was {reply['was']}), "
+        f"supervisor pid {control['pid']}"
+    )
 
 
 @main.command("dev-broker")

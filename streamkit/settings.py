@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     # A task that must move goes to a worker whose copy is at most this many
     # changelog records behind, while one exists (acceptable.recovery.lag).
     acceptable_recovery_lag: int = 10_000
+    # Warm-up copies in the group at once (KIP-441): a stateful task whose new
+    # worker is further behind than acceptable_recovery_lag stays where it is while
+    # a warm-up copy catches up there. 0: such a task moves at once and restores.
+    max_warmup_replicas: int = Field(default=2, ge=0)
+    # A worker warming up copies asks for a rebalance (to take the tasks over) as
+    # soon as they have caught up, or after this long at the latest.
+    probing_rebalance_interval_s: float = Field(default=600.0, gt=0)
     # This worker's rack (or zone): standbys go to other racks where possible.
     rack: str | None = None
     # How long a task waits for another worker on this machine to let go of its

@@ -108,6 +108,9 @@ class _NoGroup(Consumer):
     def seek(self, tp: TopicPartition, offset: int) -> None:
         return None
 
+    def request_rejoin(self) -> None:
+        return None  # no group: nothing to plan again
+
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self._broker.commit(self._group, offsets)
 

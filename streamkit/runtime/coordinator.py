@@ -109,6 +109,15 @@ class Coordinator:
         job.add_done_callback(lambda job: self._task_ended(runnable, job))
         self._jobs[runnable] = job
 
+    def lags(self) -> dict[TaskId, int]:
+        """Standbys, and tasks still restoring, that know how far behind their copy
+        is: what the leader weighs against the checkpoints."""
+        lags = {t: lag for t, s in self.standbys.items() if (lag := s.lag) is not None}
+        for t, task in self.tasks.items():
+            if (lag := task.restore_lag) is not None:
+                lags[t] = lag
+        return lags
+
     def _rebalanced(self, began: float) -> None:
         self._services.metrics.rebalance_seconds.observe(time.monotonic() - began)
         self._rebalance_began = None

@@ -8,6 +8,7 @@ flushed and acknowledged first, input offsets second (DESIGN.md invariant 4).
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import os
@@ -169,6 +170,8 @@ class Task:
         self._next_commit = 0.0
         self._next_file_write = 0.0
         self.restored_records = 0
+        # While restoring: changelog records left per store (what the leader weighs).
+        self._restore_left: dict[str, int] = {}
         self._revoked_while_restoring = False
         # Only tasks with stores have a directory to lock.
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id)) if self._stores else None
@@ -183,6 +186,16 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.state}>"
+
+    @property
+    def restore_lag(self) -> int | None:
+        """Changelog records still to restore, while restoring; None once running.
+
+        A task mid-restore has its checkpoints far from the changelogs' ends: the
+        leader must not take this member for caught up (warm-ups, moves)."""
+        if self.state not in (TaskState.CREATED, TaskState.RESTORING):
+            return None
+        return sum(self._restore_left.values()) if self._restore_left else None
 
     # Called by the worker's fetch loop -----------------------------------------
 
@@ -469,6 +482,7 @@ class Task:
                 stop_at = None
                 if store.table.changelog_is_source:
                     stop_at = await self._services.consumer.committed(store.changelog_tp) or 0
+                name = store.table.name
                 applied = await restore(
                     store,
                     reader,
@@ -477,6 +491,7 @@ class Task:
                     stop_at=stop_at,
                     task=self.id,
                     listeners=(self._restore_metrics, self._services.restore_listener),
+                    progress=functools.partial(self._restore_left.__setitem__, name),
                 )
                 self.restored_records += applied
                 log.info(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ from .standby import StandbyTask
 from .status import StatusReporter, status_topic
 from .task import Task, TaskServices
 from .topic_admin import ensure_topics
+from .warmups import probe_when_warm
 
 if TYPE_CHECKING:
     from ..app import App
@@ -177,6 +179,7 @@ class Worker:
             self._member_info,
             standby_replicas=self.settings.num_standby_replicas,
             acceptable_recovery_lag=self.settings.acceptable_recovery_lag,
+            max_warmup_replicas=self.settings.max_warmup_replicas,
         )
         producer = transport.producer()
         consumer = transport.consumer(app.id, planner)
@@ -246,6 +249,18 @@ class Worker:
                 processing_guarantee=self.settings.processing_guarantee,
             )
             self._background.append(asyncio.create_task(self.status.run(), name="status"))
+            self._background.append(
+                asyncio.create_task(
+                    probe_when_warm(
+                        lambda: planner.assigned,
+                        self.coordinator.lags,
+                        consumer.request_rejoin,
+                        acceptable_lag=self.settings.acceptable_recovery_lag,
+                        interval_s=self.settings.probing_rebalance_interval_s,
+                    ),
+                    name="warm-up probe",
+                )
+            )
             self._background.append(
                 asyncio.create_task(
                     watch_progress(self._tasks, self.settings.progress_warning_s),
@@ -333,11 +348,15 @@ class Worker:
                 if any(c is not None for c in checkpoints):
                     offsets[task] = sum(c or 0 for c in checkpoints)
         coordinator = self.coordinator
+        host = socket.gethostname()
         return MemberInfo(
             active=frozenset(self._owned_tasks()),
             standby=frozenset(coordinator.standbys if coordinator else ()),
             offsets=offsets,
             rack=self.settings.rack,
+            name=f"{host}:{os.getpid()}",
+            state_dir=f"{host}:{state_dir.resolve()}",
+            lags=coordinator.lags() if coordinator else {},
             endpoint=self.queries.endpoint if self.queries is not None else None,
         )
 

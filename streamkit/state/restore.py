@@ -45,10 +45,12 @@ async def restore(
     cancelled: Callable[[], bool] = lambda: False,
     stop_at: int | None = None,
     listeners: Sequence[RestoreListener] = (),
+    progress: Callable[[int], None] = lambda left: None,
 ) -> int:
     """Bring the store up to the changelog's end, or to `stop_at` if that comes first;
     return the records applied. `listeners` (the metrics', the user's) hear of it on
-    behalf of `task`."""
+    behalf of `task`; `progress` hears how many records are left, at the start and
+    after each batch."""
     tp = store.changelog_tp
     first, end = await reader.offsets(tp)
     checkpoint = store.sqlite.checkpoint()
@@ -79,6 +81,7 @@ async def restore(
     if stop_at is not None:
         end = min(end, stop_at)
     start = first if checkpoint is None else checkpoint
+    progress(max(0, end - start))
     if start >= end:
         return 0
     total = end - start
@@ -115,6 +118,7 @@ async def restore(
                 store.changelog_end = end
                 if stop_at is not None:
                     end = min(end, stop_at)
+            progress(max(0, end - reader.position(tp)))
             last_report = _report(
                 store, applied, total, end - reader.position(tp), began, last_report
             )

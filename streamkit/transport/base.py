@@ -105,6 +105,10 @@ class Consumer(abc.ABC):
     async def committed(self, tp: TopicPartition) -> int | None: ...
 
     @abc.abstractmethod
+    def request_rejoin(self) -> None:
+        """Rejoin the group soon, so that the leader plans again (a probing rebalance)."""
+
+    @abc.abstractmethod
     def quiet_for(self, tp: TopicPartition) -> float:
         """Seconds for which the broker's answers have shown, without a break, no record
         of the partition past this member's position: how long its input has really

@@ -299,13 +299,23 @@ class MemoryConsumer(Consumer):
         self._positions: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
         self._assigned = False
+        self._rejoin_requested = False
 
-    async def _rejoin(self) -> None:
+    async def _revoke_all(self) -> None:
         assert self._listener is not None
         await self._listener.on_partitions_revoked(set(self._positions))
         self._positions.clear()
-        self.expired = self._assigned = False
+        self._assigned = False
+
+    async def _rejoin(self) -> None:
+        await self._revoke_all()
+        self.expired = False
         self._broker.join(self._group_id, self)
+
+    def request_rejoin(self) -> None:
+        # As a Kafka member does: revoke everything, then take the new plan.
+        self._rejoin_requested = True
+        self.wakeup.set()
 
     async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._broker.join(self._group_id, self)
@@ -373,6 +383,9 @@ class MemoryConsumer(Consumer):
                 await asyncio.sleep(timeout_s)
                 return {}
             await self._rejoin()
+        if self._rejoin_requested:
+            self._rejoin_requested = False
+            await self._revoke_all()
         if not self._assigned:
             await self._assign()
         self.wakeup.clear()

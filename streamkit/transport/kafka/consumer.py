@@ -342,6 +342,20 @@ class KafkaConsumer(Consumer):
                 f"{_describe(exc)}"
             ) from exc
 
+    def request_rejoin(self) -> None:
+        # aiokafka's coordinator rejoins (revoking first, eagerly) when this is set, as
+        # it does when the group's subscription changes.
+        coordinator = getattr(self._started(), "_coordinator", None)
+        request = getattr(coordinator, "request_rejoin", None)
+        if request is None:
+            log.warning(
+                "this aiokafka cannot be asked to rejoin group %r: warm-up copies hand "
+                "their tasks over at the next rebalance instead",
+                self._group_id,
+            )
+            return
+        request()
+
     def quiet_for(self, tp: TopicPartition) -> float:
         now = time.monotonic()
         if now - self._sampled_at > QUIET_FRESH_S:
