@@ -120,7 +120,7 @@ class Observer:
     partition's last stable offset instead of its high watermark: records count once
     their transaction commits. Offsets then include a commit marker per transaction
     and partition, so `marks` overstate the records until `recount` maps each noted
-    end to the records below it, from a `CommittedReader`'s offsets.
+    end to the records below it, from a committed `OutputReader`'s offsets.
     """
 
     url: str

@@ -25,7 +25,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +33,7 @@ from typing import Any, Literal
 import psutil
 
 from . import profile as profiling
-from . import verify
+from . import scaling_runs, verify
 from .config import Config
 from .data import changelog, partition_of, payments, user_id, users
 from .kafka import (
@@ -78,7 +78,7 @@ WORKERS: dict[str, Workload] = {
     "count_eos": Workload("count", "count", baseline="count", env=EXACTLY_ONCE_ENV),
 }
 # In the order they run: a baseline before the workloads that divide by it.
-WORKLOADS = (*WORKERS, "restore", "scaling", "latency", "curve")
+WORKLOADS = (*WORKERS, "restore", "scaling", "processes", "warmup_join", "latency", "curve")
 
 # How long an exactly-once output topic's last stable offsets must stand still before
 # its outputs are read back: longer than the commit interval (0.1 s), so that every
@@ -250,6 +250,7 @@ class Run:
         log_level: str = "warning",
         input_topic: str | None = None,
         extra_env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> Proc:
         data_dir = self.data_dir(name)
         env = {
@@ -262,7 +263,7 @@ class Run:
             **(extra_env or {}),
         }
         argv = worker_argv(f"benchmarks.apps.{app}:app", self.url, data_dir, log_level)
-        return self.procs.start(name, argv, env)
+        return self.procs.start(name, [*argv, *extra_args], env)
 
     def data_dir(self, name: str) -> Path:
         path = self.workdir / "data" / name
@@ -727,6 +728,12 @@ class Run:
             f"{len(runs)}); {result['duplicates']} replayed outputs; "
             f"{cpu_text(result['cpu_cores'])}"
         )
+
+    async def processes(self) -> None:
+        self.results["processes"] = await scaling_runs.processes(self)
+
+    async def warmup_join(self) -> None:
+        self.results["warmup_join"] = await scaling_runs.warmup_join(self)
 
     # latency ------------------------------------------------------------------------
 

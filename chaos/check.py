@@ -4,7 +4,8 @@ Every click has a unique id and a user. For each output the checker counts the
 inputs that have no output (lost: must be 0), and the extra outputs (duplicates:
 the work a crash made a worker redo, bounded by the commit interval, reported).
 The counting table, read from its changelog, must never be below the truth; every
-closed window's count must equal the truth, however often it was emitted.
+closed window's count must equal the truth, however often it was emitted. Under
+exactly-once every output holds each input once and nothing above the truth.
 """
 
 from __future__ import annotations
@@ -45,6 +46,35 @@ async def read_topic(
 
 def decode(topic: Topic, records: Sequence[RawRecord]) -> list[tuple[Any, Any]]:
     return [topic.decode(r) for r in records]
+
+
+@dataclass
+class Windows:
+    """The windows the input opened (`user@start` -> its partition) and what was emitted."""
+
+    opened: dict[str, int]
+    clicks: list[RawRecord]
+    emitted: list[RawRecord]
+    closed: set[str]
+
+    @property
+    def missing(self) -> set[str]:
+        """Windows of the input never emitted: not closed yet, or lost."""
+        return self.opened.keys() - self.closed
+
+
+async def read_windows(
+    url: str, *, read_committed: bool, chaos: chaos_app.ChaosApp = chaos_app.chaos
+) -> Windows:
+    size_ms = round(chaos.window_s * 1000)
+    parts = chaos.partitions
+    clicks = await read_topic(url, chaos.clicks.name, parts, read_committed=read_committed)
+    opened = {
+        f"{chaos.clicks.decode(r)[0]}@{r.timestamp // size_ms * size_ms}": r.partition
+        for r in clicks
+    }
+    emitted = await read_topic(url, chaos.windowed.name, parts, read_committed=read_committed)
+    return Windows(opened, clicks, emitted, {chaos.windowed.decode(r)[0] for r in emitted})
 
 
 @dataclass
@@ -103,41 +133,45 @@ def _ids_output(ids: Sequence[int], truth: set[int]) -> Output:
     )
 
 
-async def check(url: str, *, read_committed: bool) -> Verdict:
+async def check(
+    url: str, *, read_committed: bool, chaos: chaos_app.ChaosApp = chaos_app.chaos
+) -> Verdict:
     """Read the input, the outputs and the table's changelog; compare."""
-    parts = chaos_app.PARTITIONS
+    parts = chaos.partitions
 
     async def read(topic: Topic) -> list[tuple[Any, Any]]:
         return decode(
             topic, await read_topic(url, topic.name, parts, read_committed=read_committed)
         )
 
-    inputs = await read_topic(url, chaos_app.clicks.name, parts, read_committed=read_committed)
-    clicks = [(chaos_app.clicks.decode(r)[1], r.timestamp) for r in inputs]
+    inputs = await read_topic(url, chaos.clicks.name, parts, read_committed=read_committed)
+    clicks = [(chaos.clicks.decode(r)[1], r.timestamp) for r in inputs]
     ids = {c.id for c, _ in clicks}
     per_user = Counter(c.user for c, _ in clicks)
     outputs: dict[str, Output] = {}
-    outputs["echoed"] = _ids_output([v for _, v in await read(chaos_app.echoed)], ids)
+    outputs["echoed"] = _ids_output([v for _, v in await read(chaos.echoed)], ids)
     outputs["joined"] = _ids_output(
-        [int(v.rsplit(":", 1)[1]) for _, v in await read(chaos_app.joined)], ids
+        [int(v.rsplit(":", 1)[1]) for _, v in await read(chaos.joined)], ids
     )
 
-    # The counting agent: per user, the counts 1..truth must all appear.
+    # The counting agent: per user, the counts 1..truth must all appear, none above.
     counts_seen: defaultdict[str, list[int]] = defaultdict(list)
-    for user, n in await read(chaos_app.counted):
+    for user, n in await read(chaos.counted):
         counts_seen[user].append(n)
     counted = Output(records=sum(len(v) for v in counts_seen.values()))
     for user, truth in per_user.items():
         got = Counter(counts_seen.get(user, []))
         counted.lost += sum(1 for k in range(1, truth + 1) if k not in got)
         counted.duplicates += sum(n - 1 for n in got.values())
+        if above := sorted(k for k in got if k > truth):
+            counted.over.append(f"user {user}: counts {above[:5]} above the truth {truth}")
     outputs["counted"] = counted
 
     # Closed windows: every emission of a window equals the truth.
-    size_ms = round(chaos_app.WINDOW_S * 1000)
+    size_ms = round(chaos.window_s * 1000)
     window_truth = Counter(f"{c.user}@{ts // size_ms * size_ms}" for c, ts in clicks)
     emitted: defaultdict[str, list[int]] = defaultdict(list)
-    for window, n in await read(chaos_app.windowed):
+    for window, n in await read(chaos.windowed):
         emitted[window].append(n)
     windowed = Output(records=sum(len(v) for v in emitted.values()))
     for window, truth in window_truth.items():
@@ -152,7 +186,7 @@ async def check(url: str, *, read_committed: bool) -> Verdict:
             windowed.over.append(f"window {window}: emitted {got}, truth {truth}")
     outputs["windowed"] = windowed
 
-    changelog = chaos_app.app.tables["counts"].changelog
+    changelog = chaos.app.tables["counts"].changelog
     table: dict[str, int] = {}
     for user, n in await read(changelog):
         table[user] = n

@@ -28,7 +28,7 @@ from benchmarks.procs import Proc, Processes, worker_argv
 from streamkit.transport import RawRecord
 
 from . import app as chaos_app
-from .check import read_topic
+from .check import read_windows
 
 FAULTS = ("kill", "sigterm", "freeze", "broker_freeze")
 USERS = 40
@@ -186,29 +186,20 @@ class Driver:
     async def _wait_windows_closed(self) -> None:
         """Every window of the input emitted: the workers close idle windows by the
         clock (`close_idle_after`), so this needs them running, not more input."""
-        size_ms = round(chaos_app.WINDOW_S * 1000)
-        parts, committed_only = chaos_app.PARTITIONS, self.o.exactly_once
-        clicks = await read_topic(
-            self.o.url, chaos_app.clicks.name, parts, read_committed=committed_only
-        )
-        expected = {
-            f"{chaos_app.clicks.decode(r)[0]}@{r.timestamp // size_ms * size_ms}": r.partition
-            for r in clicks
-        }
         deadline = time.monotonic() + self.o.recovery_deadline_s
         while True:
-            out = await read_topic(
-                self.o.url, chaos_app.windowed.name, parts, read_committed=committed_only
-            )
-            missing = expected.keys() - {chaos_app.windowed.decode(r)[0] for r in out}
+            windows = await read_windows(self.o.url, read_committed=self.o.exactly_once)
+            missing = windows.missing
             if not missing:
                 return
             if time.monotonic() > deadline:
-                where = sorted({(expected[w], int(w.split("@")[1])) for w in missing})
+                where = sorted({(windows.opened[w], int(w.split("@")[1])) for w in missing})
                 raise ChaosError(
                     f"{len(missing)} windows never closed, e.g. {sorted(missing)[:3]}; "
                     f"(partition, window start) of them: {where}\n"
-                    + _window_report(where, clicks, out, size_ms)
+                    + _window_report(
+                        where, windows.clicks, windows.emitted, round(chaos_app.WINDOW_S * 1000)
+                    )
                 )
             await asyncio.sleep(1.0)
 

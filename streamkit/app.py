@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, AgentFn, Timer, tables_used_by
+from .app_producer import AppProducer, triples, worked_on
 from .dsl.aggregate import TableSource
 from .dsl.global_table import GlobalKTable
 from .dsl.graph import GraphBuilder
 from .dsl.kstream import KStream
 from .dsl.ktable import KTable
 from .dsl.versioned import versioned_ktable
-from .errors import ConfigError
+from .errors import ConfigError, StateError
 from .metrics import Metrics
+from .partitioner import Partitioner, PartitionFn
 from .processor import Record
-from .runtime.record_writer import RecordWriter, current_writer
-from .runtime.topic_admin import ensure_topics
+from .runtime.record_writer import current_writer
 from .serde import Serde
 from .settings import make_settings
 from .state.restore_listener import RestoreListener
@@ -28,11 +31,11 @@ from .state.timestamped import SourceTable
 from .state.windowed import WindowedTable
 from .topic import ErrorPolicy, Topic
 from .topology import Topology
-from .transport import transport_for
 from .transport.base import Headers
 
 if TYPE_CHECKING:
     from .runtime.worker import Worker
+    from .web.routing import Queries
 
 F = TypeVar("F", bound=Callable[..., Any])
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
@@ -40,6 +43,10 @@ _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,200}$")
 
 def _seconds(duration: float | timedelta) -> float:
     return duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+
+
+def _table_name(table: Table | GlobalKTable | str) -> str:
+    return table if isinstance(table, str) else table.name
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -69,10 +76,13 @@ class App:
         self.tables: dict[str, Table] = {}
         self.global_tables: dict[str, GlobalKTable] = {}
         self.timers: list[Timer] = []
+        # `@app.page(path)`: the app's own routes on the worker's web server.
+        self.pages: list[tuple[str, Callable[..., Awaitable[Any]]]] = []
         self.graph = GraphBuilder(app_id)
         self.metrics = Metrics()
         self.restore_listener = RestoreListener()
         self._worker: Worker | None = None
+        self._producer: AppProducer | None = None
 
     def __repr__(self) -> str:
         return f"<App {self.id} broker={self.settings.broker}>"
@@ -97,8 +107,17 @@ class App:
         replication_factor: int = 1,
         config: Mapping[str, str] | None = None,
         on_error: ErrorPolicy | str = ErrorPolicy.FAIL,
+        partitioner: str | PartitionFn = "murmur2",
     ) -> Topic:
-        """Declare a topic. `partitions=None` adopts an existing topic's count."""
+        """Declare a topic. `partitions=None` adopts an existing topic's count.
+
+        `partitioner` is how its producers pick a key's partition: `"murmur2"`
+        (Kafka's default, Java clients, streamkit), `"crc32"` (librdkafka's default:
+        confluent-kafka, kcat, Quix Streams, the Go and .NET clients) or a function
+        `(key_bytes, partitions) -> partition`. streamkit writes keys with it, and
+        checks with it that a table write of a key other than the record's own stays
+        in the task.
+        """
         _check_name("topic", name)
         if partitions is not None and partitions < 1:
             raise ConfigError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
@@ -117,14 +136,16 @@ class App:
             replication_factor=replication_factor,
             config=dict(config or {}),
             on_error=policy,
+            partitioner=Partitioner(partitioner),
         )
         known = self.topics.get(name)
         if known is not None:
-            same = (known.key_type, known.value_type, known.declared_partitions) == (
-                key_type,
-                value_type,
-                partitions,
-            )
+            same = (
+                known.key_type,
+                known.value_type,
+                known.declared_partitions,
+                known.partitioner,
+            ) == (key_type, value_type, partitions, topic.partitioner)
             if not same:
                 raise ConfigError(f"topic {name!r} is declared twice with different settings")
             return known
@@ -378,6 +399,82 @@ class App:
 
         return register
 
+    def page(self, path: str) -> Callable[[F], F]:
+        """Serve the decorated `async def f(request)` at `path` on the worker's web
+        server (`web_port`), as Faust's web views: it gets the aiohttp request and
+        returns an aiohttp response, or anything JSON-able (sent as JSON)."""
+        if not path.startswith("/"):
+            raise ConfigError(f"page path must start with '/', got {path!r}")
+
+        def register(fn: F) -> F:
+            if not inspect.iscoroutinefunction(fn):
+                raise ConfigError(f"page {path!r}: {fn.__name__} must be an async def")
+            self.pages.append((path, fn))
+            return fn
+
+        return register
+
+    # Interactive queries ---------------------------------------------------------
+
+    async def query(
+        self,
+        table: Table | GlobalKTable | str,
+        key: Any,
+        *,
+        default: Any = None,
+        stale_ok: bool = False,
+    ) -> Any:
+        """A table's value for `key` from anywhere in a running worker (timers, pages,
+        other agents), read-only: read here when this worker holds the key's task,
+        else asked of the worker that does (docs/querying.md). `default` when the
+        table has no such key. Raises NotAvailable while the task restores or moves;
+        with `stale_ok` a standby copy may answer."""
+        queries = self._queries()
+        target = queries.local.target(_table_name(table))
+        answer = await queries.get(target, queries.key_bytes(target, key), stale_ok=stale_ok)
+        return answer.value if answer.found else default
+
+    async def query_range(
+        self,
+        table: Table | GlobalKTable | str,
+        start: Any = None,
+        end: Any = None,
+        *,
+        limit: int | None = None,
+        stale_ok: bool = False,
+    ) -> list[tuple[Any, Any]]:
+        """Keys in [start, end) across every partition, in the byte order of their
+        serialized form, with their values; the first `limit` if given."""
+        queries = self._queries()
+        target = queries.local.target(_table_name(table))
+        low = None if start is None else queries.key_bytes(target, start)
+        high = None if end is None else queries.key_bytes(target, end)
+        return await queries.range_all(target, low, high, limit=limit, stale_ok=stale_ok)
+
+    async def query_windows(
+        self,
+        table: WindowedTable | str,
+        key: Any,
+        time_from_ms: int = 0,
+        time_to_ms: int = 2**62,
+        *,
+        stale_ok: bool = False,
+    ) -> list[tuple[int, int, Any]]:
+        """(start, end, value) of the key's windows starting in [time_from, time_to]."""
+        queries = self._queries()
+        target = queries.local.target(_table_name(table))
+        kb = queries.key_bytes(target, key)
+        answer = await queries.windows(target, kb, time_from_ms, time_to_ms, stale_ok=stale_ok)
+        return list(answer.value)
+
+    def _queries(self) -> Queries:
+        if self._worker is None or self._worker.queries is None:
+            raise StateError(
+                f"app {self.id!r} has no running worker in this process: queries are "
+                "answered by workers (use the worker's web server from elsewhere)"
+            )
+        return self._worker.queries
+
     # Derived -----------------------------------------------------------------
 
     def topology(self) -> Topology:
@@ -415,8 +512,9 @@ class App:
 
         Inside a running worker the record joins the worker's batches and is
         acknowledged before the input offset of the record in hand is committed;
-        elsewhere it is sent and acknowledged before this returns (one connection per
-        call: use `send_many` for more than a few records).
+        inside `async with app.producer()` it goes through that producer; elsewhere
+        it is sent and acknowledged before this returns, over a connection of its own
+        (use `app.producer()` or `send_many` for more than a few records).
         """
         await self._send(topic, [(key, value, timestamp_ms)], headers or (), partition)
 
@@ -430,7 +528,21 @@ class App:
         Outside a worker they go in batches over one connection and are all
         acknowledged before this returns.
         """
-        await self._send(topic, [(r[0], r[1], r[2] if len(r) > 2 else None) for r in records])
+        await self._send(topic, triples(records))
+
+    def producer(self) -> AppProducer:
+        """A producer for code outside a worker (web handlers, scripts): one connection
+        for every send of an `async with app.producer() as producer:` block, each send
+        acknowledged when it returns. `app.send` in the block uses it too."""
+        return AppProducer(self)
+
+    def declared_topic(self, topic: Topic | str) -> Topic:
+        """The app's topic by name (or the topic itself, checked to be the app's)."""
+        if isinstance(topic, str):
+            if topic not in self.topics:
+                raise ConfigError(f"unknown topic {topic!r}: declare it with app.topic()")
+            return self.topics[topic]
+        return topic
 
     async def _send(
         self,
@@ -439,10 +551,7 @@ class App:
         headers: Headers = (),
         partition: int | None = None,
     ) -> None:
-        if isinstance(topic, str):
-            if topic not in self.topics:
-                raise ConfigError(f"unknown topic {topic!r}: declare it with app.topic()")
-            topic = self.topics[topic]
+        topic = self.declared_topic(topic)
         writer = current_writer.get(None)
         if writer is None and self._worker is not None:
             writer = self._worker.writer
@@ -450,21 +559,12 @@ class App:
             for key, value, ts in records:
                 writer.write(topic, key, value, headers, ts, partition)
             return
-        transport = transport_for(self.settings.broker, self.settings.transport_options())
-        admin = transport.admin()
-        try:
-            await ensure_topics(admin, [topic])
-        finally:
-            await admin.close()
-        producer = transport.producer()
-        await producer.start()
-        try:
-            writer = RecordWriter(producer)
-            for key, value, ts in records:
-                writer.write(topic, key, value, headers, ts, partition)
-            await writer.flush()
-        finally:
-            await producer.stop()
+        producer = self._producer
+        if producer is not None and producer.serves(asyncio.get_running_loop()):
+            await producer.send_records(topic, records, headers, partition)
+            return
+        async with self.producer() as producer:
+            await producer.send_records(topic, records, headers, partition)
 
     def stop(self) -> None:
         """Ask the running worker to stop gracefully (from an agent or timer, say)."""
@@ -475,6 +575,7 @@ class App:
         if self._worker is not None:
             raise ConfigError(f"app {self.id!r} already has a worker running in this process")
         self._worker = worker
+        worked_on(self.settings.broker)
 
     def _detach(self, worker: Worker) -> None:
         if self._worker is worker:

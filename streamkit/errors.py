@@ -66,3 +66,33 @@ class BadInputError(RecordError):
 
 class AgentError(RecordError):
     """A user's agent raised while processing a record, under the `fail` policy."""
+
+
+class QueryError(StreamkitError):
+    """An interactive query (`app.query`, `/tables`, `/sql`) could not be answered."""
+
+    # The HTTP status the web server answers it with.
+    status = 400
+
+
+class BadQuery(QueryError):
+    """The query itself is wrong: a key that does not parse, a statement that is not
+    a SELECT, an unknown parameter. Asking again will not help."""
+
+
+class UnknownTable(QueryError):
+    """No table of that name is served by this app."""
+
+    status = 404
+
+
+class NotAvailable(QueryError):
+    """The state that answers the query is not readable now: its task is restoring,
+    a rebalance is moving it, or its worker did not answer. Ask again after
+    `retry_after_s`."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

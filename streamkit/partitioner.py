@@ -1,15 +1,28 @@
-"""Kafka's default partitioner, so that streamkit, Java and librdkafka producers agree.
+"""Key partitioners: which partition of a topic a key's bytes belong to.
 
-A key's partition is `toPositive(murmur2(key_bytes)) % partitions`, as in
-`org.apache.kafka.clients.producer.internals.BuiltInPartitioner`, with Kafka's
-murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`, checked against Kafka's own
-test vectors in tests/test_partitioner.py).
+Producers disagree. Java clients (and streamkit) use Kafka's default, murmur2:
+`toPositive(murmur2(key_bytes)) % partitions`, as in
+`org.apache.kafka.clients.producer.internals.BuiltInPartitioner`; aiokafka ships the
+same murmur2, and `murmur2` below computes it faster (both checked against Kafka's
+own vectors in tests/test_partitioner.py).
+librdkafka and the clients built on it (confluent-kafka, kcat, Quix Streams, the Go
+and .NET clients) default to `consistent_random`: `crc32(key_bytes) % partitions`
+for keyed records. A topic names the one its producers use (`partitioner=`), so
+that streamkit writes a key where they would and checks a table write of another
+key against the same rule.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
+from collections.abc import Callable
 from functools import lru_cache
+
+from .errors import ConfigError
+
+# (key bytes, partition count) -> partition, for a non-null key.
+PartitionFn = Callable[[bytes, int], int]
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -55,5 +68,50 @@ def _positive_hash(key: bytes) -> int:
 
 
 def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for a non-null key."""
+    """The partition Kafka's default partitioner (murmur2) picks for a non-null key."""
     return _positive_hash(key) % partitions
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's `consistent_random` (and `consistent`) for a non-null key:
+    `rd_crc32(key) % partition_cnt`, where rd_crc32 is zlib's CRC-32."""
+    return zlib.crc32(key) % partitions
+
+
+BUILT_IN: dict[str, PartitionFn] = {"murmur2": partition_for, "crc32": crc32_partition}
+
+
+class Partitioner:
+    """A topic's partitioner and the name its error messages call it by."""
+
+    __slots__ = ("name", "of")
+
+    def __init__(self, spec: str | PartitionFn | Partitioner = "murmur2") -> None:
+        if isinstance(spec, Partitioner):
+            self.name, self.of = spec.name, spec.of
+        elif isinstance(spec, str):
+            fn = BUILT_IN.get(spec)
+            if fn is None:
+                raise ConfigError(
+                    f"unknown partitioner {spec!r}: use 'murmur2' (Kafka's default, Java "
+                    "clients), 'crc32' (librdkafka's default: confluent-kafka, kcat, Go, "
+                    ".NET) or a function (key_bytes, partitions) -> partition"
+                )
+            self.name, self.of = spec, fn
+        elif callable(spec):
+            self.name = getattr(spec, "__qualname__", None) or repr(spec)
+            self.of = spec
+        else:
+            raise ConfigError(f"partitioner must be a name or a function, got {spec!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Partitioner) and self.of is other.of
+
+    def __hash__(self) -> int:
+        return hash(self.of)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+MURMUR2 = Partitioner("murmur2")

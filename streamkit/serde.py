@@ -10,7 +10,7 @@ import pickle
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import pydantic_core
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import SerdeError
 
@@ -20,11 +20,21 @@ M = TypeVar("M", bound=BaseModel)
 
 @runtime_checkable
 class Serde(Protocol[T]):
-    """Turns values of one type into bytes and back; raise on bad input."""
+    """Turns values of one type into bytes and back; raise on bad input.
+
+    Serdes may also have `as_stored(value)`: the value as deserializing its bytes
+    would give it back, or a SerdeError. A table calls it at assignment, so that a
+    wrong value fails at the line that assigned it, and so that what an agent reads
+    back in the same process is what it reads after a restart.
+    """
 
     def serialize(self, value: T | None) -> bytes | None: ...
 
     def deserialize(self, data: bytes | None) -> T | None: ...
+
+
+def _expected(name: str, value: Any) -> SerdeError:
+    return SerdeError(f"expected {name}, got {type(value).__name__}")
 
 
 class BytesSerde:
@@ -33,10 +43,15 @@ class BytesSerde:
             return value
         if isinstance(value, bytearray | memoryview):
             return bytes(value)
-        raise SerdeError(f"expected bytes, got {type(value).__name__}")
+        raise _expected("bytes", value)
 
     def deserialize(self, data: bytes | None) -> bytes | None:
         return data
+
+    def as_stored(self, value: Any) -> bytes:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        raise _expected("bytes", value)
 
 
 class StrSerde:
@@ -46,11 +61,16 @@ class StrSerde:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise SerdeError(f"expected str, got {type(value).__name__}")
+            raise _expected("str", value)
         return value.encode()
 
     def deserialize(self, data: bytes | None) -> str | None:
         return None if data is None else data.decode()
+
+    def as_stored(self, value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        raise _expected("str", value)
 
 
 class IntSerde:
@@ -60,11 +80,18 @@ class IntSerde:
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
-            raise SerdeError(f"expected int, got {type(value).__name__}")
+            raise _expected("int", value)
         return str(value).encode()
 
     def deserialize(self, data: bytes | None) -> int | None:
         return None if data is None else int(data)
+
+    def as_stored(self, value: Any) -> int:
+        if type(value) is int:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return int(value)
+        raise _expected("int", value)
 
 
 class FloatSerde:
@@ -74,11 +101,16 @@ class FloatSerde:
         if value is None:
             return None
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise SerdeError(f"expected float, got {type(value).__name__}")
+            raise _expected("float", value)
         return repr(float(value)).encode()
 
     def deserialize(self, data: bytes | None) -> float | None:
         return None if data is None else float(data)
+
+    def as_stored(self, value: Any) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _expected("float", value)
 
 
 class JsonSerde:
@@ -91,6 +123,19 @@ class JsonSerde:
 
     def deserialize(self, data: bytes | None) -> Any:
         return None if data is None else pydantic_core.from_json(data)
+
+    def as_stored(self, value: Any) -> Any:
+        """What JSON gives back: a tuple or set reads as a list, a datetime as a string,
+        a model as a dict; a value JSON cannot hold (a function, say) is refused."""
+        if type(value) in _JSON_AS_IS:
+            return value
+        try:
+            return pydantic_core.from_json(pydantic_core.to_json(value))
+        except pydantic_core.PydanticSerializationError as exc:
+            raise SerdeError(
+                f"a {type(value).__name__} cannot be stored as JSON ({exc}); store "
+                "JSON-able values, or declare value_type= with a type pydantic can serialize"
+            ) from None
 
 
 class ModelSerde(Generic[M]):
@@ -110,8 +155,18 @@ class ModelSerde(Generic[M]):
             # A plain dict is accepted if it validates: it is what JSON producers send.
             value = self.model.model_validate(value)
         if not isinstance(value, self.model):
-            raise SerdeError(f"expected {self.model.__name__}, got {type(value).__name__}")
+            raise _expected(self.model.__name__, value)
         return self._to_json(value)
+
+    def as_stored(self, value: Any) -> M:
+        if isinstance(value, self.model):
+            return value
+        if isinstance(value, dict):
+            try:
+                return self.model.model_validate(value)
+            except ValidationError as exc:
+                raise SerdeError(f"not a valid {self.model.__name__}: {problems(exc)}") from None
+        raise _expected(self.model.__name__, value)
 
     def deserialize(self, data: bytes | None) -> M | None:
         return None if data is None else self._validate_json(data)
@@ -122,6 +177,8 @@ class TypeAdapterSerde(Generic[T]):
 
     def __init__(self, tp: Any) -> None:
         self.adapter: TypeAdapter[T] = TypeAdapter(tp)
+        plain = isinstance(tp, type) and not hasattr(tp, "__origin__")
+        self._name = tp.__name__ if plain else str(tp)
 
     def serialize(self, value: T | None) -> bytes | None:
         if value is None:
@@ -130,6 +187,19 @@ class TypeAdapterSerde(Generic[T]):
 
     def deserialize(self, data: bytes | None) -> T | None:
         return None if data is None else self.adapter.validate_json(data)
+
+    def as_stored(self, value: Any) -> T:
+        try:
+            return self.adapter.validate_python(value)
+        except ValidationError as exc:
+            raise SerdeError(f"expected {self._name}: {problems(exc)}") from None
+
+
+def problems(exc: ValidationError, whole: str = "value") -> str:
+    """pydantic's multi-line report as one line: `field: message; ...`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or whole}: {e['msg']}" for e in exc.errors()
+    )
 
 
 class PythonSerde:
@@ -155,6 +225,9 @@ class PythonSerde:
             return pickle.loads(data)
         return data.decode()
 
+
+# Values JSON gives back unchanged (a float may not be: NaN and infinities are null).
+_JSON_AS_IS = frozenset({str, int, bool})
 
 _BY_TYPE: dict[Any, Serde[Any]] = {
     bytes: BytesSerde(),

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
+from .serde import problems
+
+log = logging.getLogger("streamkit.settings")
 
 BROKER_SCHEMES = ("memory", "kafka")
 
@@ -46,6 +54,13 @@ class Settings(BaseSettings):
     # A task that must move goes to a worker whose copy is at most this many
     # changelog records behind, while one exists (acceptable.recovery.lag).
     acceptable_recovery_lag: int = 10_000
+    # Warm-up copies in the group at once (KIP-441): a stateful task whose new
+    # worker is further behind than acceptable_recovery_lag stays where it is while
+    # a warm-up copy catches up there. 0: such a task moves at once and restores.
+    max_warmup_replicas: int = Field(default=2, ge=0)
+    # A worker warming up copies asks for a rebalance (to take the tasks over) as
+    # soon as they have caught up, or after this long at the latest.
+    probing_rebalance_interval_s: float = Field(default=600.0, gt=0)
     # This worker's rack (or zone): standbys go to other racks where possible.
     rack: str | None = None
     # How long a task waits for another worker on this machine to let go of its
@@ -57,8 +72,25 @@ class Settings(BaseSettings):
     loop_stall_warning_s: float = 2.0
     # A partition with waiting records that has not moved for this long is reported.
     progress_warning_s: float = 60.0
-    # Serve the app's Prometheus metrics on this port (http://host:PORT/metrics).
+    # How often a worker publishes its tasks to `{app_id}-status` as a heartbeat;
+    # `streamkit status` marks a worker silent for three intervals as gone.
+    status_interval_s: float = Field(default=10.0, gt=0)
+    # Serve the app's Prometheus metrics on this port (http://host:PORT/metrics); the
+    # web server (web_port) serves them too.
     metrics_port: int | None = None
+    # The worker's web server: interactive queries, SQL, health, /metrics and the
+    # app's pages (docs/querying.md). None: no server; 0: a free port, logged.
+    web_port: int | None = Field(default=None, ge=0, le=65535)
+    # The address the server listens on, and the host other workers reach it by (the
+    # machine's name by default); workers advertise `web_host:port` to each other in
+    # the group's metadata so that each can forward a query to the key's owner.
+    web_bind: str = "0.0.0.0"
+    web_host: str | None = None
+    # How long a query forwarded to another worker may take before it answers 503.
+    web_forward_timeout_s: float = Field(default=5.0, gt=0)
+    # Bounds of a `/sql` query: its time, and the rows it may return.
+    sql_timeout_s: float = Field(default=5.0, gt=0)
+    sql_max_rows: int = Field(default=10_000, gt=0)
     # Allocations between young garbage collections while a worker runs (Python's
     # default is 700, which makes every batch's objects survive into older, costlier
     # collections); 0 leaves the interpreter's setting alone.
@@ -103,16 +135,60 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
 
+ENV_PREFIX = "STREAMKIT_"
+# Variables of the project's own tools, not settings: the test suite's, the
+# benchmarks' and the chaos runs' broker and options.
+TOOL_PREFIXES = ("STREAMKIT_TEST_", "STREAMKIT_BENCH_", "STREAMKIT_CHAOS_")
+_warned: set[str] = set()
+
+
 def make_settings(base: Settings | None = None, **overrides: Any) -> Settings:
-    """Build settings, turning pydantic's report into one readable ConfigError."""
+    """Build settings, turning pydantic's report into one readable ConfigError.
+
+    Without `base` (an app being made), also say once which `STREAMKIT_*`
+    variables will not be read: names that are no setting, and settings the
+    app's code gives, which win over the environment.
+    """
     given = {k: v for k, v in overrides.items() if v is not None}
+    if base is None:
+        _warn_about_environment(given, os.environ)
     try:
         if base is None:
             return Settings(**given)
         # Only what was set: defaults that depend on other settings are derived anew.
         return Settings(**{**base.model_dump(exclude_unset=True), **given})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(f"invalid settings: {problems(exc, 'settings')}") from None
+    except SettingsError as exc:
+        # pydantic-settings could not parse a variable (JSON for dict settings).
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = ENV_PREFIX + (field[1].upper() if field else "?")
+        raise ConfigError(
+            f"{name} is not valid JSON ({exc.__cause__ or exc}): give an object, like "
+            f"{name}='{{\"session_timeout_ms\": 6000}}'"
+        ) from None
+
+
+def _warn_about_environment(in_code: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    fields = Settings.model_fields
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX) or variable.startswith(TOOL_PREFIXES):
+            continue
+        name = variable[len(ENV_PREFIX) :].lower()
+        if variable in _warned:
+            continue
+        if name not in fields:
+            _warned.add(variable)
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+            log.warning("%s is not a streamkit setting and is ignored%s", variable, hint)
+        elif name in in_code and str(in_code[name]) != value:
+            _warned.add(variable)
+            log.warning(
+                "%s=%s is ignored: the app's code sets %s=%r in sk.App(...), which wins "
+                "over the environment (the worker's command-line options win over both)",
+                variable,
+                value,
+                name,
+                in_code[name],
+            )

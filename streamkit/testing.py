@@ -108,6 +108,9 @@ class _NoGroup(Consumer):
     def seek(self, tp: TopicPartition, offset: int) -> None:
         return None
 
+    def request_rejoin(self) -> None:
+        return None  # no group: nothing to plan again
+
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self._broker.commit(self._group, offsets)
 
@@ -202,6 +205,26 @@ class TopologyTestDriver:
         topic = self._topic(topic)
         ts = self._wall_ms if timestamp_ms is None else timestamp_ms
         self.writer.write(topic, key, value, headers, ts, partition)
+        self._loop.run(self._drain())
+
+    def pipe_raw(
+        self,
+        topic: Topic | str,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        *,
+        timestamp_ms: int | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
+    ) -> None:
+        """Produce bytes as they are, unchecked by the topic's serdes, and process them:
+        input that fails to deserialize, to test the topic's `on_error` (a `fail`
+        policy raises BadInputError here; dead letters can be read from `{app_id}-dlq`).
+        """
+        self._check_open()
+        topic = self._topic(topic)
+        ts = self._wall_ms if timestamp_ms is None else timestamp_ms
+        self.writer.write_raw(topic, key, value, headers, ts, partition)
         self._loop.run(self._drain())
 
     def pipe_many(

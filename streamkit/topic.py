@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .partitioner import partition_for
+from .partitioner import MURMUR2, Partitioner
 from .serde import Serde, serde_for
 from .transport.base import RawRecord, TopicSpec
 
@@ -31,21 +31,28 @@ class Topic:
     replication_factor: int = 1
     config: Mapping[str, str] = field(default_factory=dict)
     on_error: ErrorPolicy = ErrorPolicy.FAIL
+    # Where its producers put a key: streamkit writes there too, and a table write of
+    # another key than the record's own is checked against it.
+    partitioner: Partitioner = MURMUR2
     key_serde: Serde[Any] = field(init=False)
     value_serde: Serde[Any] = field(init=False)
     partitions: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.on_error = ErrorPolicy(self.on_error)
+        self.partitioner = Partitioner(self.partitioner)
         self.partitions = self.declared_partitions or self.default_partitions
+        # False while the count is a placeholder: partitions=None and the broker not
+        # yet asked (checks that compare counts wait for the broker's).
+        self.partitions_known = self.declared_partitions is not None
         self.key_serde = serde_for(self.key_type)
         self.value_serde = serde_for(self.value_type)
         self._next_unkeyed = 0
 
     def partition_of(self, key_bytes: bytes | None) -> int:
-        """Kafka's default: murmur2 for keys, round-robin for null keys."""
+        """The topic's partitioner for keys (murmur2 by default), round-robin for null keys."""
         if key_bytes is not None:
-            return partition_for(key_bytes, self.partitions)
+            return self.partitioner.of(key_bytes, self.partitions)
         self._next_unkeyed = (self._next_unkeyed + 1) % self.partitions
         return self._next_unkeyed
 

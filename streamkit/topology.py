@@ -10,7 +10,7 @@ through the broker, as in Kafka Streams.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -81,6 +81,7 @@ class Topology:
         for sub in self.subtopologies:
             for table in sub.tables:
                 _size_changelog(table, sub)
+                _route_table(table, sub)
 
     def changelog_topics(self) -> list[Topic]:
         """Changelogs to create: a KTable's source topic is its own, and exists already."""
@@ -221,6 +222,46 @@ def _size_changelog(table: Table, sub: SubTopology) -> None:
         )
 
 
+def _route_table(table: Table, sub: SubTopology) -> None:
+    """Tie a table to the source topics whose keys it holds, refusing those that
+    cannot share it: task p reads partition p of each, so a key would reach
+    different tasks from topics of different partition counts or partitioners.
+    Counts the broker has not reported yet are checked once it has."""
+    agents = [a for a in sub.agents if table in a.tables]
+    members = agents or [g for g in sub.graphs if table in g.tables]
+    topics = list(dict.fromkeys(t for m in members for t in m.sources))
+    if not table.changelog_is_source and topics:
+        table.partitioned_by = topics[0]
+    if len(topics) < 2 or not agents:
+        return  # the DSL's joins check their own inputs (co-partition groups)
+
+    known = [t for t in topics if t.partitions_known]
+    checks: list[tuple[bool, str, Callable[[Topic], str]]] = [
+        (len({t.partitions for t in known}) > 1, "partition counts", _count),
+        (len({t.partitioner for t in topics}) > 1, "partitioners", _partitioner),
+    ]
+    for differ, what, describe in checks:
+        if not differ:
+            continue
+        readers = {t.name: ", ".join(a.name for a in agents if t in a.sources) for t in topics}
+        listed = ", ".join(f"{t.name} ({describe(t)}, read by {readers[t.name]})" for t in topics)
+        raise TopologyError(
+            f"table {table.name!r} is shared across topics of different {what}: {listed}. "
+            "Task p reads partition p of each, so one key would reach different tasks. Give "
+            "the topics one partition count and declare the partitioner their producers "
+            "use (app.topic(..., partitioner=...)), or re-key one stream into a topic like "
+            "the other's (yield it to that topic) and read that one"
+        )
+
+
+def _count(topic: Topic) -> str:
+    return f"{topic.partitions} partitions"
+
+
+def _partitioner(topic: Topic) -> str:
+    return f"partitioner {topic.partitioner.name}"
+
+
 def _describe_node(node: NodeSpec) -> list[str]:
     """Kafka Streams' describe() lines for one DSL or Processor API node."""
     topics = ", ".join(t.name for t in node.topics)
@@ -250,16 +291,38 @@ def _check_copartitioned(
     internal = {t.name for t in repartition_topics if t.declared_partitions is None}
     # Internal topics follow the user's; when every side is internal, the widest.
     fixed = [t for t in topics.values() if t.name not in internal] or list(topics.values())
-    if fixed:
-        target = max(t.partitions for t in fixed)
+    # Counts the broker has not reported yet (partitions=None) are checked once it has.
+    known = [t for t in fixed if t.partitions_known or t.name in internal]
+    if known:
+        target = max(t.partitions for t in known)
         for t in topics.values():
             if t.name in internal:
                 t.partitions = target
-    counts = {t.name: t.partitions for t in topics.values()}
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{name} has {n}" for name, n in counts.items())
-        raise TopologyError(
-            f"{group.what} needs co-partitioned inputs (the same number of partitions and "
-            f"the same partitioner), but {listed} partitions. Repartition one side to the "
-            "other's count (stream.repartition(partitions=N)), or join a GlobalKTable"
-        )
+                t.partitioner = known[0].partitioner
+    counts = {
+        t.name: t.partitions for t in topics.values() if t.partitions_known or t.name in internal
+    }
+    partitioners = {t.name: t.partitioner.name for t in topics.values()}
+    mismatches = [
+        (
+            counts,
+            " has ",
+            " partitions",
+            "Repartition one side to the other's count (stream.repartition(partitions=N))",
+        ),
+        (
+            partitioners,
+            " uses ",
+            "",
+            "Declare the partitioner each topic's producers "
+            "really use (app.topic(..., partitioner=...)); if they differ, repartition one "
+            "side (stream.repartition())",
+        ),
+    ]
+    for found, verb, unit, way in mismatches:
+        if len(set(found.values())) > 1:
+            listed = ", ".join(f"{name}{verb}{n}" for name, n in found.items())
+            raise TopologyError(
+                f"{group.what} needs co-partitioned inputs (the same number of partitions "
+                f"and the same partitioner), but {listed}{unit}. {way}, or join a GlobalKTable"
+            )

@@ -335,6 +335,20 @@ class Cluster:
             w.kill()
 
 
+def run_cli(env: Mapping[str, str], args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """`python -m streamkit ARGS` in tests/apps with `env` (STREAMKIT_* only from it), as
+    an operator's shell would run it; its output captured."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKIT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "streamkit", *args],
+        cwd=APPS,
+        env={**full, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 # Kafka helpers -----------------------------------------------------------------------
 
 
@@ -355,6 +369,16 @@ async def create_topic(
             await asyncio.sleep(0.05)
     finally:
         await admin.close()
+
+
+async def app_topics(url: str, topic_name: Callable[[str], str], partitions: int) -> dict[str, str]:
+    """The environment of a tests/apps app with names unique to the test (SKT_APP_ID,
+    SKT_INPUT, SKT_OUTPUT), its input and output topics created."""
+    env = {"SKT_APP_ID": topic_name("app"), "SKT_INPUT": topic_name("in")}
+    env["SKT_OUTPUT"] = topic_name("out")
+    for topic in (env["SKT_INPUT"], env["SKT_OUTPUT"]):
+        await create_topic(url, topic, partitions)
+    return env
 
 
 @dataclass(frozen=True)

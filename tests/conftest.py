@@ -4,7 +4,9 @@ The Kafka-protocol broker (Tansu) lives here, in conftest.py, and nowhere else: 
 session-scoped fixture imported into a test module is a new fixture of that module,
 which is how seven modules once started seven brokers. Set `STREAMKIT_TEST_BROKER`
 to `kafka://host:port` (or plain `host:port`) to run the same tests against another
-broker, such as a real Kafka or Redpanda.
+broker, such as a real Kafka or Redpanda. Under pytest-xdist (`make test` runs `-n 2`)
+the controller starts the one broker and sets that variable for its workers. Tests
+that freeze or stop a broker start one of their own.
 """
 
 from __future__ import annotations
@@ -62,6 +64,27 @@ def tansu_children() -> list[int]:
         if ppid == me and comm.startswith("tansu"):
             found.append(int(entry.name))
     return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n 2`), the controller starts the run's one broker and its
+    workers share it through the environment they inherit."""
+    distributed = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not distributed or os.environ.get(BROKER_ENV):
+        return
+    broker = DevBroker().start()
+    config.stash[_SHARED_BROKER] = broker
+    os.environ[BROKER_ENV] = broker.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    broker = config.stash.get(_SHARED_BROKER, None)
+    if broker is not None:
+        os.environ.pop(BROKER_ENV, None)
+        broker.stop()
+
+
+_SHARED_BROKER = pytest.StashKey[DevBroker]()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -53,14 +53,21 @@ class Result:
 
 
 def run_cli(
-    args: Sequence[str], *, cwd: Path, timeout: float = 30.0, python_m: bool = False
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    timeout: float = 30.0,
+    python_m: bool = False,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
 ) -> Result:
     """Run `streamkit ARGS` to completion (or fail the test at the deadline)."""
     try:
         done = subprocess.run(
             _command(args, python_m=python_m),
             cwd=cwd,
-            env=_env(),
+            env={**_env(), **(env or {})},
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -216,7 +223,10 @@ def test_click_count_rerun_does_not_inherit_stale_state(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     assert_counts_add_up(run_click_count(data_dir))
     assert any(data_dir.iterdir()), "the first run left no state behind"
-    assert_counts_add_up(run_click_count(data_dir))
+    second = run_click_count(data_dir)
+    assert_counts_add_up(second)
+    # Expected on memory://, so not worth a warning (it alarmed first-time users).
+    assert " WARNING " not in second.stderr, str(second)
 
 
 def test_topology_describes_the_example() -> None:
@@ -433,3 +443,104 @@ def test_exactly_once_commits_every_100_ms_unless_the_interval_is_set(
     monkeypatch.setenv("STREAMKIT_PROCESSING_GUARANTEE", "exactly_once")
     from_env = sk.App("d")
     assert from_env.settings.exactly_once and from_env.settings.commit_interval_s == 0.1
+
+
+# streamkit send ---------------------------------------------------------------------
+
+CLICKS = "examples.click_count:app"
+NOWHERE = "kafka://127.0.0.1:1"  # records are checked before any connection
+
+
+async def test_send_puts_json_lines_on_the_topic_typed_by_its_declaration(
+    kafka_url: str, topic_name: Callable[[str], str]
+) -> None:
+    from cluster import partition_of, read_topic
+
+    topic = topic_name("clicks")
+    lines = (
+        '{"key": "ada", "value": {"user": "ada", "page": "/"}}\n'
+        "\n"
+        '{"key": "grace", "value": {"user": "grace", "page": "/docs"}, "timestamp_ms": 5}\n'
+    )
+    send = ["send", "sk_send_target:app", topic, "--broker", kafka_url]
+    sent = run_cli(send, cwd=APPS, stdin=lines, env={"SKT_TOPIC": topic})
+    assert sent.returncode == 0, sent
+    assert sent.stdout == f"sent 2 records to {topic} on {kafka_url}\n"
+    one = run_cli(
+        [*send, "--key", "ken", '{"user": "ken", "page": "/"}'], cwd=APPS, env={"SKT_TOPIC": topic}
+    )
+    assert one.returncode == 0, one
+    records = await read_topic(kafka_url, topic, 4)
+    assert {(r.key, r.value, r.partition) for r in records} == {
+        (b"ada", b'{"user":"ada","page":"/"}', partition_of(b"ada", 4)),
+        (b"grace", b'{"user":"grace","page":"/docs"}', partition_of(b"grace", 4)),
+        (b"ken", b'{"user":"ken","page":"/"}', partition_of(b"ken", 4)),
+    }
+
+
+def test_send_refuses_memory_where_no_other_process_would_see_the_records() -> None:
+    result = run_cli(["send", CLICKS, "clicks", "--key", "ada", "{}"], cwd=ROOT)
+    assert result.returncode == 1, result
+    assert result.stderr.startswith("error: the app's broker is memory://, which lives inside ")
+    assert "streamkit dev-broker" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "error"),
+    [
+        (
+            ["clicks"],
+            '{"key": "ada", "value": {"user": "ada", "page": "/"}}\n'
+            '{"key": "bob", "value": {"user": "bob"}}\n',
+            'error: line 2: value {"user": "bob"} does not fit topic \'clicks\': '
+            "1 validation error for Click",
+        ),
+        (["clicks"], "ada\n", "error: line 1: not JSON"),
+        (["clicks"], '{"user": "ada"}\n', 'error: line 1: expected {"key": ..., "value": ...}'),
+        (["clicks", "--key", "ada"], "not json\n", 'error: line 1: value "not json" does not fit'),
+        (["click"], "", "error: app 'clicks' declares no topic 'click' (it has: clicks, "),
+    ],
+)
+def test_send_says_which_line_does_not_fit_and_sends_nothing(
+    args: list[str], stdin: str, error: str
+) -> None:
+    result = run_cli(["send", CLICKS, *args, "--broker", NOWHERE], cwd=ROOT, stdin=stdin)
+    assert result.returncode == 1, result
+    assert result.stderr.startswith(error), result
+    assert len(result.stderr.splitlines()) == 1, result
+
+
+# settings from the environment ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "said"),
+    [
+        (  # a misspelled variable, named with the closest setting; tools' own are not
+            {"STREAMKIT_COMIT_INTERVAL_S": "3", "STREAMKIT_TEST_ANYTHING": "tools' own"},
+            0,
+            "STREAMKIT_COMIT_INTERVAL_S is not a streamkit setting and is ignored; did you "
+            "mean STREAMKIT_COMMIT_INTERVAL_S?",
+        ),
+        (  # a variable the app's code overrides
+            {"STREAMKIT_BROKER": "kafka://127.0.0.1:9092"},
+            0,
+            "STREAMKIT_BROKER=kafka://127.0.0.1:9092 is ignored: the app's code sets "
+            "broker='memory://' in sk.App(...), which wins over the environment (the "
+            "worker's command-line options win over both)",
+        ),
+        (  # bad JSON, in one line
+            {"STREAMKIT_KAFKA_OPTIONS": "{session_timeout_ms: 6000}"},
+            1,
+            "error: STREAMKIT_KAFKA_OPTIONS is not valid JSON (Expecting property name "
+            "enclosed in double quotes: line 1 column 2 (char 1)): give an object, like "
+            """STREAMKIT_KAFKA_OPTIONS='{"session_timeout_ms": 6000}'""",
+        ),
+    ],
+)
+def test_environment_variables_that_are_not_read_are_said_in_one_line(
+    env: dict[str, str], code: int, said: str
+) -> None:
+    result = run_cli(["topology", "examples.word_count:app"], cwd=ROOT, env=env)
+    assert result.returncode == code, result
+    assert result.stderr.splitlines() == [said]

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_for
+from helpers import table_in_files, wait_for
 
 import streamkit as sk
 from streamkit.errors import TransactionAborted
 from streamkit.runtime.worker import Worker
-from streamkit.state.sqlite_store import store_path
 from streamkit.transport.base import TopicPartition
+from streamkit.transport.memory import MemoryTransactionalProducer
 
 USERS = [f"user{i}" for i in range(5)]  # both partitions
 PARTITIONS = 2
@@ -115,6 +114,34 @@ def freeze_commits(worker: Worker, *, after_broker_commit: bool) -> asyncio.Even
     return gate
 
 
+@dataclass
+class Frozen:
+    """A worker whose commits are held; setting `gate` lets them go on."""
+
+    app: sk.App
+    worker: Worker
+    job: asyncio.Task[None]
+    gate: asyncio.Event
+
+
+async def frozen_worker(
+    url: str, data_dir: Path, committed: int, processed: int, *, after_broker_commit: bool = False
+) -> Frozen:
+    """A worker that committed the first `committed` clicks, then processed the rest up
+    to `processed` with its commits held (before the broker's commit, or just after)."""
+    app = eos_app(url, data_dir)
+    await app.send_many("profiles", [(u, f"name-{u}", 0) for u in USERS])
+    await send_clicks(app, 0, committed)
+    worker = Worker(app)
+    job = asyncio.create_task(worker.run())
+    await wait_for(lambda: all_committed(app, url), what=f"first {committed} committed")
+    gate = freeze_commits(worker, after_broker_commit=after_broker_commit)
+    await send_clicks(app, committed, processed)
+    broker = sk.MemoryBroker.for_url(url)
+    await wait_for(lambda: len(broker.records("echoed")) >= processed, what="all processed")
+    return Frozen(app, worker, job, gate)
+
+
 def check_exactly_once(app: sk.App, url: str, n: int) -> None:
     """Every input once in every output, as a read_committed consumer sees them."""
     inputs = [(USERS[i % 5], i) for i in range(n)]
@@ -136,22 +163,6 @@ def check_exactly_once(app: sk.App, url: str, n: int) -> None:
     )
 
 
-def table_in_files(data_dir: Path, app: sk.App) -> dict[str, int]:
-    """The counts table as its SQLite files hold it."""
-    table = app.tables["counts"]
-    values: dict[str, int] = {}
-    for task in app.topology().task_ids():
-        path = store_path(data_dir / app.id, task, "counts")
-        if not path.exists():
-            continue
-        with closing(sqlite3.connect(path)) as db:
-            for key, value in db.execute("SELECT key, value FROM kv"):
-                values[table.changelog.key_serde.deserialize(key)] = (
-                    table.changelog.value_serde.deserialize(value)
-                )
-    return values
-
-
 @pytest.mark.parametrize(
     ("after_broker_commit", "same_files"),
     [(False, True), (False, False), (True, True)],
@@ -160,18 +171,12 @@ def table_in_files(data_dir: Path, app: sk.App) -> dict[str, int]:
 async def test_a_task_taken_over_mid_transaction_gives_every_output_exactly_once(
     memory_url: str, tmp_path: Path, after_broker_commit: bool, same_files: bool
 ) -> None:
-    first = eos_app(memory_url, tmp_path / "a")
-    await first.send_many("profiles", [(u, f"name-{u}", 0) for u in USERS])
-    await send_clicks(first, 0, 100)
-    a = Worker(first)
-    a_job = asyncio.create_task(a.run())
-    await wait_for(lambda: all_committed(first, memory_url), what="first 100 committed")
-
-    # Freeze worker a's commits, give it more input, let it process it all.
-    gate = freeze_commits(a, after_broker_commit=after_broker_commit)
-    await send_clicks(first, 100, 200)
+    # Worker a's commits freeze; it processes 100 more.
+    frozen = await frozen_worker(
+        memory_url, tmp_path / "a", 100, 200, after_broker_commit=after_broker_commit
+    )
+    a, a_job, gate = frozen.worker, frozen.job, frozen.gate
     uncommitted = sk.MemoryBroker.for_url(memory_url)
-    await wait_for(lambda: len(uncommitted.records("echoed")) >= 200, what="a processed all 200")
     if not after_broker_commit:
         assert len(committed_view(memory_url, "echoed")) == 100  # 100 wait in open txns
 
@@ -208,19 +213,12 @@ async def test_a_fenced_commit_leaves_the_store_file_at_its_last_commit(
     memory_url: str, tmp_path: Path
 ) -> None:
     """The fenced task's changes since its last commit never reach SQLite."""
-    app = eos_app(memory_url, tmp_path)
-    await app.send_many("profiles", [(u, f"name-{u}", 0) for u in USERS])
-    await send_clicks(app, 0, 50)
-    worker = Worker(app)
-    job = asyncio.create_task(worker.run())
-    await wait_for(lambda: all_committed(app, memory_url), what="first 50 committed")
-    gate = freeze_commits(worker, after_broker_commit=False)
-    await send_clicks(app, 50, 60)
-    await wait_for(
-        lambda: len(sk.MemoryBroker.for_url(memory_url).records("echoed")) >= 60,
-        what="ten more processed",
-    )
-    # Another producer takes every task's transactional id, as a new owner would.
+    frozen = await frozen_worker(memory_url, tmp_path, 50, 60)
+    app, worker, job, gate = frozen.app, frozen.worker, frozen.job, frozen.gate
+    # Its session expires and another producer takes every task's transactional id,
+    # as a new owner would (a fenced task whose partitions are still its worker's
+    # starts again: test_a_transaction_the_broker_aborted_at_its_timeout_is_redone).
+    sk.MemoryBroker.for_url(memory_url).expire_member("eos")
     transport = sk.transport.MemoryTransport(memory_url)
     for task_id in app.topology().task_ids():
         await transport.transactional_producer(f"eos-{task_id}").start()
@@ -271,3 +269,69 @@ async def test_an_aborted_transaction_is_redone_once_from_the_committed_offsets(
     worker.stop()
     await asyncio.wait_for(job, 20)
     assert table_in_files(tmp_path, app) == dict(Counter(USERS[i % 5] for i in range(200)))
+
+
+async def test_a_transaction_the_broker_aborted_at_its_timeout_is_redone(
+    memory_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker aborts a transaction that outlived `transaction_timeout_ms` and bumps
+    the producer's epoch, which fences the task (Kafka since KIP-360). Nobody took it
+    over: the group still gives its partitions to this worker, which starts it again
+    from its committed offsets, as Kafka Streams' rejoin after a TaskMigratedException
+    does. The partitions of such a task used to stay paused for good, waiting for a
+    new owner that never came."""
+    frozen = await frozen_worker(memory_url, tmp_path, 100, 200)
+    app, worker, job, gate = frozen.app, frozen.worker, frozen.job, frozen.gate
+    broker = sk.MemoryBroker.for_url(memory_url)
+    # The commits hang; meanwhile every open transaction outlives its timeout.
+    clock, overdue = broker.transactions.clock, app.settings.transaction_timeout_ms / 1000 + 1
+    broker.transactions.clock = lambda: clock() + overdue
+    broker.transactions.expire()
+    gate.set()
+    await wait_for(lambda: all_committed(app, memory_url), what="all 200 committed")
+    check_exactly_once(app, memory_url, 200)
+    assert "the group still gives its partitions to this worker" in caplog.text
+    worker.stop()
+    await asyncio.wait_for(job, 20)
+    assert table_in_files(tmp_path, app) == dict(Counter(USERS[i % 5] for i in range(200)))
+
+
+async def test_a_zombie_commit_before_the_new_owner_fences_it_is_not_processed_again(
+    memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group gives a's partitions to b, whose consumer takes its positions from the
+    committed offsets then; a (its session expired, still running) commits a
+    transaction before b's producers register their transactional ids and fence it.
+    b must read its input from after that commit, as Kafka Streams does by fencing
+    before its consumer fetches the positions. b used to process those 100 records
+    a second time (found by tests/test_exactly_once_faults.py)."""
+    frozen = await frozen_worker(memory_url, tmp_path / "a", 100, 200)
+    first, a, a_job, gate = frozen.app, frozen.worker, frozen.job, frozen.gate
+    broker = sk.MemoryBroker.for_url(memory_url)
+    # b's producers are slow to register (a busy transaction coordinator, say).
+    may_register = asyncio.Event()
+    register = MemoryTransactionalProducer.start
+
+    async def slow_start(producer: MemoryTransactionalProducer) -> None:
+        await may_register.wait()
+        await register(producer)
+
+    monkeypatch.setattr(MemoryTransactionalProducer, "start", slow_start)
+    broker.expire_member("eos")
+    second = eos_app(memory_url, tmp_path / "b")
+    b = Worker(second)
+    b_job = asyncio.create_task(b.run())
+    tasks = len(second.topology().task_ids())
+    await wait_for(
+        lambda: b.coordinator is not None and len(b.coordinator.tasks) == tasks,
+        what="b assigned every task",
+    )
+    gate.set()  # a's transactions commit: nothing has fenced them yet
+    await wait_for(lambda: all_committed(first, memory_url), what="a committed all 200")
+    may_register.set()
+    await send_clicks(second, 200, 250)
+    await wait_for(lambda: all_committed(second, memory_url), what="b committed all 250")
+    check_exactly_once(second, memory_url, 250)
+    a.stop()
+    b.stop()
+    await asyncio.wait_for(asyncio.gather(a_job, b_job), 20)

@@ -8,21 +8,18 @@ Tansu through the command line, with real worker processes, as an operator would
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster import (
-    APPS,
     Cluster,
     committed_offsets,
     create_topic,
     produce,
     read_topic,
+    run_cli,
     wait_for_commits,
 )
 from helpers import committed, read, running, wait_for
@@ -137,7 +134,7 @@ async def test_a_poison_pill_on_kafka_is_skipped_with_streamkit_reset(
 
     # With no worker running, the skip moves the offset past the record.
     reset_args = ["reset", "sk_poison:app", "--broker", url, "--topic", env["SKT_INPUT"]]
-    done = _with_env(env, [*reset_args, "--partition", "0", "--skip"])
+    done = run_cli(env, [*reset_args, "--partition", "0", "--skip"])
     assert done.returncode == 0, done
     assert done.stdout.strip().endswith(": 1 -> 2 (1 record skipped)"), done
     assert await committed_offsets(url, group, env["SKT_INPUT"], 1) == {0: 2}
@@ -149,23 +146,11 @@ async def test_a_poison_pill_on_kafka_is_skipped_with_streamkit_reset(
     assert [r.value for r in outputs] == [b"tea 0", b"tea 2"]
 
     # While it runs, a reset is refused, and the offset stays.
-    refused = _with_env(env, [*reset_args, "--partition", "0", "--to-offset", "0"])
+    refused = run_cli(env, [*reset_args, "--partition", "0", "--to-offset", "0"])
     assert refused.returncode == 1, refused
     assert "running member" in refused.stderr and "stop every worker" in refused.stderr, refused
     assert await committed_offsets(url, group, env["SKT_INPUT"], 1) == {0: 3}
     await w2.stop()
-
-
-def _with_env(env: dict[str, str], args: list[str]) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKIT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "streamkit", *args],
-        cwd=APPS,
-        env={**full, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.timeout(120)

@@ -57,8 +57,8 @@ async def test_a_committed_offset_below_the_log_start_follows_the_policy(
             await wait_for(lambda: seen[-1:] == [99])
     assert seen == [*expected, 99]
     assert (
-        f"committed offset 10 of numbers[0] is below the log start 15 (retention deleted "
-        f"unprocessed records): auto_offset_reset={policy} resumes at "
+        "committed offset 10 of numbers[0] is below the log start 15: retention deleted "
+        f"5 records before they were processed; auto_offset_reset={policy} resumes at "
         f"{15 if policy == 'earliest' else 30}"
     ) in caplog.text
 

@@ -115,6 +115,8 @@ async def test_sigterm_while_joining_the_group_starts_no_task(
     assert_stopped_cleanly(w1, code, took)
     assert w1.owned_history() == [], w1.output()
     assert " restored " not in w1.log(), w1.output()
+    # It holds nothing yet, so it does not wait for the broker to end the join.
+    assert "leaving the group: gave up the group join in progress" in w1.log(), w1.output()
 
 
 async def test_sigterm_while_restoring_stops_the_restore_and_exits_cleanly(

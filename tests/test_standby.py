@@ -3,6 +3,7 @@ was kept (issue: "State ... standby replicas")."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from cluster import (
     wait_for_commits,
     wait_until,
 )
+from helpers import samples, scrape
 
+from streamkit.devbroker import free_port
 from streamkit.state.sqlite_store import read_checkpoint, store_path
 
 APP = "sk_counting_table:app"
@@ -47,7 +50,8 @@ async def test_a_standby_makes_failover_restore_only_the_tail(
     a = cluster.start(APP, "a", env=env)
     await cluster.wait_for_assignment([a], TASKS)
     marks = cluster.marks()
-    b = cluster.start(APP, "b", env=env)
+    port = free_port()
+    b = cluster.start(APP, "b", env={**env, "STREAMKIT_METRICS_PORT": str(port)})
     owned = await cluster.wait_for_assignment([a, b], TASKS, since=marks)
     await b.wait_for_line("standby tasks: " + " ".join(sorted(owned["a"])))
 
@@ -73,6 +77,15 @@ async def test_a_standby_makes_failover_restore_only_the_tail(
         what="b's standbys to reach the changelog's end",
         details=lambda: f"{checkpoints(b.data_dir, app_id, a_tasks)} vs {ends}",
     )
+    # Its metrics say so: every record of a's changelogs restored into a standby copy,
+    # and no lag left (a lag sample is taken after each pass of the standby).
+    text = await asyncio.to_thread(scrape, port)
+    restored = samples(text, "streamkit_restored_records_total")
+    assert sum(restored[f'{{store="counts",task="{t}"}}'] for t in a_tasks) == cold, text
+    lags = samples(text, "streamkit_standby_lag_records")
+    assert lags == {f'{{store="counts",task="{t}"}}': 0.0 for t in a_tasks}, text
+    standby_keys = samples(text, "streamkit_store_keys")
+    assert sum(v for k, v in standby_keys.items() if 'role="standby"' in k) > 0, text
 
     marks = cluster.marks()
     a.kill()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
-from helpers import eventually, running, wait_for
+import pytest
+from cluster import Cluster, app_topics, run_cli
+from helpers import eventually, running
 
 import streamkit as sk
-from streamkit.runtime.status import read_status, status_topic
+from streamkit.runtime.status import WorkerStatus, describe, read_status, status_topic
 from streamkit.transport import transport_for
 
 
@@ -48,30 +51,63 @@ async def test_a_worker_reports_its_processing_guarantee(memory_url: str) -> Non
         await eventually(reported, what="the worker's status with its guarantee")
 
 
-async def test_metrics_are_served_for_prometheus(memory_url: str) -> None:
-    import urllib.request
+def test_a_worker_silent_for_three_of_its_heartbeats_is_gone_and_its_tasks_unowned() -> None:
+    now_ms = 1_000_000_000
+    live = WorkerStatus(
+        worker="h:1", host="h", pid=1, tasks=["0_0"], updated_ms=now_ms - 9_000, heartbeat_s=10
+    )
+    gone = WorkerStatus(
+        worker="h:2", host="h", pid=2, tasks=["0_1"], updated_ms=now_ms - 3_500, heartbeat_s=1
+    )
+    lines = describe("a", "memory://", [live, gone], ["0_0", "0_1"], now_ms)
+    assert lines[0] == "app a on memory://: 1 live worker, 1 gone, 1/2 tasks owned"
+    assert lines[1].split()[:2] == ["h:1", "live"]
+    assert lines[2].split()[:2] == ["h:2", "gone"]
+    assert "no heartbeat for 4 s (gone after 3 s" in lines[2]
+    assert lines[3] == "  not owned by any live worker: 0_1"
 
-    from streamkit.devbroker import free_port
 
-    port = free_port()
-    app = sk.App("scraped", broker=memory_url, metrics_port=port)
-    numbers = app.topic("numbers", value_type=int, partitions=2, on_error="skip")
+@pytest.mark.timeout(90)
+async def test_status_marks_a_worker_killed_with_sigkill_gone_within_its_stated_timeout(
+    cluster: Cluster, topic_name: Callable[[str], str]
+) -> None:
+    url = cluster.kafka_url
+    env = {**await app_topics(url, topic_name, 4), "STREAMKIT_STATUS_INTERVAL_S": "1"}
+    tasks = [f"0_{p}" for p in range(4)]
+    worker = cluster.start("sk_counting_table:app", "w", env=env)
+    await cluster.wait_for_assignment([worker], tasks)
+    command = ["status", "sk_counting_table:app", "--broker", url]
 
-    @app.agent(numbers)
-    async def consume(stream: sk.Stream) -> None:
-        async for _ in stream:
-            pass
+    def status() -> list[str]:
+        done = run_cli(env, command)
+        assert done.returncode == 0, done
+        return done.stdout.splitlines()
 
-    for i in range(5):
-        await app.send(numbers, key=f"k{i}", value=i)
-    sk.MemoryBroker.for_url(memory_url).append("numbers", 0, b"k", b"not a number")
+    def lines_for_worker(lines: list[str]) -> list[str]:
+        return [line for line in lines if f":{worker.popen.pid} " in line]
 
-    def scrape() -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-            return reply.read().decode()
+    async def status_until(condition: Callable[[list[str]], bool], what: str) -> list[str]:
+        seen: list[list[str]] = []
 
-    async with running(app):
-        await wait_for(lambda: app.metrics.value("records_processed", topic="numbers") == 6)
-        text = await asyncio.to_thread(scrape)
-    assert 'streamkit_records_processed_total{topic="numbers"} 6.0' in text
-    assert 'streamkit_bad_records_total{policy="skip",topic="numbers"} 1.0' in text
+        async def poll() -> bool:
+            seen.append(await asyncio.to_thread(status))
+            return condition(seen[-1])
+
+        # Deadline: the stated timeout (3 beats of 1 s) plus a status run or two.
+        await eventually(poll, timeout=15, what=what)
+        return seen[-1]
+
+    lines = await status_until(
+        lambda lines: "1 live worker, 4/4 tasks owned" in lines[0], "the worker's status"
+    )
+    (line,) = lines_for_worker(lines)
+    assert " live " in line and "tasks: 0_0 0_1 0_2 0_3" in line, lines
+
+    worker.kill()  # SIGKILL: no tombstone, no leave
+    lines = await status_until(
+        lambda lines: ", 1 gone," in lines[0], "the killed worker marked gone"
+    )
+    assert lines[0].endswith(": 0 live workers, 1 gone, 0/4 tasks owned"), lines
+    (line,) = lines_for_worker(lines)
+    assert "gone after 3 s: stopped without retiring, killed, or stuck" in line, lines
+    assert lines[-1] == "  not owned by any live worker: 0_0 0_1 0_2 0_3", lines

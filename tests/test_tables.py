@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -472,3 +473,114 @@ async def test_state_beyond_the_cache_is_read_a_batch_at_a_time(
     # One batch of single reads showed the state outgrew the cache; later batches were
     # read ahead. (The page table's key is in the cache: it reads the file once.)
     assert len([k for k in single_reads if k.startswith(b"u")]) <= 200
+
+
+# Values are checked, and converted as a restore would read them, at assignment --------
+
+
+def typed_app(url: str, data_dir: Path, app_id: str) -> tuple[sk.App, sk.Topic]:
+    app = sk.App(app_id, broker=url, data_dir=data_dir)
+    clicks = app.topic("clicks", key_type=str, value_type=str, partitions=2)
+    counts = app.table("counts", value_type=int, default=int)
+    notes = app.table("notes")  # untyped: JSON
+
+    @app.agent(clicks)
+    async def count(stream: sk.Stream) -> None:
+        async for user, what in stream.items():
+            if what == "function":
+                notes[user] = len
+            else:
+                counts[user] = what
+
+    return app, clicks
+
+
+async def test_a_value_of_the_wrong_type_fails_at_its_assignment(
+    memory_url: str, tmp_path: Path
+) -> None:
+    app, clicks = typed_app(memory_url, tmp_path, "typed")
+    await app.send(clicks, key="ada", value="not an int", partition=1)
+    with pytest.raises(sk.AgentError) as failure:
+        await Worker(app).run()
+    assert str(failure.value) == (
+        "agent count failed on clicks[1]@0: StateError: table 'counts': cannot store the "
+        "value for key 'ada': expected int, got str"
+    )
+    app, clicks = typed_app(f"{memory_url}-2", tmp_path, "untyped")
+    await app.send(clicks, key="bob", value="function", partition=0)
+    with pytest.raises(sk.AgentError) as failure:
+        await Worker(app).run()
+    assert str(failure.value).startswith(
+        "agent count failed on clicks[0]@0: StateError: table 'notes': cannot store the value "
+        "for key 'bob': a builtin_function_or_method cannot be stored as JSON"
+    )
+    sk.MemoryBroker.reset(f"{memory_url}-2".split("://")[1])
+
+
+class Visit(BaseModel):
+    at: datetime
+    pages: tuple[str, ...]
+
+
+def kept_values_app(url: str, data_dir: Path) -> tuple[sk.App, sk.Topic, sk.Topic]:
+    """Stores values on "store", then reports their types on "read"."""
+    app = sk.App("kept", broker=url, data_dir=data_dir)
+    commands = app.topic("commands", key_type=str, value_type=str)
+    seen = app.topic("seen", key_type=str, value_type=str)
+    untyped = app.table("untyped")
+    typed = app.table("typed", value_type=set[int])
+    visits = app.table("visits", value_type=Visit)
+
+    @app.agent(commands, sink=seen)
+    async def keep(stream: sk.Stream) -> Any:
+        async for command in stream:
+            if command == "store":
+                untyped["set"] = {1, 2}
+                untyped["datetime"] = datetime(2024, 5, 1, 12, 30)
+                untyped["tuple"] = (1, "a")
+                typed["set"] = [3, 3, 4]
+                visits["v"] = {"at": "2024-05-01T12:30:00", "pages": ["/a"]}
+            read_back = [
+                untyped["set"],
+                untyped["datetime"],
+                untyped["tuple"],
+                typed["set"],
+                visits["v"].at,
+                visits["v"].pages,
+            ]
+            yield command, repr(read_back)
+
+    return app, commands, seen
+
+
+async def test_a_value_reads_back_the_same_in_process_and_after_a_restart_or_restore(
+    memory_url: str, tmp_path: Path
+) -> None:
+    expected = repr(
+        [
+            [1, 2],
+            "2024-05-01T12:30:00",
+            [1, "a"],
+            {3, 4},
+            datetime(2024, 5, 1, 12, 30),
+            ("/a",),
+        ]
+    )
+    app, commands, seen = kept_values_app(memory_url, tmp_path)
+    await app.send(commands, key="k", value="store")
+    async with running(app):
+        await wait_for(lambda: len(read(app, seen)) == 1)
+    assert read(app, seen) == [("store", expected)]  # in the process that stored them
+
+    app2, commands2, seen2 = kept_values_app(memory_url, tmp_path)  # restart
+    await app2.send(commands2, key="k", value="read")
+    async with running(app2):
+        await wait_for(lambda: len(read(app2, seen2)) == 2)
+
+    for path in (tmp_path / "kept").glob("*/*.sqlite*"):
+        path.unlink()  # restore from the changelogs
+    app3, commands3, seen3 = kept_values_app(memory_url, tmp_path)
+    await app3.send(commands3, key="k", value="read")
+    async with running(app3):
+        await wait_for(lambda: len(read(app3, seen3)) == 3)
+    assert read(app3, seen3) == [("store", expected), ("read", expected), ("read", expected)]

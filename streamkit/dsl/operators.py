@@ -8,16 +8,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import ConfigError
 from ..processor import Processor, Record
 from ..topic import Topic
 
 if TYPE_CHECKING:
-    from ..runtime.graph_runner import NodeContext
+    from .graph import NodeSpec
 
 log = logging.getLogger("streamkit.processor")
+
+
+class NodeContext(Protocol):
+    """What DSL nodes need of the task beyond the Processor API's context.
+
+    The runtime's context of a graph node provides it; the DSL names only this, so
+    that `dsl/` does not depend on `runtime/`.
+    """
+
+    node: NodeSpec
+
+    def dropped(self, record: Record, reason: str, routed_to: Topic | None = None) -> None:
+        """Count and log a record this node cannot use."""
+
+    def send(self, topic: Topic, record: Record, partition: int | None = None) -> None:
+        """Serialize and queue a record for `topic` on the task's producer."""
+
+    def input_quiet_ms(self) -> float:
+        """How long the task's input has been watched to be quiet."""
+
 
 KeyValueFn = Callable[[Any, Any], Any]
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ..agent import Agent
 from ..events import Event, StreamTime
-from ..state.table import current_stores
+from ..state.table import current_stores, key_in_hand
 from ..state.task_store import TaskStore
 from ..stream import Stream
 from ..topic import Topic
@@ -50,16 +50,21 @@ class AgentRunner:
 
     def start(self) -> None:
         """Start a fresh instance of the agent, parked until the first batch."""
-        self._stream = Stream(self._clock)
+        self._stream = stream = Stream(self._clock)
         # Table accesses inside the agent reach this task's shards.
         context = contextvars.copy_context()
         context.run(current_stores.set, self._stores)
         context.run(current_writer.set, self._writer)
+        context.run(key_in_hand.set, lambda: self._key_in_hand(stream))
         self._job = asyncio.create_task(
             self._drive(self._stream),
             name=f"agent {self.agent.name} in task {self._task_name}",
             context=context,
         )
+
+    def _key_in_hand(self, stream: Stream) -> bytes | None:
+        event = stream.current_event
+        return None if event is None else self._raw_of(event).key
 
     async def _drive(self, stream: Stream) -> None:
         agent = self.agent

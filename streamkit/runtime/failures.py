@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from ..errors import AgentError, BadInputError, RecordError
 from ..metrics import Metrics
+from ..serde import problems
 from ..topic import ErrorPolicy, Topic
 from ..transport.base import RawRecord
 from .record_writer import RecordWriter
@@ -25,10 +26,7 @@ HEADER_PREFIX = "streamkit.error."
 def describe(exc: BaseException) -> str:
     """One line a user can act on, even for pydantic's multi-line reports."""
     if isinstance(exc, ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-        )
-        text = f"{exc.title} validation failed: {problems}"
+        text = f"{exc.title} validation failed: {problems(exc)}"
     else:
         text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
@@ -79,6 +77,7 @@ class FailureRouter:
                 stage=stage,
             ) from exc
         if policy is ErrorPolicy.SKIP:
+            self._metrics.skipped_records.labels(record.topic).inc()
             log.warning("skipped %s: %s failed: %s", where, stage, reason)
             return
         assert self._dead_letter is not None, "dead_letter policy without a dead-letter topic"
@@ -93,6 +92,7 @@ class FailureRouter:
         self._writer.write_raw(
             self._dead_letter, record.key, record.value, headers, record.timestamp
         )
+        self._metrics.dead_lettered_records.labels(record.topic).inc()
         log.warning(
             "sent %s to dead-letter topic %s: %s failed: %s",
             where,

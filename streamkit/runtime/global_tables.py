@@ -194,7 +194,7 @@ class GlobalTables:
                 reached = failure.offset
                 done = sum(1 for r in records if r.offset < reached)
             store.apply(rows, {tp.partition: reached})
-            self._services.metrics.records_processed.labels(tp.topic).inc(done)
+            self._services.metrics.records_processed.labels(tp.topic, "global").inc(done)
             applied += done
             if failure is not None:
                 # Read it again next time: under `fail` nothing after it may slip by.

@@ -27,7 +27,7 @@ from ..processor import (
     PunctuationType,
     Record,
 )
-from ..state.table import Table, current_stores
+from ..state.table import Table, current_stores, key_in_hand
 from ..state.task_store import TaskStore
 from ..topic import ErrorPolicy, Topic
 from ..transport.base import RawRecord
@@ -189,6 +189,7 @@ class GraphRunner:
         self._context = contextvars.copy_context()
         self._context.run(current_stores.set, {t.name: stores[t.name] for t in graph.tables})
         self._context.run(current_writer.set, writer)
+        self._context.run(key_in_hand.set, self._key_in_hand)
         self._processors: dict[str, Processor] = {}
         self._entry: dict[str, tuple[Processor, Callable[[Record], int] | None]] = {}
         self._stream_punctuations: list[Punctuation] = []
@@ -196,6 +197,9 @@ class GraphRunner:
         self._next_stream_ms: int | None = None
         self.current: Event | None = None
         self.commit_requested = False
+
+    def _key_in_hand(self) -> bytes | None:
+        return None if self.current is None else self._raw_of(self.current).key
 
     def start(self) -> None:
         """Instantiate and init the graph's processors for this task."""

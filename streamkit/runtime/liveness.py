@@ -32,6 +32,7 @@ class LoopWatchdog:
             if code is not None:
                 self._codes[code] = agent.name
         self._beat = time.monotonic()
+        self._late_s = 0.0
         self._stop = threading.Event()
         self._loop_thread = threading.get_ident()
         self._thread: threading.Thread | None = None
@@ -41,12 +42,20 @@ class LoopWatchdog:
         self._beat = time.monotonic()
         self._thread = threading.Thread(target=self._watch, name="streamkit-watchdog", daemon=True)
         self._thread.start()
+        interval = self._threshold_s / 4
         try:
             while True:
-                self._beat = time.monotonic()
-                await asyncio.sleep(self._threshold_s / 4)
+                self._beat = beat = time.monotonic()
+                await asyncio.sleep(interval)
+                self._late_s = max(0.0, time.monotonic() - beat - interval)
         finally:
             self._stop.set()
+
+    def lag_s(self) -> float:
+        """How late the loop last woke from its sleep between beats, or, if longer, how
+        long past its next wake-up it is now: a blocked loop shows while it lasts."""
+        overdue = time.monotonic() - self._beat - self._threshold_s / 4
+        return max(self._late_s, overdue, 0.0)
 
     def _watch(self) -> None:
         reported_beat = None

@@ -3,6 +3,12 @@
 `streamkit status` reads that compacted topic. It works on every broker (Tansu,
 for one, returns no member assignments in DescribeGroups), and it shows what the
 workers themselves believe they run, which is what an operator needs to know.
+
+A worker publishes on every change of its tasks and at least every
+`status_interval_s` (a heartbeat), and retires its record with a tombstone when it
+stops cleanly. One that stops publishing without retiring (killed, its host gone,
+its event loop blocked) is marked gone once it has missed GONE_AFTER_BEATS
+heartbeats of its own interval, which its record states.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from .record_writer import RecordWriter
 log = logging.getLogger("streamkit.status")
 
 STATUS_INTERVAL_S = 10.0
+# A worker silent for this many of its heartbeat intervals is gone.
+GONE_AFTER_BEATS = 3
 
 
 class WorkerStatus(BaseModel):
@@ -33,6 +41,19 @@ class WorkerStatus(BaseModel):
     tasks: list[str]
     updated_ms: int
     processing_guarantee: str = "at_least_once"
+    # How often it publishes (records of older workers lack it: they used the default).
+    heartbeat_s: float = STATUS_INTERVAL_S
+
+    @property
+    def gone_after_s(self) -> float:
+        return GONE_AFTER_BEATS * self.heartbeat_s
+
+    def silent_for_s(self, now_ms: float) -> float:
+        return max(0.0, (now_ms - self.updated_ms) / 1000)
+
+    def gone(self, now_ms: float) -> bool:
+        """Silent for longer than its stated timeout: stopped without retiring, or stuck."""
+        return self.silent_for_s(now_ms) > self.gone_after_s
 
 
 def status_topic(app_id: str) -> Topic:
@@ -69,6 +90,7 @@ class StatusReporter:
             tasks=tasks,
             updated_ms=int(time.time() * 1000),
             processing_guarantee=self._guarantee,
+            heartbeat_s=self._interval_s,
         )
         self._writer.write(self._topic, self.worker_id, status)
 
@@ -82,7 +104,7 @@ class StatusReporter:
             if tasks != published or now - last >= self._interval_s:
                 self._publish(tasks)
                 published, last = tasks, now
-            await asyncio.sleep(min(1.0, self._interval_s))
+            await asyncio.sleep(min(1.0, self._interval_s / 4))
 
     def retire(self) -> None:
         """A tombstone: this worker left cleanly."""
@@ -111,3 +133,33 @@ async def read_status(transport: Transport, topic: Topic) -> list[WorkerStatus]:
     finally:
         await reader.stop()
     return sorted((s for s in latest.values() if s is not None), key=lambda s: s.worker)
+
+
+def describe(
+    app_id: str, broker: str, workers: list[WorkerStatus], all_tasks: list[str], now_ms: float
+) -> list[str]:
+    """`streamkit status`'s lines: live workers first, then gone ones, then the tasks no
+    live worker owns. Tasks of a gone worker count as not owned."""
+    live = [w for w in workers if not w.gone(now_ms)]
+    gone = [w for w in workers if w.gone(now_ms)]
+    owned = {t for w in live for t in w.tasks}
+    known = set(all_tasks)
+    head = f"app {app_id} on {broker}: {len(live)} live worker{'s' if len(live) != 1 else ''}"
+    if gone:
+        head += f", {len(gone)} gone"
+    lines = [f"{head}, {len(owned & known)}/{len(all_tasks)} tasks owned"]
+    for w in live:
+        lines.append(
+            f"  {w.worker:<28} live  {w.processing_guarantee}  tasks: {' '.join(w.tasks) or '-'}"
+            f"  (seen {w.silent_for_s(now_ms):.0f} s ago; beats every {w.heartbeat_s:g} s)"
+        )
+    for w in gone:
+        lines.append(
+            f"  {w.worker:<28} gone  no heartbeat for {w.silent_for_s(now_ms):.0f} s (gone after "
+            f"{w.gone_after_s:g} s: stopped without retiring, killed, or stuck); last reported "
+            f"tasks: {' '.join(w.tasks) or '-'}"
+        )
+    unowned = [t for t in all_tasks if t not in owned]
+    if unowned:
+        lines.append(f"  not owned by any live worker: {' '.join(unowned)}")
+    return lines

@@ -8,10 +8,12 @@ flushed and acknowledged first, input offsets second (DESIGN.md invariant 4).
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import os
 import shutil
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,8 +115,13 @@ class Task:
             self.producer = services.transport.transactional_producer(
                 f"{services.app_id}-{task_id}", settings.transaction_timeout_ms
             )
+            self.producer.on_delivery_failure = services.metrics.producer_failed
             self._writer = RecordWriter(self.producer)
             self._failures = services.failures.with_writer(self._writer)
+            # Nothing is fetched for it until its producer has fenced the previous
+            # owner and it has read the committed offsets again (`_read_from_committed`).
+            for tp in self.partitions:
+                services.consumer.pause(tp)
         self.fenced = False
         self._stores = task_stores(
             task_id,
@@ -166,13 +173,32 @@ class Task:
         self._next_commit = 0.0
         self._next_file_write = 0.0
         self.restored_records = 0
+        # While restoring: changelog records left per store (what the leader weighs).
+        self._restore_left: dict[str, int] = {}
         self._revoked_while_restoring = False
         # Only tasks with stores have a directory to lock.
         self._dir_lock = TaskDirLock(services.state_dir / str(task_id)) if self._stores else None
         self._private_dir: Path | None = None
+        # Metric children bound once: the hot path pays an increment per chunk.
+        metrics, name = services.metrics, str(task_id)
+        processed = metrics.records_processed
+        self._processed = {tp: processed.labels(tp.topic, name) for tp in partitions}
+        self._batch_seconds = metrics.batch_seconds.labels(name)
+        self._commit_seconds = metrics.commit_seconds.labels(name)
+        self._restore_metrics = metrics.restore_listener()
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.state}>"
+
+    @property
+    def restore_lag(self) -> int | None:
+        """Changelog records still to restore, while restoring; None once running.
+
+        A task mid-restore has its checkpoints far from the changelogs' ends: the
+        leader must not take this member for caught up (warm-ups, moves)."""
+        if self.state not in (TaskState.CREATED, TaskState.RESTORING):
+            return None
+        return sum(self._restore_left.values()) if self._restore_left else None
 
     # Called by the worker's fetch loop -----------------------------------------
 
@@ -196,6 +222,22 @@ class Task:
     def buffered_records(self) -> int:
         """Records fetched but not yet taken: bounded by the partition queues' capacity."""
         return sum(q.size for q in self._queues.values())
+
+    def first_fetched(self) -> dict[TopicPartition, int]:
+        """The first offset fetched of each partition, since the task started or resumed."""
+        return {tp: first for tp, (first, _) in self._fetched.items()}
+
+    def paused_partitions(self) -> int:
+        """Partitions whose full queue paused them in the consumer (back-pressure)."""
+        return sum(1 for q in list(self._queues.values()) if q.paused)
+
+    def processed_positions(self) -> dict[TopicPartition, int]:
+        """Per input partition, the offset of its next record to process, where known:
+        processed so far, or else the first fetched (safe to call from another thread)."""
+        fetched = dict(self._fetched)
+        positions = {tp: first for tp, (first, _) in fetched.items()}
+        positions.update(self._positions)
+        return positions
 
     def progress(self) -> list[tuple[TopicPartition, int, int]]:
         """(partition, processed position, records fetched but not processed)."""
@@ -311,10 +353,33 @@ class Task:
             # Before the restore: fencing aborts the old owner's open transaction,
             # which would otherwise hold the changelog's last stable offset back.
             await self.producer.start()
+            await self._read_from_committed()
         await self._restore()
         for runner in self._runners:
             runner.start()
         self.state = TaskState.SUSPENDED if self._revoked_while_restoring else TaskState.RUNNING
+
+    async def _read_from_committed(self) -> None:
+        """Exactly-once: fetch the input from the offsets committed before the fence.
+
+        The consumer took its positions from the committed offsets when the group
+        assigned the partitions, before this task's producer fenced their previous
+        owner. An owner whose session expired but that still runs (frozen, cut off:
+        a zombie) commits its transactions until that fence, and what it committed
+        in between would be processed a second time here. Fenced, it commits
+        nothing more: the committed offsets read now are final. The partitions were
+        paused since the task was created, so nothing was fetched from the old ones.
+        """
+        consumer = self._services.consumer
+        for tp in sorted(self.partitions):
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                consumer.seek(tp, committed)
+                # Anything fetched all the same (a transport that fetched before the
+                # pause) came from the old position: it is fetched again from here.
+                self._queues[tp].clear()
+                self._fetched.pop(tp, None)
+            consumer.resume(tp)
 
     async def process_records(self, tp: TopicPartition, records: Sequence[RawRecord]) -> None:
         """Process fetched records now, bypassing the queue (the test driver's way in)."""
@@ -429,13 +494,16 @@ class Task:
                 stop_at = None
                 if store.table.changelog_is_source:
                     stop_at = await self._services.consumer.committed(store.changelog_tp) or 0
+                name = store.table.name
                 applied = await restore(
                     store,
                     reader,
                     max_records=self._services.settings.max_poll_records * 5,
                     cancelled=lambda: self._closing,
                     stop_at=stop_at,
-                    listener=(self._services.restore_listener, self.id),
+                    task=self.id,
+                    listeners=(self._restore_metrics, self._services.restore_listener),
+                    progress=functools.partial(self._restore_left.__setitem__, name),
                 )
                 self.restored_records += applied
                 log.info(
@@ -572,6 +640,7 @@ class Task:
             self._services.consumer.resume(q.tp)
 
     async def _process(self, chunks: list[tuple[TopicPartition, Sequence[RawRecord]]]) -> None:
+        began_s = time.perf_counter()
         self._in_hand = dict(chunks)
         if len(chunks) == 1:
             records: Sequence[RawRecord] = chunks[0][1]
@@ -606,11 +675,12 @@ class Task:
         if bad is not None:
             self._advance_before(records, bad)
             raise bad
-        metrics = self._services.metrics.records_processed
+        processed = self._processed
         for tp, chunk in chunks:
             self._positions[tp] = chunk[-1].offset + 1
-            metrics.labels(tp.topic).inc(len(chunk))
+            processed[tp].inc(len(chunk))
         self._uncommitted = True
+        self._batch_seconds.observe(time.perf_counter() - began_s)
 
     def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Event], BadInputError | None]:
         """Deserialize a batch; bad records go to their topic's policy."""
@@ -684,6 +754,12 @@ class Task:
         stores_dirty = any(s.dirty_count() for s in self._stores.values())
         if not self._uncommitted and not stores_dirty:
             return
+        began = time.perf_counter()
+        await self._commit()
+        self._commit_seconds.observe(time.perf_counter() - began)
+
+    async def _commit(self) -> None:
+        """`commit`'s steps, once there is something to commit."""
         writer = self._writer
         # 1. Changelog records.
         pending = [(s, s.send_changes(writer)) for s in self._stores.values()]

@@ -32,6 +32,7 @@ async def ensure_topics(admin: Admin, topics: Sequence[Topic]) -> None:
     for topic in topics:
         if topic.name in existing:
             topic.partitions = existing[topic.name]
+        topic.partitions_known = True
     missing = [t for t in topics if t.name not in existing]
     if missing:
         await admin.create_topics([t.spec() for t in missing])

@@ -11,28 +11,35 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import StreamkitError, TransportError
+from ..errors import ConfigError, StreamkitError, TransportError
 from ..state.sqlite_store import read_checkpoint, store_path
 from ..topology import TaskId, Topology
 from ..transport import transport_for
 from ..transport.base import Consumer, Producer, RawRecord, TopicPartition, Transport
+from ..web.routing import Queries
+from ..web.server import WebServer
 from .assignor import MemberInfo, TaskPlanner
 from .broker_health import BrokerWatch, RepeatFilter, probe
 from .coordinator import Coordinator
 from .failures import FailureRouter
 from .gc_tuning import gc_tuned
 from .global_tables import GlobalTables
+from .live_readings import WorkerReadings
 from .liveness import LoopWatchdog, watch_progress
+from .queries import LocalState, targets
 from .record_writer import RecordWriter
+from .standby import StandbyTask
 from .status import StatusReporter, status_topic
 from .task import Task, TaskServices
 from .topic_admin import ensure_topics
+from .warmups import probe_when_warm
 
 if TYPE_CHECKING:
     from ..app import App
@@ -78,6 +85,8 @@ class Worker:
         self._status_topic = status_topic(app.id)
         self.status: StatusReporter | None = None
         self.global_tables: GlobalTables | None = None
+        # Interactive queries: `app.query` and the web server's routes go through it.
+        self.queries: Queries | None = None
         self._stop_requested_at: float | None = None
         self._broker_watch: BrokerWatch | None = None
         # What a shutdown did not finish in time, said in the worker's last line.
@@ -170,11 +179,13 @@ class Worker:
             self._member_info,
             standby_replicas=self.settings.num_standby_replicas,
             acceptable_recovery_lag=self.settings.acceptable_recovery_lag,
+            max_warmup_replicas=self.settings.max_warmup_replicas,
         )
         producer = transport.producer()
         consumer = transport.consumer(app.id, planner)
         if not await self._unless_stopped("connecting the producer", producer.start()):
             return
+        producer.on_delivery_failure = app.metrics.producer_failed
         self.writer = writer = RecordWriter(producer)
         services = TaskServices(
             transport=transport,
@@ -190,7 +201,15 @@ class Worker:
         self.coordinator = Coordinator(
             topology, services, self._fail, lambda: planner.assigned.standby
         )
+        local = LocalState(
+            targets(topology, app.global_tables.values()),
+            self.coordinator,
+            lambda: planner.assigned,
+        )
+        self.queries = Queries(local, None, self.settings.web_forward_timeout_s)
         app._attach(self)
+        readings = WorkerReadings(consumer, self._tasks, self._standbys, lambda: self.watchdog)
+        app.metrics.live.readings = readings
         metrics_server = (
             None
             if self.settings.metrics_port is None
@@ -198,11 +217,17 @@ class Worker:
         )
         self.global_tables = GlobalTables(app.global_tables.values(), services)
         consumer_started = False
+        web_server = None
         try:
+            if self.settings.web_port is not None:
+                # Before the group is joined: the endpoint goes into the join metadata.
+                web_server = WebServer(app, self.queries, local)
+                self.queries.endpoint = await _listening(web_server, self.settings.web_port)
             # Whole before the group is joined: no task sees a half-loaded global table.
             if not await self.global_tables.load(cancelled=self._stopping.is_set):
                 return  # stopped while loading: the group never saw this worker
             self.global_tables.start_tailing(self._fail)
+            self.coordinator.joining()
             consumer_started = await self._unless_stopped(
                 f"joining group {app.id!r}",
                 consumer.start(topology.source_topics(), self.coordinator),
@@ -220,9 +245,22 @@ class Worker:
                 self._status_topic,
                 writer,
                 self._owned_tasks,
+                interval_s=self.settings.status_interval_s,
                 processing_guarantee=self.settings.processing_guarantee,
             )
             self._background.append(asyncio.create_task(self.status.run(), name="status"))
+            self._background.append(
+                asyncio.create_task(
+                    probe_when_warm(
+                        lambda: planner.assigned,
+                        self.coordinator.lags,
+                        consumer.request_rejoin,
+                        acceptable_lag=self.settings.acceptable_recovery_lag,
+                        interval_s=self.settings.probing_rebalance_interval_s,
+                    ),
+                    name="warm-up probe",
+                )
+            )
             self._background.append(
                 asyncio.create_task(
                     watch_progress(self._tasks, self.settings.progress_warning_s),
@@ -233,6 +271,11 @@ class Worker:
         finally:
             await self._shut_down(consumer if consumer_started else None, producer)
             app._detach(self)
+            await self.queries.close()
+            if web_server is not None:
+                await web_server.stop()
+            if app.metrics.live.readings is readings:
+                app.metrics.live.readings = None
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
@@ -286,6 +329,9 @@ class Worker:
     def _tasks(self) -> list[Task]:
         return [] if self.coordinator is None else list(self.coordinator.tasks.values())
 
+    def _standbys(self) -> list[StandbyTask]:
+        return [] if self.coordinator is None else list(self.coordinator.standbys.values())
+
     def _owned_tasks(self) -> list[TaskId]:
         return [] if self.coordinator is None else self.coordinator.owned_tasks()
 
@@ -302,11 +348,16 @@ class Worker:
                 if any(c is not None for c in checkpoints):
                     offsets[task] = sum(c or 0 for c in checkpoints)
         coordinator = self.coordinator
+        host = socket.gethostname()
         return MemberInfo(
             active=frozenset(self._owned_tasks()),
             standby=frozenset(coordinator.standbys if coordinator else ()),
             offsets=offsets,
             rack=self.settings.rack,
+            name=f"{host}:{os.getpid()}",
+            state_dir=f"{host}:{state_dir.resolve()}",
+            lags=coordinator.lags() if coordinator else {},
+            endpoint=self.queries.endpoint if self.queries is not None else None,
         )
 
     async def _fetch_until_stopped(self, consumer: Consumer) -> None:
@@ -345,8 +396,8 @@ class Worker:
                 consumer.seek(tp, records[0].offset)
             elif task.enqueue(tp, records):
                 consumer.pause(tp)
-        if fetched:
-            return now
+        if fetched or (not coordinator.tasks and self.topology and self.topology.subtopologies):
+            return now  # idle time counts once the worker owns tasks, not during the join
         if (
             self._stop_when_idle_s is not None
             and now - last_record_at >= self._stop_when_idle_s
@@ -411,15 +462,23 @@ class Worker:
             self._fail(exc)
         finally:
             # 4. Clients, each bounded; a failure to close is not the user's problem.
-            steps: list[tuple[str, Awaitable[object]]] = []
+            steps: list[tuple[str, Awaitable[object], bool]] = []
             if consumer is not None:
-                steps.append(("leaving the group", consumer.stop()))
+                # A worker still joining holds nothing: it need not wait for the join
+                # the broker holds (seconds on Tansu) to end before it leaves.
+                joining = coordinator is None or not coordinator.assignments
+                steps.append(("leaving the group", consumer.stop(), joining))
             if self.global_tables is not None:
-                steps.append(("stopping the global tables", self.global_tables.stop()))
-            steps.append(("stopping the producer", producer.stop()))
-            for what, step in steps:
+                steps.append(("stopping the global tables", self.global_tables.stop(), False))
+            steps.append(("stopping the producer", producer.stop(), False))
+            for what, step, may_give_up in steps:
+                budget = CLOSE_FLOOR_S if may_give_up else max(left(), CLOSE_FLOOR_S)
                 try:
-                    if not await self._within(step, max(left(), CLOSE_FLOOR_S)):
+                    if await self._within(step, budget):
+                        continue
+                    if may_give_up:
+                        log.info("%s: gave up the group join in progress", what)
+                    else:
                         self.shutdown_shortfall.append(f"{what} did not finish")
                 except Exception:
                     log.debug("%s raised", what, exc_info=True)
@@ -470,6 +529,14 @@ class Worker:
                 await fn()
             except Exception:
                 log.exception("timer %s raised; it runs again in %.1f s", name, interval_s)
+
+
+async def _listening(server: WebServer, port: int) -> str:
+    """Start the web server; a port that is taken is the user's to fix, in one line."""
+    try:
+        return await server.start()
+    except OSError as exc:
+        raise ConfigError(f"web_port {port}: cannot listen ({exc.strerror or exc})") from None
 
 
 def run_worker(app: App, *, stop_when_idle_s: float | None = None) -> None:

@@ -94,6 +94,10 @@ class SqliteStore:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
     def db(self) -> sqlite3.Connection:
         assert self._db is not None, "store is not open"
         return self._db
@@ -126,9 +130,14 @@ class SqliteStore:
         return found
 
     def range(
-        self, low: bytes | None = None, high: bytes | None = None, since_ms: int = 0
+        self,
+        low: bytes | None = None,
+        high: bytes | None = None,
+        since_ms: int = 0,
+        limit: int | None = None,
     ) -> Iterator[tuple[bytes, bytes]]:
-        """Keys in [low, high) updated at or after `since_ms`, in byte order."""
+        """Keys in [low, high) updated at or after `since_ms`, in byte order; the
+        first `limit` of them if given."""
         sql, args = "SELECT key, value FROM kv", []
         clauses = ["updated_ms >= ?"]
         args.append(since_ms)
@@ -138,8 +147,11 @@ class SqliteStore:
         if high is not None:
             clauses.append("key < ?")
             args.append(high)
-        sql += " WHERE " + " AND ".join(clauses)
-        for key, value in self.db.execute(sql + " ORDER BY key", args):
+        sql += " WHERE " + " AND ".join(clauses) + " ORDER BY key"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        for key, value in self.db.execute(sql, args):
             yield bytes(key), bytes(value)
 
     def count(self) -> int:

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 # The stores of the task whose agent is running; set per agent coroutine.
 current_stores: ContextVar[Mapping[str, TaskStore]] = ContextVar("streamkit_current_stores")
 
+# The raw key of the input record being processed by the running agent or graph: a
+# table write of that key belongs to the task by construction, whatever partitioner
+# the record's producer used.
+key_in_hand: ContextVar[Callable[[], bytes | None]] = ContextVar("streamkit_key_in_hand")
+
 _MISSING: Any = object()
 
 
@@ -44,6 +49,9 @@ class Table:
         self.default = default
         # Keys not updated for this long are forgotten (and tombstoned in the changelog).
         self.ttl_s = ttl_s
+        # The source topic whose partitioner places the table's keys (set with the
+        # topology; None: the changelog's own).
+        self.partitioned_by: Topic | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -99,7 +107,8 @@ class Table:
         if stores is None:
             raise StateError(
                 f"table {self.name!r} was used outside an agent; tables are sharded by "
-                "task, so read and write them inside the agents that own them"
+                "task, so read and write them inside the agents that own them, and read "
+                "them elsewhere with `await app.query(table, key)` (docs/querying.md)"
             )
         store = stores.get(self.name)
         if store is None:

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sortedcontainers import SortedList
 
-from ..errors import StateError
+from ..errors import SerdeError, StateError
 from ..events import StreamTime
-from ..partitioner import partition_for
 from ..topic import Topic
 from ..transport.base import Headers, RawRecord, TopicPartition
 from .sqlite_store import Change, SqliteStore, store_path
-from .table import Table
+from .table import Table, key_in_hand
 
 if TYPE_CHECKING:
     from ..topology import SubTopology, TaskId
@@ -104,7 +103,9 @@ class TaskStore:
         self.changelog_tp = TopicPartition(table.changelog.name, partition)
         self._key_serde = table.changelog.key_serde
         self._value_serde = table.value_serde
-        self._partitions = table.changelog.partitions
+        # Checks (and converts) a value at assignment: see Serde.as_stored.
+        self._as_stored = getattr(self._value_serde, "as_stored", None)
+        self._routed_by = table.partitioned_by or table.changelog
         self._dirty: dict[Any, Any] = {}
         # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
         # lookup) reads its slice of them, not every change since the last commit.
@@ -135,6 +136,9 @@ class TaskStore:
         self._prefetched: dict[Any, bytes | None] = {}
         self._prefetch_asked = self._prefetch_used = self._file_reads = 0
         self._prefetch_paused = self._last_batch_reads = 0
+        # The changelog's end as last seen by a restore or a standby's catching up:
+        # with the file's checkpoint, how far behind a copy is (queries' lag).
+        self.changelog_end: int | None = None
 
     def _since_ms(self) -> int:
         """Rows whose time is below this are expired (0: the table keeps everything)."""
@@ -144,7 +148,10 @@ class TaskStore:
 
     # Reads and writes from agents ------------------------------------------
 
-    def get(self, key: Any, missing: Any) -> Any:
+    def get(self, key: Any, missing: Any, *, remember: bool = True) -> Any:
+        """The key's value, or `missing`. `remember=False` leaves the read cache
+        alone: a query's reads, and reads of a copy that a restore or standby still
+        writes to the file behind the cache's back."""
         since = self._since_ms()
         value = self._dirty.get(key, missing)
         if value is missing and self._staged:
@@ -162,7 +169,9 @@ class TaskStore:
                     self._prefetch_used += 1
                 if raw is None:
                     return missing
-                value = self._remember(key, self._value_serde.deserialize(raw))
+                value = self._value_serde.deserialize(raw)
+                if remember:
+                    self._remember(key, value)
         if value is _DELETED or (since and self._expired(key, since)):
             return missing
         return value
@@ -200,6 +209,10 @@ class TaskStore:
         self._prefetched = {}
         self._prefetch_asked = self._prefetch_used = self._file_reads = 0
 
+    def lag(self) -> int:
+        """Changelog records not in the file yet, as of the last look at the end."""
+        return max(0, (self.changelog_end or 0) - (self.sqlite.checkpoint() or 0))
+
     def _newer_than_stored(self, key: Any) -> bool:
         latest = self.sqlite.latest_row_time
         return latest is None or self.table.row_time(key, 0) > latest
@@ -217,6 +230,13 @@ class TaskStore:
             raise StateError(
                 f"table {self.table.name!r}: None is a deletion in a changelog; use del"
             )
+        if self._as_stored is not None:
+            try:
+                value = self._as_stored(value)
+            except SerdeError as exc:
+                raise StateError(
+                    f"table {self.table.name!r}: cannot store the value for key {key!r}: {exc}"
+                ) from None
         self._change(key, value)
 
     def delete(self, key: Any) -> None:
@@ -235,19 +255,33 @@ class TaskStore:
     def range(self, start: Any, end: Any) -> Iterator[tuple[Any, Any]]:
         low = None if start is None else self._key_bytes(start)
         high = None if end is None else self._key_bytes(end)
+        for kb, value in self.scan(low, high):
+            yield self._key_serde.deserialize(kb), value
+
+    def scan(
+        self, low: bytes | None, high: bytes | None, limit: int | None = None
+    ) -> list[tuple[bytes, Any]]:
+        """Serialized keys in [low, high) with their values, in byte order; the first
+        `limit` of them if given (a page of an interactive query).
+
+        The file is read with a limit raised by the number of changed keys in the
+        range: however many of those are deletions, the first `limit` live keys are
+        then among what was read.
+        """
         since = self._since_ms()
+        changed = list(self._dirty_order.irange(low, high, inclusive=(True, False)))
+        read = None if limit is None else limit + len(changed)
         merged: dict[bytes, Any] = {
-            k: self._value_serde.deserialize(v) for k, v in self.sqlite.range(low, high, since)
+            k: self._value_serde.deserialize(v)
+            for k, v in self.sqlite.range(low, high, since, read)
         }
         dirty, staged = self._dirty, self._staged
-        for kb in self._dirty_order.irange(low, high, inclusive=(True, False)):
+        for kb in changed:
             key = self._dirty_keys[kb]
             value = dirty[key] if key in dirty else staged[key]
             merged[kb] = _DELETED if self._expired(key, since) else value
-        for kb in sorted(merged):
-            value = merged[kb]
-            if value is not _DELETED:
-                yield self._key_serde.deserialize(kb), value
+        live = [(kb, merged[kb]) for kb in sorted(merged) if merged[kb] is not _DELETED]
+        return live if limit is None else live[:limit]
 
     def _expired(self, key: Any, since_ms: int) -> bool:
         return since_ms > 0 and self.table.row_time(key, _now_ms()) < since_ms
@@ -259,17 +293,31 @@ class TaskStore:
         return kb
 
     def _check_partition(self, key: Any) -> None:
+        """Refuse a key that belongs to another task (DESIGN.md invariant 5).
+
+        The key of the record in hand is in its task by construction, whatever
+        partitioner its producer used; another key is placed by the partitioner of
+        the topic the table is sharded like.
+        """
         routing = self.table.routing_bytes(key)
         if routing is None:
             raise StateError(f"table {self.table.name!r}: keys cannot be None")
-        owner = partition_for(routing, self._partitions)
-        if owner != self.partition:
-            raise StateError(
-                f"table {self.table.name!r}: key {key!r} belongs to partition {owner}, but "
-                f"task {self._task_name} holds partition {self.partition}. Re-key the stream "
-                "first (yield it to a topic keyed by this key, or group_by) so that the "
-                "record reaches the task that owns the key"
-            )
+        by = self._routed_by
+        owner = by.partitioner.of(routing, by.partitions)
+        if owner == self.partition:
+            return
+        in_hand = key_in_hand.get(None)
+        if in_hand is not None and in_hand() == routing:
+            return
+        raise StateError(
+            f"table {self.table.name!r}: key {key!r} belongs to partition {owner} by the "
+            f"{by.partitioner.name} partitioner of topic {by.name!r}, but task "
+            f"{self._task_name} holds partition {self.partition}. Re-key the stream first "
+            "(yield it to a topic keyed by this key, or group_by/repartition) so that the "
+            "record reaches the task that owns the key; if the topic's producers use "
+            "another partitioner (librdkafka clients default to crc32), declare it: "
+            "app.topic(..., partitioner='crc32')"
+        )
 
     # Commit, from the task ---------------------------------------------------
 

@@ -86,6 +86,11 @@ class WindowedTable(Table):
         self._inner_key_serde = changelog.key_serde
         changelog.key_serde = WindowKeySerde(changelog.key_serde)
 
+    @property
+    def inner_key_serde(self) -> Serde[Any]:
+        """The serde of the keys alone, without their window (queries parse keys with it)."""
+        return self._inner_key_serde
+
     def windows_for(self, timestamp_ms: int) -> list[int]:
         """Starts of the windows containing the timestamp, oldest first."""
         last = timestamp_ms - timestamp_ms % self.advance_ms

@@ -8,7 +8,7 @@ transport can hand its records through without copying them.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -105,6 +105,10 @@ class Consumer(abc.ABC):
     async def committed(self, tp: TopicPartition) -> int | None: ...
 
     @abc.abstractmethod
+    def request_rejoin(self) -> None:
+        """Rejoin the group soon, so that the leader plans again (a probing rebalance)."""
+
+    @abc.abstractmethod
     def quiet_for(self, tp: TopicPartition) -> float:
         """Seconds for which the broker's answers have shown, without a break, no record
         of the partition past this member's position: how long its input has really
@@ -116,9 +120,24 @@ class Consumer(abc.ABC):
         late in coming for no input.
         """
 
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        """The partition's end as the broker's last answer showed it (the high watermark,
+        or the last stable offset when reading committed); None when not known. Read
+        for the consumer-lag metric, possibly from another thread: no I/O."""
+        return None
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The next offset this member fetches of an assigned partition; None when not
+        known. Like `end_offset`, no I/O."""
+        return None
+
 
 class Producer(abc.ABC):
     """Buffers records and sends them in batches; `flush` is the acknowledgement point."""
+
+    # Told the topic of each delivery (a record batch) that failed, as it fails: the
+    # worker counts them. `flush` reports the failure all the same.
+    on_delivery_failure: Callable[[str], None] | None = None
 
     @abc.abstractmethod
     async def start(self) -> None: ...
@@ -188,6 +207,10 @@ class PartitionReader(abc.ABC):
 
     Restores, standby replicas and global tables read changelogs with it.
     """
+
+    # Whether the broker's topics outlive this process (memory://'s do not, so a
+    # state file of an earlier run is always ahead of its changelog there).
+    topics_outlive_process = True
 
     @abc.abstractmethod
     async def start(self) -> None: ...

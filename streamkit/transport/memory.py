@@ -100,6 +100,18 @@ class MemoryBroker:
         self._logs[name] = [[] for _ in range(partitions)]
         self._configs[name] = dict(config or {})
 
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic with its records and every group's offsets on it (Kafka's
+        DeleteTopics); producing to it fails from now on, until it is created again."""
+        if self._logs.pop(name, None) is None:
+            raise TransportError(f"unknown topic {name!r}")
+        self._configs.pop(name, None)
+        for tp in [tp for tp in self._log_start if tp.topic == name]:
+            del self._log_start[tp]
+        for offsets in self._committed.values():
+            for tp in [tp for tp in offsets if tp.topic == name]:
+                del offsets[tp]
+
     def partition_count(self, topic: str) -> int | None:
         log = self._logs.get(topic)
         return None if log is None else len(log)
@@ -287,13 +299,23 @@ class MemoryConsumer(Consumer):
         self._positions: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
         self._assigned = False
+        self._rejoin_requested = False
 
-    async def _rejoin(self) -> None:
+    async def _revoke_all(self) -> None:
         assert self._listener is not None
         await self._listener.on_partitions_revoked(set(self._positions))
         self._positions.clear()
-        self.expired = self._assigned = False
+        self._assigned = False
+
+    async def _rejoin(self) -> None:
+        await self._revoke_all()
+        self.expired = False
         self._broker.join(self._group_id, self)
+
+    def request_rejoin(self) -> None:
+        # As a Kafka member does: revoke everything, then take the new plan.
+        self._rejoin_requested = True
+        self.wakeup.set()
 
     async def start(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         self._broker.join(self._group_id, self)
@@ -361,6 +383,9 @@ class MemoryConsumer(Consumer):
                 await asyncio.sleep(timeout_s)
                 return {}
             await self._rejoin()
+        if self._rejoin_requested:
+            self._rejoin_requested = False
+            await self._revoke_all()
         if not self._assigned:
             await self._assign()
         self.wakeup.clear()
@@ -394,6 +419,12 @@ class MemoryConsumer(Consumer):
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return self._broker.committed(self._group_id, tp)
+
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        return self._broker.end_offset(tp, self._read_committed) if tp in self._positions else None
+
+    def position(self, tp: TopicPartition) -> int | None:
+        return self._positions.get(tp)
 
     def quiet_for(self, tp: TopicPartition) -> float:
         # In-process: no record is ever on its way, so caught up is quiet for good.
@@ -433,6 +464,8 @@ class MemoryProducer(Producer):
             offset = self._broker.append(topic, partition, key, value, headers, timestamp_ms)
         except TransportError as exc:
             self._error = self._error or exc
+            if self.on_delivery_failure is not None:
+                self.on_delivery_failure(topic)
         else:
             self._acked[TopicPartition(topic, partition)] = offset + 1
 
@@ -486,6 +519,8 @@ class MemoryTransactionalProducer(TransactionalProducer):
             )
         except TransportError as exc:
             self._error = exc
+            if self.on_delivery_failure is not None:
+                self.on_delivery_failure(topic)
         else:
             self._acked[TopicPartition(topic, partition)] = offset + 1
 
@@ -525,6 +560,8 @@ class MemoryTransactionalProducer(TransactionalProducer):
 
 
 class MemoryReader(PartitionReader):
+    topics_outlive_process = False
+
     def __init__(self, broker: MemoryBroker, read_committed: bool = False) -> None:
         self._broker = broker
         self._read_committed = read_committed

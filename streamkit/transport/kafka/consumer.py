@@ -14,6 +14,7 @@ from aiokafka.errors import (
     IllegalGenerationError,
     IllegalStateError,
     KafkaError,
+    OffsetOutOfRangeError,
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
@@ -69,6 +70,9 @@ class _ListenerBridge(ConsumerRebalanceListener):
         self._check_positions = check_positions
         self.error: BaseException | None = None
         self.consumer: AIOKafkaConsumer | None = None
+        # Partitions the framework paused (a full queue, an exactly-once task not
+        # ready for input yet): the resume after an assignment leaves them paused.
+        self.held: set[KafkaTopicPartition] = set()
 
     def hold(self, partitions: set[KafkaTopicPartition], paused: bool) -> None:
         if self.consumer is not None and partitions:
@@ -89,6 +93,7 @@ class _ListenerBridge(ConsumerRebalanceListener):
         if self.error is None:
             # aiokafka hands out records of these partitions as soon as it assigned
             # them; hold them back until our listener has made their tasks.
+            self.held -= assigned
             self.hold(assigned, True)
             try:
                 await self._check_positions(assigned)
@@ -99,7 +104,7 @@ class _ListenerBridge(ConsumerRebalanceListener):
                 self._listener.on_partitions_assigned,
                 {TopicPartition(tp.topic, tp.partition) for tp in assigned},
             )
-            self.hold(assigned, False)
+            self.hold(assigned - self.held, False)
 
     async def _forward(
         self,
@@ -199,16 +204,43 @@ class KafkaConsumer(Consumer):
             )
             consumer.seek(tp, position)
 
+    async def _reset_out_of_range(
+        self, consumer: AIOKafkaConsumer, fetch_offsets: Mapping[KafkaTopicPartition, int]
+    ) -> None:
+        """A fetch past the log end (a truncated log): `auto_offset_reset` decides.
+
+        Tansu 0.6 answers such a fetch with no records instead of the error, so this
+        path is reached on a real Kafka only.
+        """
+        tps = list(fetch_offsets)
+        firsts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp, offset in fetch_offsets.items():
+            position = resume_position(
+                self._options.auto_offset_reset,
+                TopicPartition(tp.topic, tp.partition),
+                offset,
+                firsts[tp],
+                ends[tp],
+            )
+            consumer.seek(tp, position)
+
     async def getmany(
         self, timeout_s: float, max_records: int
     ) -> Mapping[TopicPartition, Sequence[RawRecord]]:
         consumer = self._started()
         self._raise_listener_error()
-        fetched = await _guard(
-            self._url,
-            f"fetching records for group {self._group_id!r}",
-            consumer.getmany(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records),
-        )
+        try:
+            fetched = await _guard(
+                self._url,
+                f"fetching records for group {self._group_id!r}",
+                consumer.getmany(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records),
+            )
+        except TransportError as exc:
+            if not isinstance(exc.__cause__, OffsetOutOfRangeError):
+                raise
+            await self._reset_out_of_range(consumer, exc.__cause__.args[0])
+            return {}
         self._raise_listener_error()
         self._sample_quiet(consumer)
         return {TopicPartition(tp.topic, tp.partition): records for tp, records in fetched.items()}
@@ -225,23 +257,42 @@ class KafkaConsumer(Consumer):
                 quiet[ktp] = now if since is None else since
         self._quiet_since = quiet
 
-    def _at_end(self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> bool:
+    def _end_of(self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> int | None:
+        """The end the last fetch answer showed: high watermark, or last stable offset."""
         try:
-            polled_ms = consumer.last_poll_timestamp(ktp)
             end = (
                 consumer.last_stable_offset(ktp)
                 if self._options.isolation_level == "read_committed"
                 else consumer.highwater(ktp)
             )
-            # aiokafka's own fetch position (its public `position()` is a coroutine that
-            # may wait for a reset; here a missing position just means "not at the end").
-            state = consumer._subscription.subscription.assignment.state_value(ktp)
-            position = state.position if state.has_valid_position else None
         except (AssertionError, AttributeError, KeyError, IllegalStateError):
-            return False  # not assigned (any more), or an aiokafka this was not written for
-        if polled_ms is None or end is None or end < 0 or position is None:
+            # Not assigned (any more); read from a scrape's thread, a rebalance may be
+            # changing the assignment under it.
+            return None
+        return None if end is None or end < 0 else int(end)
+
+    def _at_end(self, consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> bool:
+        try:
+            polled_ms = consumer.last_poll_timestamp(ktp)
+        except (AssertionError, IllegalStateError):
+            return False  # not assigned (any more)
+        end = self._end_of(consumer, ktp)
+        position = _fetch_position(consumer, ktp)
+        if polled_ms is None or end is None or position is None:
             return False
         return position >= end and time.time() * 1000 - polled_ms <= QUIET_FRESH_S * 1000
+
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        return self._end_of(consumer, KafkaTopicPartition(tp.topic, tp.partition))
+
+    def position(self, tp: TopicPartition) -> int | None:
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        return _fetch_position(consumer, KafkaTopicPartition(tp.topic, tp.partition))
 
     def _raise_listener_error(self) -> None:
         if self._bridge is not None and self._bridge.error is not None:
@@ -249,15 +300,21 @@ class KafkaConsumer(Consumer):
             raise error
 
     def pause(self, tp: TopicPartition) -> None:
+        ktp = KafkaTopicPartition(tp.topic, tp.partition)
+        if self._bridge is not None:
+            self._bridge.held.add(ktp)
         # A partition revoked a moment ago has nothing left to pause or resume.
         try:
-            self._started().pause(KafkaTopicPartition(tp.topic, tp.partition))
+            self._started().pause(ktp)
         except IllegalStateError:
             log.debug("pause of %s[%d]: not assigned to this member", tp.topic, tp.partition)
 
     def resume(self, tp: TopicPartition) -> None:
+        ktp = KafkaTopicPartition(tp.topic, tp.partition)
+        if self._bridge is not None:
+            self._bridge.held.discard(ktp)
         try:
-            self._started().resume(KafkaTopicPartition(tp.topic, tp.partition))
+            self._started().resume(ktp)
         except IllegalStateError:
             log.debug("resume of %s[%d]: not assigned to this member", tp.topic, tp.partition)
 
@@ -285,6 +342,20 @@ class KafkaConsumer(Consumer):
                 f"{_describe(exc)}"
             ) from exc
 
+    def request_rejoin(self) -> None:
+        # aiokafka's coordinator rejoins (revoking first, eagerly) when this is set, as
+        # it does when the group's subscription changes.
+        coordinator = getattr(self._started(), "_coordinator", None)
+        request = getattr(coordinator, "request_rejoin", None)
+        if request is None:
+            log.warning(
+                "this aiokafka cannot be asked to rejoin group %r: warm-up copies hand "
+                "their tasks over at the next rebalance instead",
+                self._group_id,
+            )
+            return
+        request()
+
     def quiet_for(self, tp: TopicPartition) -> float:
         now = time.monotonic()
         if now - self._sampled_at > QUIET_FRESH_S:
@@ -300,6 +371,17 @@ class KafkaConsumer(Consumer):
             self._started().committed(KafkaTopicPartition(tp.topic, tp.partition)),
         )
         return None if offset is None or offset < 0 else int(offset)
+
+
+def _fetch_position(consumer: AIOKafkaConsumer, ktp: KafkaTopicPartition) -> int | None:
+    """aiokafka's own fetch position of an assigned partition, or None. (Its public
+    `position()` is a coroutine that may wait for a reset; here a missing position
+    just means "not known yet".)"""
+    try:
+        state = consumer._subscription.subscription.assignment.state_value(ktp)
+    except (AttributeError, KeyError):
+        return None  # not assigned (any more), or an aiokafka this was not written for
+    return int(state.position) if state is not None and state.has_valid_position else None
 
 
 def _leave_even_from_generation_zero(consumer: AIOKafkaConsumer) -> None:

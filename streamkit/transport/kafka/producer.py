@@ -235,5 +235,7 @@ class KafkaProducer(Producer):
 
     def _fail(self, batch_key: _Key, done: asyncio.Future[None], error: BaseException) -> None:
         self._errors.setdefault(batch_key, error)
+        if self.on_delivery_failure is not None:
+            self.on_delivery_failure(batch_key[0])
         if not done.done():
             done.set_result(None)
