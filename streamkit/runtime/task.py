@@ -1,18 +1,18 @@
 """A task: the coroutine that owns a (sub-topology, partition)'s queues and agents.
 
-It takes fetched chunks from its partition queues (lowest timestamp first when it
-has several), decodes them, runs them through its agents, and commits: outputs
-flushed and acknowledged first, input offsets second (DESIGN.md invariant 4).
+Its lifecycle (open, suspend, resume, close), the processing and the commit are here:
+it takes fetched chunks from its `PartitionGroup` (partition_group.py: lowest
+timestamp first when it has several), decodes them, runs them through its agents
+and processor graphs, and commits: outputs flushed and acknowledged first, input
+offsets second (DESIGN.md invariant 4). Its stores are locked and restored by its
+`StateManager` (state_manager.py) before the first record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import logging
-import os
-import shutil
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
@@ -27,14 +27,11 @@ from ..errors import (
     ProducerFenced,
     RecordError,
     TransactionAborted,
-    TransportError,
 )
 from ..events import Event, StreamTime
 from ..metrics import Metrics
 from ..settings import Settings
-from ..state.restore import restore
 from ..state.restore_listener import RestoreListener
-from ..state.task_dir_lock import TaskDirLock, acquire
 from ..state.task_store import TaskStore, task_stores
 from ..topology import SubTopology, TaskId
 from ..transport.base import (
@@ -47,19 +44,15 @@ from ..transport.base import (
 from .agent_runner import AgentRunner
 from .failures import FailureRouter
 from .graph_runner import GraphRunner, wall_clock_ms
-from .partition_queue import PartitionQueue
+from .partition_group import HELD_BACK_RECHECK_S, Chunks, PartitionGroup
 from .record_writer import RecordWriter
+from .state_manager import StateManager
 
 log = logging.getLogger("streamkit.task")
 
 # Exactly-once: how often committed changes are written to the state files (a
 # transaction commits every 100 ms; the file need not follow each one).
 STATE_FILE_INTERVAL_S = 1.0
-# A task held back for a partition with records on their way looks again this often.
-HELD_BACK_RECHECK_S = 0.02
-# A restore that finds the broker away tries again after this, doubling up to the max.
-RESTORE_RETRY_FIRST_S = 0.5
-RESTORE_RETRY_MAX_S = 10.0
 
 _timestamp = attrgetter("timestamp")
 _offset = attrgetter("offset")
@@ -102,8 +95,9 @@ class Task:
         self.partitions = frozenset(partitions)
         self.state = TaskState.CREATED
         self._services = services
-        capacity = services.settings.partition_buffer_records
-        self._queues = {tp: PartitionQueue(tp, capacity) for tp in sorted(partitions)}
+        self._partition_group = PartitionGroup(
+            partitions, services.settings.partition_buffer_records, services.consumer
+        )
         self._topics = {t.name: t for t in subtopology.sources}
         self._clock = StreamTime()
         settings = services.settings
@@ -143,7 +137,7 @@ class Task:
                 self._clock,
                 services.metrics,
                 services.wall_clock,
-                self._input_quiet_ms,
+                self._partition_group.quiet_ms,
             )
             for g in subtopology.graphs
         ]
@@ -162,30 +156,23 @@ class Task:
         ]
         self._runners.extend(self._graphs)
         self._wakeup = asyncio.Event()
-        self._held_back = False  # by a partition whose records are on their way
         self._closing = False
         self._suspend_done: asyncio.Future[None] | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._uncommitted = False
         self._in_hand: dict[TopicPartition, Sequence[RawRecord]] = {}
-        # (first offset fetched, offset after the last fetched) per partition.
-        self._fetched: dict[TopicPartition, tuple[int, int]] = {}
         self._next_commit = 0.0
         self._next_file_write = 0.0
-        self.restored_records = 0
-        # While restoring: changelog records left per store (what the leader weighs).
-        self._restore_left: dict[str, int] = {}
         self._revoked_while_restoring = False
-        # Only tasks with stores have a directory to lock.
-        self._dir_lock = TaskDirLock(services.state_dir / str(task_id)) if self._stores else None
-        self._private_dir: Path | None = None
+        self._state_manager = StateManager(
+            task_id, self._stores, services, cancelled=lambda: self._closing
+        )
         # Metric children bound once: the hot path pays an increment per chunk.
         metrics, name = services.metrics, str(task_id)
         processed = metrics.records_processed
         self._processed = {tp: processed.labels(tp.topic, name) for tp in partitions}
         self._batch_seconds = metrics.batch_seconds.labels(name)
         self._commit_seconds = metrics.commit_seconds.labels(name)
-        self._restore_metrics = metrics.restore_listener()
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {self.state}>"
@@ -198,17 +185,18 @@ class Task:
         leader must not take this member for caught up (warm-ups, moves)."""
         if self.state not in (TaskState.CREATED, TaskState.RESTORING):
             return None
-        return sum(self._restore_left.values()) if self._restore_left else None
+        return self._state_manager.restore_left()
+
+    @property
+    def restored_records(self) -> int:
+        """Changelog records the restore applied to the task's stores."""
+        return self._state_manager.restored_records
 
     # Called by the worker's fetch loop -----------------------------------------
 
     def enqueue(self, tp: TopicPartition, records: Sequence[RawRecord]) -> bool:
         """Queue fetched records; True when the partition should be paused."""
-        full = self._queues[tp].put(records)
-        self._fetched[tp] = (
-            self._fetched.get(tp, (records[0].offset, 0))[0],
-            records[-1].offset + 1,
-        )
+        full = self._partition_group.enqueue(tp, records)
         self._wakeup.set()
         return full
 
@@ -217,32 +205,31 @@ class Task:
         return self._stores
 
     def has_queued(self) -> bool:
-        return any(self._queues.values())
+        return self._partition_group.has_queued()
 
     def buffered_records(self) -> int:
         """Records fetched but not yet taken: bounded by the partition queues' capacity."""
-        return sum(q.size for q in self._queues.values())
+        return self._partition_group.buffered_records()
 
     def first_fetched(self) -> dict[TopicPartition, int]:
         """The first offset fetched of each partition, since the task started or resumed."""
-        return {tp: first for tp, (first, _) in self._fetched.items()}
+        return self._partition_group.first_fetched()
 
     def paused_partitions(self) -> int:
         """Partitions whose full queue paused them in the consumer (back-pressure)."""
-        return sum(1 for q in list(self._queues.values()) if q.paused)
+        return self._partition_group.paused_partitions()
 
     def processed_positions(self) -> dict[TopicPartition, int]:
         """Per input partition, the offset of its next record to process, where known:
         processed so far, or else the first fetched (safe to call from another thread)."""
-        fetched = dict(self._fetched)
-        positions = {tp: first for tp, (first, _) in fetched.items()}
+        positions = self._partition_group.first_fetched()
         positions.update(self._positions)
         return positions
 
     def progress(self) -> list[tuple[TopicPartition, int, int]]:
         """(partition, processed position, records fetched but not processed)."""
         out = []
-        for tp, (first, end) in self._fetched.items():
+        for tp, (first, end) in self._partition_group.fetched().items():
             position = self._positions.get(tp, first)
             out.append((tp, position, max(0, end - position)))
         return out
@@ -260,9 +247,7 @@ class Task:
         """
         if self.state in (TaskState.CREATED, TaskState.RESTORING):
             self._revoked_while_restoring = True
-            for queue in self._queues.values():
-                queue.clear()
-            self._fetched.clear()
+            self._partition_group.clear()
             return
         if self.state is not TaskState.RUNNING:
             return
@@ -307,14 +292,14 @@ class Task:
                         await self._wait(None)
                         continue
                     self.punctuate_wall_clock()
-                    chunks = self._take_chunks()
+                    chunks = self._partition_group.take_chunks()
                     if chunks:
                         await self._process(chunks)
                         if self._cache_full() or self._commit_requested():
                             await self.commit()
                     else:
                         idle = self._idle_timeout(loop.time())
-                        if self._held_back:
+                        if self._partition_group.held_back:
                             # Nothing arrives to wake it when the partition it waits
                             # for turns out to be at its end: look again soon.
                             idle = (
@@ -348,13 +333,15 @@ class Task:
     async def open(self) -> None:
         """Fence the task's previous owner (exactly-once), lock and restore the stores,
         then start the agents and processors: ready for input."""
-        await self._lock_state_dir()
+        await self._state_manager.lock_state_dir()
         if self.producer is not None:
             # Before the restore: fencing aborts the old owner's open transaction,
             # which would otherwise hold the changelog's last stable offset back.
             await self.producer.start()
             await self._read_from_committed()
-        await self._restore()
+        if self._stores:
+            self.state = TaskState.RESTORING
+            await self._state_manager.restore()
         for runner in self._runners:
             runner.start()
         self.state = TaskState.SUSPENDED if self._revoked_while_restoring else TaskState.RUNNING
@@ -377,8 +364,7 @@ class Task:
                 consumer.seek(tp, committed)
                 # Anything fetched all the same (a transport that fetched before the
                 # pause) came from the old position: it is fetched again from here.
-                self._queues[tp].clear()
-                self._fetched.pop(tp, None)
+                self._partition_group.forget(tp)
             consumer.resume(tp)
 
     async def process_records(self, tp: TopicPartition, records: Sequence[RawRecord]) -> None:
@@ -396,125 +382,10 @@ class Task:
         for runner in self._runners:
             runner.cancel()
         self.write_staged()  # committed, whatever ended the task
-        for store in self._stores.values():
-            store.sqlite.close()
-        if self._dir_lock is not None:
-            self._dir_lock.release()
-        if self._private_dir is not None:
-            shutil.rmtree(self._private_dir, ignore_errors=True)
+        self._state_manager.release()
         self.state = TaskState.CLOSED
         if self._suspend_done is not None and not self._suspend_done.done():
             self._suspend_done.set_result(None)
-
-    async def _lock_state_dir(self) -> None:
-        """Own the task directory before opening its files (state/task_dir_lock.py).
-
-        Another worker sharing the data dir may still be closing this task: wait for
-        it, up to `state_dir_lock_wait_s`. Past that, work without local state: the
-        stores live in a private directory of this process, rebuilt from the
-        changelog and deleted when the task closes.
-        """
-        lock = self._dir_lock
-        if lock is None:
-            return
-        if lock.try_acquire():
-            return
-        wait_s = self._services.settings.state_dir_lock_wait_s
-        log.info(
-            "task %s waits up to %.0f s for %s to let go of %s",
-            self.id,
-            wait_s,
-            lock.holder(),
-            lock.task_dir,
-        )
-        if await acquire(lock, wait_s=wait_s, cancelled=lambda: self._closing):
-            log.info("task %s: got its state directory", self.id)
-            return
-        if self._closing:
-            return
-        self._private_dir = private = (
-            self._services.state_dir / ".private" / str(os.getpid()) / str(self.id)
-        )
-        shutil.rmtree(private, ignore_errors=True)
-        for store in self._stores.values():
-            store.sqlite.path = private / store.sqlite.path.name
-        log.warning(
-            "task %s: its state directory %s is still locked by %s after %.0f s; working "
-            "without local state, from a private copy restored from the changelog",
-            self.id,
-            lock.task_dir,
-            lock.holder(),
-            wait_s,
-        )
-
-    async def _restore(self) -> None:
-        """Bring every store up to its changelog's end before the first record.
-
-        A broker that is away (connection refused, timed out) is waited for: the
-        restore starts again, from the checkpoints it reached, once it answers; one
-        line says so when it begins waiting, one when it got through.
-        """
-        if not self._stores:
-            return
-        self.state = TaskState.RESTORING
-        delay, waiting_since = RESTORE_RETRY_FIRST_S, None
-        while True:
-            try:
-                await self._restore_once()
-            except TransportError as exc:
-                if self._closing:
-                    raise
-                if waiting_since is None:
-                    waiting_since = asyncio.get_running_loop().time()
-                    log.warning(
-                        "task %s: restoring waits for the broker (%s); retrying until it answers",
-                        self.id,
-                        exc,
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RESTORE_RETRY_MAX_S)
-                continue
-            if waiting_since is not None:
-                log.info(
-                    "task %s: restored after waiting %.0f s for the broker",
-                    self.id,
-                    asyncio.get_running_loop().time() - waiting_since,
-                )
-            return
-
-    async def _restore_once(self) -> None:
-        reader = self._services.transport.reader()
-        await reader.start()
-        try:
-            for store in self._stores.values():
-                store.sqlite.open()
-                began = asyncio.get_running_loop().time()
-                # A KTable's topic past the committed offset is input still to process:
-                # restoring it too would hand its records their own value as the old one.
-                stop_at = None
-                if store.table.changelog_is_source:
-                    stop_at = await self._services.consumer.committed(store.changelog_tp) or 0
-                name = store.table.name
-                applied = await restore(
-                    store,
-                    reader,
-                    max_records=self._services.settings.max_poll_records * 5,
-                    cancelled=lambda: self._closing,
-                    stop_at=stop_at,
-                    task=self.id,
-                    listeners=(self._restore_metrics, self._services.restore_listener),
-                    progress=functools.partial(self._restore_left.__setitem__, name),
-                )
-                self.restored_records += applied
-                log.info(
-                    "task %s restored %d records of %s in %.3f s",
-                    self.id,
-                    applied,
-                    store.table.name,
-                    asyncio.get_running_loop().time() - began,
-                )
-        finally:
-            await reader.stop()
 
     def _idle_timeout(self, now: float) -> float | None:
         """Sleep until the next commit or wall-clock punctuation, whichever comes first."""
@@ -534,13 +405,6 @@ class Task:
                 graph.punctuate_wall_clock()
                 self._uncommitted = True
 
-    def _input_quiet_ms(self) -> float:
-        """How long every input partition has been processed to its end, as watched."""
-        if any(self._queues.values()):
-            return 0.0
-        consumer = self._services.consumer
-        return min((consumer.quiet_for(tp) for tp in self._queues), default=0.0) * 1000
-
     def _commit_requested(self) -> bool:
         requested = any(g.commit_requested for g in self._graphs)
         for graph in self._graphs:
@@ -558,9 +422,7 @@ class Task:
     async def _enter_suspension(self) -> None:
         assert self._suspend_done is not None
         await self.commit()
-        for queue in self._queues.values():
-            queue.clear()
-        self._fetched.clear()
+        self._partition_group.clear()
         self.state = TaskState.SUSPENDED
         self._suspend_done.set_result(None)
         self._suspend_done = None
@@ -574,72 +436,7 @@ class Task:
         except TimeoutError:
             pass
 
-    def _take_chunks(self) -> list[tuple[TopicPartition, Sequence[RawRecord]]]:
-        if len(self._queues) > 1:
-            return self._take_in_time_order()
-        chunks = []
-        for q in self._queues.values():
-            if q:
-                chunks.append((q.tp, q.take()))
-                self._resume_if_drained(q)
-        return chunks
-
-    def _take_in_time_order(self) -> list[tuple[TopicPartition, Sequence[RawRecord]]]:
-        """Several partitions: what may go next when the lowest timestamp goes first
-        (DESIGN.md invariant 2), as Kafka Streams' PartitionGroup chooses it with
-        max.task.idle.ms 0.
-
-        1. A partition with nothing queued that the consumer has not seen at its end
-           holds the task back: the records on their way may be the earliest (a
-           table's rows before the stream that looks them up). Empty partitions at
-           their end do not.
-        2. The chunks at the heads of the queues are merged by their records'
-           timestamps, lowest head first, until one partition's chunk runs out while
-           more of that partition is queued or on the broker: its next record may
-           come before the others' rest.
-        3. What was not taken goes back to the front of its queue.
-        """
-        consumer = self._services.consumer
-        self._held_back = False
-        queues = list(self._queues.values())
-        # 1. An empty partition with records on their way holds the task back.
-        for q in queues:
-            if not q and consumer.quiet_for(q.tp) <= 0:
-                self._held_back = True
-                return []
-        heads = [(q, q.take()) for q in queues if q]
-        if len(heads) == 1:
-            self._resume_if_drained(heads[0][0])
-            return [(heads[0][0].tp, heads[0][1])]
-        # 2. Lowest head first, until a chunk with more behind it runs out.
-        taken = [0] * len(heads)
-        heap = [(chunk[0].timestamp, i) for i, (_, chunk) in enumerate(heads)]
-        heapq.heapify(heap)
-        while heap:
-            _, i = heap[0]
-            q, chunk = heads[i]
-            taken[i] += 1
-            if taken[i] < len(chunk):
-                heapq.heapreplace(heap, (chunk[taken[i]].timestamp, i))
-                continue
-            heapq.heappop(heap)
-            if q or consumer.quiet_for(q.tp) <= 0:
-                break
-        # 3. The rest back to the front.
-        chunks = []
-        for (q, chunk), n in zip(heads, taken, strict=True):
-            if n < len(chunk):
-                q.put_back(chunk[n:])
-            if n:
-                chunks.append((q.tp, chunk[:n]))
-            self._resume_if_drained(q)
-        return chunks
-
-    def _resume_if_drained(self, q: PartitionQueue) -> None:
-        if q.drained_enough_to_resume():
-            self._services.consumer.resume(q.tp)
-
-    async def _process(self, chunks: list[tuple[TopicPartition, Sequence[RawRecord]]]) -> None:
+    async def _process(self, chunks: Chunks) -> None:
         began_s = time.perf_counter()
         self._in_hand = dict(chunks)
         if len(chunks) == 1:
