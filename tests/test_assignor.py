@@ -4,6 +4,7 @@ warm-ups before a stateful task moves (KIP-441)."""
 from hypothesis import given
 from hypothesis import strategies as st
 
+import streamkit as sk
 from streamkit.runtime.assignor import MemberInfo, decode_member, encode_member
 from streamkit.runtime.placement import balance_tasks, place_standbys
 from streamkit.topology import TaskId
@@ -171,17 +172,9 @@ def test_a_moving_task_goes_to_the_caught_up_member() -> None:
 
 
 def test_planner_reads_lag_from_member_offsets_and_places_standbys() -> None:
-    import streamkit as sk
     from streamkit.runtime.assignor import TaskPlanner
 
-    app = sk.App("lag")
-    events = app.topic("events", partitions=4)
-    totals = app.table("totals", default=int)
-
-    @app.agent(events)
-    async def count(stream):  # type: ignore[no-untyped-def]
-        async for key in stream.items():
-            totals[key] += 1
+    app = _counting_app("lag")
 
     planner = TaskPlanner(
         app.topology(), MemberInfo, standby_replicas=1, acceptable_recovery_lag=100
@@ -453,17 +446,9 @@ def test_every_member_learns_which_endpoint_runs_which_task() -> None:
     assignment carries every endpoint's active and standby tasks (partitionsByHost)."""
     import json
 
-    import streamkit as sk
     from streamkit.runtime.assignor import TaskPlanner
 
-    app = sk.App("hosts")
-    events = app.topic("events", partitions=4)
-    totals = app.table("totals", default=int)
-
-    @app.agent(events)
-    async def count(stream):  # type: ignore[no-untyped-def]
-        async for key in stream.items():
-            totals[key] += 1
+    app = _counting_app("hosts")
 
     planner = TaskPlanner(app.topology(), MemberInfo, standby_replicas=1)
     members = {
@@ -478,3 +463,17 @@ def test_every_member_learns_which_endpoint_runs_which_task() -> None:
     for info in plan.values():
         assert info.hosts == hosts and info.standby_hosts == standby_hosts
     assert decode_member(encode_member(plan["a"])) == plan["a"]
+
+
+def _counting_app(name: str) -> sk.App:
+    """One sub-topology of 4 stateful tasks: an agent counting events in a table."""
+    app = sk.App(name)
+    events = app.topic("events", partitions=4)
+    totals = app.table("totals", default=int)
+
+    @app.agent(events)
+    async def count(stream):  # type: ignore[no-untyped-def]
+        async for key in stream.items():
+            totals[key] += 1
+
+    return app

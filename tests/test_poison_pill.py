@@ -102,20 +102,29 @@ async def test_reset_is_refused_while_a_worker_runs_and_outside_the_log(
 # Tansu, through the command line ------------------------------------------------------
 
 
-@pytest.mark.timeout(120)
-async def test_a_poison_pill_on_kafka_is_skipped_with_streamkit_reset(
-    cluster: Cluster, topic_name: Callable[[str], str]
-) -> None:
-    url = cluster.kafka_url
+async def _tea_with_a_bad_record_between(
+    url: str, topic_name: Callable[[str], str], **extra: str
+) -> dict[str, str]:
+    """Topics of one partition holding good, `not json`, good; the app's environment."""
     env = {
         "SKT_APP_ID": topic_name("app"),
         "SKT_INPUT": topic_name("in"),
         "SKT_OUTPUT": topic_name("out"),
+        **extra,
     }
     await create_topic(url, env["SKT_INPUT"], 1)
     await create_topic(url, env["SKT_OUTPUT"], 1)
     good = b'{"item": "tea"}'
     await produce(url, env["SKT_INPUT"], 1, [(b"k", good), (b"k", b"not json"), (b"k", good)])
+    return env
+
+
+@pytest.mark.timeout(120)
+async def test_a_poison_pill_on_kafka_is_skipped_with_streamkit_reset(
+    cluster: Cluster, topic_name: Callable[[str], str]
+) -> None:
+    url = cluster.kafka_url
+    env = await _tea_with_a_bad_record_between(url, topic_name)
 
     # The worker stops at offset 1, saying how to move on.
     w1 = cluster.start("sk_poison:app", "w1", env=env)
@@ -158,16 +167,7 @@ async def test_under_dead_letter_a_bad_record_on_kafka_goes_to_the_dlq_with_its_
     cluster: Cluster, topic_name: Callable[[str], str]
 ) -> None:
     url = cluster.kafka_url
-    env = {
-        "SKT_APP_ID": topic_name("app"),
-        "SKT_INPUT": topic_name("in"),
-        "SKT_OUTPUT": topic_name("out"),
-        "SKT_ON_ERROR": "dead_letter",
-    }
-    await create_topic(url, env["SKT_INPUT"], 1)
-    await create_topic(url, env["SKT_OUTPUT"], 1)
-    good = b'{"item": "tea"}'
-    await produce(url, env["SKT_INPUT"], 1, [(b"k", good), (b"k", b"not json"), (b"k", good)])
+    env = await _tea_with_a_bad_record_between(url, topic_name, SKT_ON_ERROR="dead_letter")
     w1 = cluster.start("sk_poison:app", "w1", env=env)
     await wait_for_commits(url, env["SKT_APP_ID"], env["SKT_INPUT"], {0: 3}, details=w1.output)
     await w1.stop()
