@@ -69,6 +69,7 @@ class Workload:
 WORKERS: dict[str, Workload] = {
     "passthrough": Workload("passthrough", "passthrough", ceiling="passthrough"),
     "passthrough_dsl": Workload("passthrough_dsl", "passthrough", ceiling="passthrough"),
+    "passthrough_batches": Workload("passthrough_batches", "passthrough", ceiling="passthrough"),
     "count": Workload("count", "count", ceiling="count"),
     "windowed_count": Workload("windowed_count", "windowed_count", ceiling="windowed_count"),
     "stream_table_join": Workload("stream_table_join", "join", ceiling="join"),

@@ -149,6 +149,8 @@ class ModelSerde(Generic[M]):
         self._to_json = model.__pydantic_serializer__.to_json
 
     def serialize(self, value: M | dict[str, Any] | None) -> bytes | None:
+        if value.__class__ is self.model:
+            return self._to_json(value)
         if value is None:
             return None
         if isinstance(value, dict):

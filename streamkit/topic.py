@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .partitioner import MURMUR2, Partitioner
-from .serde import Serde, serde_for
+from .partitioner import BUILT_IN, MURMUR2, Partitioner
+from .serde import JsonSerde, Serde, StrSerde, serde_for
 from .transport.base import RawRecord, TopicSpec
+
+# Serdes and partitioners whose output depends on the key alone.
+_PURE_KEY_SERDES = (StrSerde, JsonSerde)
+_PURE_PARTITIONERS = tuple(BUILT_IN.values())
+_ROUTES_MAX = 65_536
 
 
 class ErrorPolicy(StrEnum):
@@ -48,6 +53,34 @@ class Topic:
         self.key_serde = serde_for(self.key_type)
         self.value_serde = serde_for(self.value_type)
         self._next_unkeyed = 0
+        # str key -> (key bytes, partition, partition count it was computed for): see
+        # `remember_route`. Read directly by the record writer's hot loops.
+        self.routes: dict[str, tuple[bytes, int, int]] = {}
+
+    def known_route(self, key: Any) -> tuple[bytes, int] | None:
+        """A str key's bytes and partition, if `remember_route` kept them.
+
+        A str key through a built-in serde and partitioner always lands in the same
+        place, so an app writing the same keys over and over serializes and hashes
+        each once rather than per record."""
+        if key.__class__ is str:
+            route = self.routes.get(key)
+            if route is not None and route[2] == self.partitions:
+                return route[0], route[1]
+        return None
+
+    def remember_route(self, key: Any, key_bytes: bytes | None, partition: int) -> None:
+        """Keep a str key's route, if its serde and partitioner depend on the key alone
+        (a user's may not); bounded, forgotten whole when full."""
+        if (
+            key.__class__ is str
+            and key_bytes is not None
+            and self.key_serde.__class__ in _PURE_KEY_SERDES
+            and self.partitioner.of in _PURE_PARTITIONERS
+        ):
+            if len(self.routes) >= _ROUTES_MAX:
+                self.routes.clear()
+            self.routes[key] = (key_bytes, partition, self.partitions)
 
     def partition_of(self, key_bytes: bytes | None) -> int:
         """The topic's partitioner for keys (murmur2 by default), round-robin for null keys."""
