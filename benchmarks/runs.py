@@ -407,6 +407,14 @@ class Run:
 
     def _metered(self, procs: list[Proc]) -> dict[str, psutil.Process]:
         metered = {p.name: psutil.Process(p.pid) for p in procs if p.alive}
+        # A supervisor's workers (`--processes N`) are the workload too, not others.
+        for name, proc in list(metered.items()):
+            try:
+                children = proc.children(recursive=True)
+            except psutil.Error:
+                continue
+            for i, child in enumerate(children):
+                metered[f"{name}/{i + 1}"] = child
         if self.broker_process is not None:
             metered["broker"] = self.broker_process
         metered["bench"] = psutil.Process()  # this process: the observers
