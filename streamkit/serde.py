@@ -77,11 +77,13 @@ class IntSerde:
     """Decimal text (also valid JSON), so any tool can read it and ints are unbounded."""
 
     def serialize(self, value: int | None) -> bytes | None:
+        if value.__class__ is int:
+            return b"%d" % value
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
             raise _expected("int", value)
-        return str(value).encode()
+        return b"%d" % value
 
     def deserialize(self, data: bytes | None) -> int | None:
         return None if data is None else int(data)

@@ -53,25 +53,15 @@ class Topic:
         self.key_serde = serde_for(self.key_type)
         self.value_serde = serde_for(self.value_type)
         self._next_unkeyed = 0
-        # str key -> (key bytes, partition, partition count it was computed for): see
-        # `remember_route`. Read directly by the record writer's hot loops.
+        # str key -> (key bytes, partition, partition count): see `remember_route`.
         self.routes: dict[str, tuple[bytes, int, int]] = {}
 
-    def known_route(self, key: Any) -> tuple[bytes, int] | None:
-        """A str key's bytes and partition, if `remember_route` kept them.
-
-        A str key through a built-in serde and partitioner always lands in the same
-        place, so an app writing the same keys over and over serializes and hashes
-        each once rather than per record."""
-        if key.__class__ is str:
-            route = self.routes.get(key)
-            if route is not None and route[2] == self.partitions:
-                return route[0], route[1]
-        return None
-
     def remember_route(self, key: Any, key_bytes: bytes | None, partition: int) -> None:
-        """Keep a str key's route, if its serde and partitioner depend on the key alone
-        (a user's may not); bounded, forgotten whole when full."""
+        """Keep a str key's route for the record writer, if its serde and partitioner
+        depend on the key alone (a user's may not): an app writing the same keys over
+        and over then serializes and hashes each once rather than per record. Bounded,
+        forgotten whole when full; an entry holds the partition count it was worked
+        out for, so a topic whose count changes gets its keys worked out again."""
         if (
             key.__class__ is str
             and key_bytes is not None

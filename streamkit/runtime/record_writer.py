@@ -28,9 +28,10 @@ class RecordWriter:
         timestamp_ms: int | None = None,
         partition: int | None = None,
     ) -> None:
-        route = topic.known_route(key) if partition is None else None
-        if route is not None:
-            key_bytes, partition = route
+        # A str key's remembered route (`Topic.remember_route`), else worked out.
+        route = topic.routes.get(key) if key.__class__ is str and partition is None else None
+        if route is not None and route[2] == topic.partitions:
+            key_bytes, partition, _ = route
         else:
             try:
                 key_bytes = topic.key_serde.serialize(key)
