@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..events import Event, StreamTime
 from ..metrics import Metrics
+from ..serde import bytes_reader
 from ..settings import Settings
 from ..state.restore_listener import RestoreListener
 from ..state.task_store import TaskStore, task_stores
@@ -498,12 +499,12 @@ class Task:
         record loop, which applies the policy."""
         if topic_name is not None:
             topic = self._topics[topic_name]
-            key_of, value_of = topic.key_serde.deserialize, topic.value_serde.deserialize
+            key_of, value_of = bytes_reader(topic.key_serde), bytes_reader(topic.value_serde)
             try:
                 return [
                     Event(
-                        key_of(r.key),
-                        value_of(r.value),
+                        None if (k := r.key) is None else key_of(k),
+                        None if (v := r.value) is None else value_of(v),
                         r.headers,
                         r.timestamp,
                         topic_name,
