@@ -53,7 +53,7 @@ class _TableFilter(ops.DslProcessor):
         new, old = self._keep(record.key, change.new), self._keep(record.key, change.old)
         if new is None and old is None:
             return  # neither side passes: nothing changed downstream
-        self.context.forward(record.with_value(Change(new, old)))
+        self.emit(record.with_value(Change(new, old)))
 
 
 class _TableMapValues(ops.DslProcessor):
@@ -65,12 +65,12 @@ class _TableMapValues(ops.DslProcessor):
         fn = self.fn
         new = None if change.new is None else fn(change.new)
         old = None if change.old is None else fn(change.old)
-        self.context.forward(record.with_value(Change(new, old)))
+        self.emit(record.with_value(Change(new, old)))
 
 
 class _ToStream(ops.DslProcessor):
     def process(self, record: Record) -> None:
-        self.context.forward(record.with_value(record.value.new))
+        self.emit(Record(record.key, record.value.new, record.timestamp, record.headers))
 
 
 class KTable:

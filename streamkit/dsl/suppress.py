@@ -218,7 +218,7 @@ class _Suppress(ops.DslProcessor):
         _since, prior, new, ts = row
         if new is None and self.final:
             return  # a retraction of a result final mode never emitted
-        self.context.forward(Record(key, Change(new, prior), ts))
+        self.emit(Record(key, Change(new, prior), ts))
 
 
 def suppress(table: KTable, suppressed: Suppressed, name: str | None) -> KTable:
