@@ -128,6 +128,9 @@ class SuppressBuffer(Table):
             return self._route.serialize(key[0])
         return super().routing_bytes(key)
 
+    def routing_key(self, key: Any) -> Any:
+        return key[0] if self._route is not None else key
+
     def key_bytes(self, key: Any) -> bytes:
         return self.changelog.key_serde.serialize(key) or b""
 

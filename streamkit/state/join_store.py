@@ -122,6 +122,9 @@ class PendingJoins(Table):
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
 
+    def routing_key(self, key: Any) -> Any:
+        return key[0]
+
     def key_bytes(self, key: Any) -> bytes:
         """A join key's bytes, which order pending records of one timestamp and side."""
         return self._inner_key_serde.serialize(key) or b""
@@ -181,6 +184,9 @@ class SubscriptionStore(Table):
 
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._serde.first.serialize(key[0])
+
+    def routing_key(self, key: Any) -> Any:
+        return key[0]
 
     def subscribers(self, foreign_key: Any) -> list[Any]:
         """The left keys subscribed to a foreign key (read whole: callers write as they go)."""

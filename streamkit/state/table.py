@@ -77,6 +77,11 @@ class Table:
         """The bytes whose partition must be the task's (the key, as in its stream)."""
         return self.changelog.key_serde.serialize(key)
 
+    def routing_key(self, key: Any) -> Any:
+        """The part of a key that `routing_bytes` depends on: keys that share it share a
+        task, so a shard checks it once (a window store: the grouped key, not each window)."""
+        return key
+
     def row_time(self, key: Any, now_ms: int) -> int:
         """The time kept with a row: when it last changed."""
         return now_ms

@@ -111,6 +111,9 @@ class SessionStore(Table):
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
 
+    def routing_key(self, key: Any) -> Any:
+        return key[0]
+
     def row_time(self, key: Any, now_ms: int) -> int:
         return int(key[2])
 
@@ -144,3 +147,6 @@ class PendingWindows(Table):
 
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
+
+    def routing_key(self, key: Any) -> Any:
+        return key[0]

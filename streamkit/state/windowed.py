@@ -132,6 +132,9 @@ class WindowedTable(Table):
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
 
+    def routing_key(self, key: Any) -> Any:
+        return key[0]
+
     def row_time(self, key: Any, now_ms: int) -> int:
         return int(key[2])
 
