@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from sortedcontainers import SortedList
 
 from ..errors import ConfigError
-from ..processor import Record
+from ..processor import ProcessorContext, Record
 from ..serde import PythonSerde, Serde, serde_for
 from ..state.join_store import (
     LEFT,
@@ -36,7 +36,7 @@ from . import operators as ops
 from .aggregate import Change
 from .graph import CopartitionGroup, NodeKind, NodeSpec
 from .kstream import KStream, internal_serde
-from .ktable import KTable, Lookup, ValueGetter, timestamped_table
+from .ktable import KTable, Lookup, ValueGetter, task_lookup, timestamped_table
 from .windows import notice_unchosen_grace
 
 if TYPE_CHECKING:
@@ -528,6 +528,10 @@ class _StreamTableJoin(ops.DslProcessor):
         self.left = left
         self.as_of = as_of
 
+    def init(self, context: ProcessorContext) -> None:
+        super().init(context)
+        self.lookup = task_lookup(self.lookup)
+
     def process(self, record: Record) -> None:
         if record.value is None:
             self.node.dropped(record, "null value")
@@ -549,7 +553,9 @@ class _StreamTableJoin(ops.DslProcessor):
             found = None
         else:
             found = row[0]
-        self.emit(record.with_value(self.joiner(record.value, found)))
+        self.emit(
+            Record(record.key, self.joiner(record.value, found), record.timestamp, record.headers)
+        )
 
 
 class _BufferedStreamTableJoin(_StreamTableJoin):

@@ -10,11 +10,12 @@ Streams' KTableValueGetter does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..processor import Record
 from ..serde import Serde
-from ..state.table import Table
+from ..state.table import Table, current_stores
 from ..state.timestamped import TimestampedSerde, ValueAndTimestamp
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, TableAggregate, TableRegroup
@@ -36,6 +37,16 @@ def timestamped_table(app: App, name: str, key_serde: Serde[Any], value_serde: S
     table = app.table(name, key_type=key_serde, value_type=TimestampedSerde(value_serde))
     table.timestamped = True
     return table
+
+
+def task_lookup(lookup: Lookup) -> Lookup:
+    """A lookup for a node to keep: a table's own `get` resolved once to the running
+    task's shard, so that a read per record skips the table's search for the shard
+    of the task in hand. Call it where the task's stores are in reach (`init`)."""
+    table = getattr(lookup, "__self__", None)
+    if isinstance(table, Table) and getattr(lookup, "__func__", None) is Table.get:
+        return partial(current_stores.get()[table.name].get, missing=None)
+    return lookup
 
 
 class _TableFilter(ops.DslProcessor):
