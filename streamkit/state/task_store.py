@@ -397,7 +397,7 @@ class TaskStore:
         """Write acknowledged changes to SQLite with the changelog offset they reach."""
         if not changes:
             return
-        self.sqlite.write(changes, changelog_end)
+        self.sqlite.write(self._live(changes), changelog_end)
         if len(self._clean) + len(self._dirty) > self._clean_limit:
             self._clean.clear()
         if len(self._dirty) <= self._clean_limit:
@@ -406,6 +406,18 @@ class TaskStore:
         self._dirty_order.clear()
         self._dirty_keys.clear()
         self._indexed = False
+
+    def _live(self, changes: Iterable[Change]) -> Iterable[Change]:
+        """The changes the file needs: not the rows of windows whose retention has passed
+        (a replay's windows, mostly). The next expiry would delete them and no read sees
+        them meanwhile, so they are not written, as Kafka Streams' window stores skip
+        writes to expired segments; their changelog records went out all the same."""
+        if not self._time_keyed:
+            return changes
+        cutoff = self.table.expiry_cutoff(_now_ms(), self._clock.ms)
+        if cutoff is None:
+            return changes
+        return [change for change in changes if change[2] >= cutoff]
 
     def stage(self, changes: Changes, changelog_end: int | None) -> None:
         """Exactly-once: the changes' transaction committed; keep them readable and
@@ -425,7 +437,7 @@ class TaskStore:
         changelog offset of the last commit they came from."""
         if not self._staged_changes:
             return
-        self.sqlite.write(self._staged_changes.values(), self._staged_end)
+        self.sqlite.write(self._live(self._staged_changes.values()), self._staged_end)
         if len(self._clean) + len(self._staged) > self._clean_limit:
             self._clean.clear()
         if len(self._staged) <= self._clean_limit:
