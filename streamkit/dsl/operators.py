@@ -31,6 +31,9 @@ class NodeContext(Protocol):
     node: NodeSpec
     # The task's stream time, read by windowed nodes at every record.
     clock: StreamTime
+    # The task's record writer's `write(topic, key, value, headers, timestamp)`: what a
+    # sink calls for each record (serialize, partition, queue on the producer).
+    write: Callable[..., None]
 
     def dropped(self, record: Record, reason: str, routed_to: Topic | None = None) -> None:
         """Count and log a record this node cannot use."""
@@ -164,14 +167,14 @@ class Sink(DslProcessor):
 
     def init(self, context: ProcessorContext) -> None:
         super().init(context)
-        self._send = self.node.send
+        self._write = self.node.write
 
     def process(self, record: Record) -> None:
         target = self.topic
         if not isinstance(target, Topic):
             chosen = target(record.key, record.value, record)
             target = self._resolve(chosen)
-        self._send(target, record)
+        self._write(target, record.key, record.value, record.headers, record.timestamp)
 
     def _resolve(self, chosen: Topic | str) -> Topic:
         name = chosen.name if isinstance(chosen, Topic) else chosen

@@ -604,9 +604,12 @@ class _TimeWindowAggregate(_WindowAggregate):
         for start, end in spans:
             # Windowed(...) without the NamedTuple constructor's Python frame.
             window = _new_tuple(Windowed, (key, start, end))
+            if now >= end + self._grace:
+                skipped += 1  # closed: see `accepts`
+                continue
             held = get(window, None)
-            if now >= end + self._grace or (held is not None and self.emitted(window)):
-                skipped += 1  # closed, or emitted already (emit-final): see `accepts`
+            if held is not None and self.emitted(window):
+                skipped += 1  # emitted already (emit-final)
                 continue
             if held is None:
                 old, out_ts = None, ts

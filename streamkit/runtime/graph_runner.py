@@ -73,7 +73,7 @@ class NodeContext(ProcessorContext):
         self._children: list[Processor] = []
         self._by_name: dict[str, Processor] = {}
         self._stores = {t.name: t for t in node.stores}
-        self._write = runner.writer.write
+        self.write = runner.writer.write
         self.clock = runner.clock
 
     def connect(self, processors: Mapping[str, Processor]) -> None:
@@ -180,7 +180,7 @@ class NodeContext(ProcessorContext):
 
     def send(self, topic: Topic, record: Record, partition: int | None = None) -> None:
         """What a sink node does: serialize and queue on the worker's producer."""
-        self._write(topic, record.key, record.value, record.headers, record.timestamp, partition)
+        self.write(topic, record.key, record.value, record.headers, record.timestamp, partition)
 
 
 class GraphRunner:
