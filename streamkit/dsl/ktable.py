@@ -84,6 +84,17 @@ class _ToStream(ops.DslProcessor):
         self.emit(Record(record.key, record.value.new, record.timestamp, record.headers))
 
 
+def values_downstream(node: ops.DslProcessor) -> Callable[[Record], None] | None:
+    """For a table node whose one child is a `to_stream()`: where that child sends its
+    records, so that the table node can send its new values there itself (records
+    keyed as its changes, valued by their new value), one node and one record fewer
+    per update. None otherwise."""
+    children = node.node.node.children
+    if len(children) != 1 or children[0].factory is not _ToStream:
+        return None
+    return node.node.child_downstream()
+
+
 class KTable:
     def __init__(
         self,

@@ -47,6 +47,9 @@ class NodeContext(Protocol):
     def downstream(self) -> Callable[[Record], None]:
         """`forward(record)` as one callable, bound when the node starts."""
 
+    def child_downstream(self) -> Callable[[Record], None]:
+        """The `downstream()` of the node's only child."""
+
 
 KeyValueFn = Callable[[Any, Any], Any]
 

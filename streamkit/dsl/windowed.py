@@ -71,7 +71,7 @@ from ..topic import Topic
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, reducer_as_aggregator
 from .kstream import internal_serde
-from .ktable import KTable, Lookup
+from .ktable import KTable, Lookup, values_downstream
 from .windows import (
     Duration,
     SessionWindows,
@@ -422,6 +422,8 @@ class _WindowAggregate(ops.DslProcessor):
         # table's lookup of the running task's stores at every read and write.
         shard = current_stores.get()[self.store.name]
         self._get, self._put = shard.get, shard.set
+        # Updates go out as windows' new values when the table is only streamed on.
+        self._emit_value = None if self.pending is not None else values_downstream(self)
         if self._idle_closing:
             context.schedule(self._idle_ms / 1000, WALL_CLOCK, self._close_idle)
         context.schedule(LATE_SUMMARY_S, WALL_CLOCK, self._summarise_late)
@@ -619,7 +621,9 @@ class _TimeWindowAggregate(_WindowAggregate):
                 new = self.aggregator(key, value, old)
                 out_ts = held[1] if held[1] > ts else ts
             put(window, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
-            if self.pending is None:
+            if self._emit_value is not None:
+                self._emit_value(Record(window, new, out_ts, record.headers))
+            elif self.pending is None:
                 self.emit(Record(window, _new_tuple(Change, (new, old)), out_ts, record.headers))
             else:
                 self._hold(window, new, out_ts)

@@ -95,6 +95,10 @@ class NodeContext(ProcessorContext):
 
         return forward_all
 
+    def child_downstream(self) -> Callable[[Record], None]:
+        (child,) = self._children
+        return self._runner.contexts[child].downstream()
+
     def _targets(self) -> list[Callable[[Record], None]]:
         found: list[Callable[[Record], None]] = []
         for child in self._children:
@@ -283,11 +287,16 @@ class GraphRunner:
     def _process(self, batch: Sequence[Event]) -> None:
         entry = self._entry
         clock = self.clock
+        # Batches are mostly of one topic: its entry is looked up when the topic changes.
+        topic = None
+        enter: Callable[[Record], None] | None = None
+        extractor: Callable[[Record], int] | None = None
         for event in batch:
-            found = entry.get(event.topic)
-            if found is None:
+            if event.topic != topic:
+                topic = event.topic
+                enter, extractor = entry.get(topic, (None, None))
+            if enter is None:
                 continue
-            enter, extractor = found
             self.current = event
             record = Record(event.key, event.value, event.timestamp, event.headers)
             try:
