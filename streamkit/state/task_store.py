@@ -357,7 +357,8 @@ class TaskStore:
         return len(self._dirty) * self._bytes_per_change
 
     def send_changes(self, writer: ChangelogWriter) -> Changes:
-        """Serialize the changed keys and send them to the changelog; keep them readable."""
+        """Serialize the changed keys and send them to the changelog; keep them readable.
+        Returns the changes for the file (`persist`, `stage`): those still alive."""
         if not self._dirty:
             return []
         serialize = self._value_serde.serialize
@@ -376,7 +377,7 @@ class TaskStore:
                 writer.write_raw(topic, kb, vb, (), now, self.partition)
             size += len(kb) + (len(vb) if vb is not None else 0)
         self._bytes_per_change = size / len(changes)
-        return changes
+        return self._live(changes)
 
     def expire(self) -> None:
         """Drop expired rows: a TTL table through tombstones at commit, windows locally."""
@@ -395,9 +396,9 @@ class TaskStore:
 
     def persist(self, changes: Changes, changelog_end: int | None) -> None:
         """Write acknowledged changes to SQLite with the changelog offset they reach."""
-        if not changes:
+        if not changes and not self._dirty:
             return
-        self.sqlite.write(self._live(changes), changelog_end)
+        self.sqlite.write(changes, changelog_end)
         if len(self._clean) + len(self._dirty) > self._clean_limit:
             self._clean.clear()
         if len(self._dirty) <= self._clean_limit:
@@ -407,11 +408,12 @@ class TaskStore:
         self._dirty_keys.clear()
         self._indexed = False
 
-    def _live(self, changes: Iterable[Change]) -> Iterable[Change]:
+    def _live(self, changes: Changes) -> Changes:
         """The changes the file needs: not the rows of windows whose retention has passed
         (a replay's windows, mostly). The next expiry would delete them and no read sees
         them meanwhile, so they are not written, as Kafka Streams' window stores skip
-        writes to expired segments; their changelog records went out all the same."""
+        writes to expired segments; their changelog records went out all the same, and
+        their bytes are not held until the commit's acknowledgement."""
         if not self._time_keyed:
             return changes
         cutoff = self.table.expiry_cutoff(_now_ms(), self._clock.ms)
@@ -435,9 +437,9 @@ class TaskStore:
     def write_staged(self) -> None:
         """Write the committed changes to the file in one transaction, with the
         changelog offset of the last commit they came from."""
-        if not self._staged_changes:
+        if not self._staged_changes and not self._staged:
             return
-        self.sqlite.write(self._live(self._staged_changes.values()), self._staged_end)
+        self.sqlite.write(self._staged_changes.values(), self._staged_end)
         if len(self._clean) + len(self._staged) > self._clean_limit:
             self._clean.clear()
         if len(self._staged) <= self._clean_limit:
