@@ -543,9 +543,15 @@ def test_emit_final_sessions_emit_only_the_merged_result() -> None:
 
 
 def worker_app(
-    url: str, data_dir: Path, **options: Any
+    url: str, data_dir: Path, guarantee: str = "at_least_once", **options: Any
 ) -> tuple[sk.App, sk.Topic, sk.Topic, sk.Topic]:
-    app = sk.App("winworker", broker=url, data_dir=data_dir, commit_interval_s=0.05)
+    app = sk.App(
+        "winworker",
+        broker=url,
+        data_dir=data_dir,
+        commit_interval_s=0.05,
+        processing_guarantee=guarantee,
+    )
     clicks = app.topic("clicks", key_type=str, value_type=str, partitions=2)
     updates = app.topic("updates", key_type=str, value_type=str, partitions=1)
     finals = app.topic("finals", key_type=str, value_type=str, partitions=1)
@@ -588,13 +594,14 @@ async def test_window_state_and_pending_finals_are_restored_from_the_changelogs(
     assert read(app2, finals2) == [("a", "0-10000:3"), ("a", "20000-30000:1")]
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_windows_past_their_retention_at_a_commit_reach_the_changelog_not_the_file(
-    memory_url: str, tmp_path: Path
+    memory_url: str, tmp_path: Path, guarantee: str
 ) -> None:
     """A replay moves stream time far within one commit interval: the windows it left
     behind are expired before they are written. As Kafka Streams' window stores skip
     expired segments, the file is spared them; their changelog records still go out."""
-    app, clicks, updates, _ = worker_app(memory_url, tmp_path, close_idle_after=None)
+    app, clicks, updates, _ = worker_app(memory_url, tmp_path, guarantee, close_idle_after=None)
     # Sent before the worker starts: one fetch, one batch, one commit.
     for ts in (1_000, 2_000, 100_000):
         await app.send(clicks, key="a", value="x", timestamp_ms=ts)
