@@ -94,6 +94,9 @@ class JoinBuffer(WindowedTable):
             return None
         return stream_time_ms - self.retention_ms - self._max_lag
 
+    # A side that falls behind moves the cutoff back: what it passed may join again.
+    expiry_is_final = False
+
     def add(self, key: Any, timestamp_ms: int, value: Any) -> None:
         """Append: several records of one key may share a timestamp."""
         values = self.get((key, timestamp_ms, timestamp_ms))

@@ -106,6 +106,10 @@ class Table:
     # Whether a row's time is part of its key (a window's end) rather than when it
     # changed: then a key newer than every stored row is known absent without a read.
     row_time_in_key = False
+    # Whether a row whose time fell below the expiry cutoff stays expired (the cutoff
+    # only moves forward: stream time less a fixed retention), so that a commit need
+    # not write such rows to the file.
+    expiry_is_final = False
 
     def _store(self) -> TaskStore:
         stores = current_stores.get(None)

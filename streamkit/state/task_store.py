@@ -414,7 +414,7 @@ class TaskStore:
         them meanwhile, so they are not written, as Kafka Streams' window stores skip
         writes to expired segments; their changelog records went out all the same, and
         their bytes are not held until the commit's acknowledgement."""
-        if not self._time_keyed:
+        if not (self._time_keyed and self.table.expiry_is_final):
             return changes
         cutoff = self.table.expiry_cutoff(_now_ms(), self._clock.ms)
         if cutoff is None:

@@ -130,6 +130,7 @@ class SessionStore(Table):
 
     tombstones_on_expiry = False
     row_time_in_key = True
+    expiry_is_final = True
 
 
 class PendingWindows(Table):

@@ -158,3 +158,4 @@ class WindowedTable(Table):
 
     tombstones_on_expiry = False
     row_time_in_key = True
+    expiry_is_final = True
