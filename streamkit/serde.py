@@ -77,11 +77,13 @@ class IntSerde:
     """Decimal text (also valid JSON), so any tool can read it and ints are unbounded."""
 
     def serialize(self, value: int | None) -> bytes | None:
+        if value.__class__ is int:
+            return b"%d" % value
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
             raise _expected("int", value)
-        return str(value).encode()
+        return b"%d" % value
 
     def deserialize(self, data: bytes | None) -> int | None:
         return None if data is None else int(data)
@@ -149,6 +151,8 @@ class ModelSerde(Generic[M]):
         self._to_json = model.__pydantic_serializer__.to_json
 
     def serialize(self, value: M | dict[str, Any] | None) -> bytes | None:
+        if value.__class__ is self.model:
+            return self._to_json(value)
         if value is None:
             return None
         if isinstance(value, dict):

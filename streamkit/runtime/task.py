@@ -441,10 +441,11 @@ class Task:
         self._in_hand = dict(chunks)
         if len(chunks) == 1:
             records: Sequence[RawRecord] = chunks[0][1]
+            events, bad = self._decode(records, chunks[0][0].topic)
         else:
             # Several partitions: lowest timestamp first (DESIGN.md invariant 2).
             records = list(heapq.merge(*(c for _, c in chunks), key=_timestamp))
-        events, bad = self._decode(records)
+            events, bad = self._decode(records, None)
         clock = self._clock
         began, reached = clock.ms, clock.ms
         stores = self._stores.values()
@@ -479,8 +480,37 @@ class Task:
         self._uncommitted = True
         self._batch_seconds.observe(time.perf_counter() - began_s)
 
-    def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Event], BadInputError | None]:
-        """Deserialize a batch; bad records go to their topic's policy."""
+    def _decode(
+        self, records: Sequence[RawRecord], topic_name: str | None
+    ) -> tuple[list[Event], BadInputError | None]:
+        """Deserialize a batch; bad records go to their topic's policy.
+
+        A batch of one topic (`topic_name`) without bad records, the usual case, is
+        one list comprehension; a bad record sends the batch through the record by
+        record loop, which applies the policy."""
+        if topic_name is not None:
+            topic = self._topics[topic_name]
+            key_of, value_of = topic.key_serde.deserialize, topic.value_serde.deserialize
+            try:
+                return [
+                    Event(
+                        key_of(r.key),
+                        value_of(r.value),
+                        r.headers,
+                        r.timestamp,
+                        topic_name,
+                        r.partition,
+                        r.offset,
+                    )
+                    for r in records
+                ], None
+            except Exception:
+                pass
+        return self._decode_each(records)
+
+    def _decode_each(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[Event], BadInputError | None]:
         events: list[Event] = []
         append = events.append
         topics = self._topics
