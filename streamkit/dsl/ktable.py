@@ -44,9 +44,11 @@ def task_lookup(lookup: Lookup) -> Lookup:
     task's shard, so that a read per record skips the table's search for the shard
     of the task in hand. Call it where the task's stores are in reach (`init`)."""
     table = getattr(lookup, "__self__", None)
-    if isinstance(table, Table) and getattr(lookup, "__func__", None) is Table.get:
-        return partial(current_stores.get()[table.name].get, missing=None)
-    return lookup
+    if not isinstance(table, Table) or getattr(lookup, "__func__", None) is not Table.get:
+        return lookup
+    shard = current_stores.get({}).get(table.name)
+    # Not the task's: the table's own get says why, when a record asks.
+    return lookup if shard is None else partial(shard.get, missing=None)
 
 
 class _TableFilter(ops.DslProcessor):
