@@ -54,6 +54,8 @@ PREFETCH_FROM_READS = 64
 # When under half of what a prefetch read was then asked for (the table is not keyed
 # by the records' keys), prefetching pauses for this many batches.
 PREFETCH_PAUSE_BATCHES = 100
+# Routing keys remembered as checked to be the task's; forgotten whole beyond this.
+OWNED_KEYS = 50_000
 # How often a table with a TTL looks for expired keys, at most.
 EXPIRY_CHECK_S = 10.0
 
@@ -110,9 +112,15 @@ class TaskStore:
         # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
         # lookup) reads its slice of them, not every change since the last commit.
         # A SortedList: one insertion costs O(log n), where a list's insort moved up
-        # to 50,000 entries per new key (a third of a windowed count's time).
+        # to 50,000 entries per new key (a third of a windowed count's time). Built by
+        # the first scan after a commit and kept up from then on: a table nothing scans
+        # (a count, a tumbling window) pays no serialization and no insertion per key.
         self._dirty_order: SortedList = SortedList()
         self._dirty_keys: dict[bytes, Any] = {}
+        self._indexed = False
+        # Routing keys (`Table.routing_key`) whose partition was checked to be the task's:
+        # a window store's key is checked once, not at every window it opens.
+        self._owned: set[Any] = set()
         # Exactly-once: changes whose transaction committed but that the file does not
         # hold yet (it is written about once a second, not per 100 ms transaction), by
         # key and serialized, with the changelog offset they reach. Their keys stay in
@@ -152,7 +160,6 @@ class TaskStore:
         """The key's value, or `missing`. `remember=False` leaves the read cache
         alone: a query's reads, and reads of a copy that a restore or standby still
         writes to the file behind the cache's back."""
-        since = self._since_ms()
         value = self._dirty.get(key, missing)
         if value is missing and self._staged:
             value = self._staged.get(key, missing)
@@ -164,7 +171,7 @@ class TaskStore:
                 raw = self._prefetched.pop(key, _NOT_READ) if self._prefetched else _NOT_READ
                 if raw is _NOT_READ:
                     self._file_reads += 1
-                    raw = self.sqlite.get(self._key_bytes(key), since)
+                    raw = self.sqlite.get(self._key_bytes(key), self._since_ms())
                 else:
                     self._prefetch_used += 1
                 if raw is None:
@@ -172,7 +179,7 @@ class TaskStore:
                 value = self._value_serde.deserialize(raw)
                 if remember:
                     self._remember(key, value)
-        if value is _DELETED or (since and self._expired(key, since)):
+        if value is _DELETED or (self._expires and self._expired(key, self._since_ms())):
             return missing
         return value
 
@@ -247,10 +254,21 @@ class TaskStore:
         # a hot key costs a dict write, not a serialization and a partitioner call.
         if key not in self._dirty and key not in self._staged:
             self._check_partition(key)
-            kb = self._key_bytes(key)
-            self._dirty_order.add(kb)
-            self._dirty_keys[kb] = key
+            if self._indexed:
+                self._index(key)
         self._dirty[key] = value
+
+    def _index(self, key: Any) -> None:
+        kb = self._key_bytes(key)
+        self._dirty_order.add(kb)
+        self._dirty_keys[kb] = key
+
+    def _build_index(self) -> None:
+        """The range index of every changed or staged key, for the first scan since the
+        files were written."""
+        for key in dict.fromkeys((*self._dirty, *self._staged)):
+            self._index(key)
+        self._indexed = True
 
     def range(self, start: Any, end: Any) -> Iterator[tuple[Any, Any]]:
         low = None if start is None else self._key_bytes(start)
@@ -269,6 +287,8 @@ class TaskStore:
         then among what was read.
         """
         since = self._since_ms()
+        if not self._indexed:
+            self._build_index()
         changed = list(self._dirty_order.irange(low, high, inclusive=(True, False)))
         read = None if limit is None else limit + len(changed)
         merged: dict[bytes, Any] = {
@@ -299,12 +319,19 @@ class TaskStore:
         partitioner its producer used; another key is placed by the partitioner of
         the topic the table is sharded like.
         """
+        owned = self._owned
+        routing_key = self.table.routing_key(key)
+        if routing_key in owned:
+            return
         routing = self.table.routing_bytes(key)
         if routing is None:
             raise StateError(f"table {self.table.name!r}: keys cannot be None")
         by = self._routed_by
         owner = by.partitioner.of(routing, by.partitions)
         if owner == self.partition:
+            if len(owned) >= OWNED_KEYS:
+                owned.clear()
+            owned.add(routing_key)
             return
         in_hand = key_in_hand.get(None)
         if in_hand is not None and in_hand() == routing:
@@ -330,7 +357,8 @@ class TaskStore:
         return len(self._dirty) * self._bytes_per_change
 
     def send_changes(self, writer: ChangelogWriter) -> Changes:
-        """Serialize the changed keys and send them to the changelog; keep them readable."""
+        """Serialize the changed keys and send them to the changelog; keep them readable.
+        Returns the changes for the file (`persist`, `stage`): those still alive."""
         if not self._dirty:
             return []
         serialize = self._value_serde.serialize
@@ -349,7 +377,7 @@ class TaskStore:
                 writer.write_raw(topic, kb, vb, (), now, self.partition)
             size += len(kb) + (len(vb) if vb is not None else 0)
         self._bytes_per_change = size / len(changes)
-        return changes
+        return self._live(changes)
 
     def expire(self) -> None:
         """Drop expired rows: a TTL table through tombstones at commit, windows locally."""
@@ -368,7 +396,7 @@ class TaskStore:
 
     def persist(self, changes: Changes, changelog_end: int | None) -> None:
         """Write acknowledged changes to SQLite with the changelog offset they reach."""
-        if not changes:
+        if not changes and not self._dirty:
             return
         self.sqlite.write(changes, changelog_end)
         if len(self._clean) + len(self._dirty) > self._clean_limit:
@@ -378,6 +406,20 @@ class TaskStore:
         self._dirty.clear()
         self._dirty_order.clear()
         self._dirty_keys.clear()
+        self._indexed = False
+
+    def _live(self, changes: Changes) -> Changes:
+        """The changes the file needs: not the rows of windows whose retention has passed
+        (a replay's windows, mostly). The next expiry would delete them and no read sees
+        them meanwhile, so they are not written, as Kafka Streams' window stores skip
+        writes to expired segments; their changelog records went out all the same, and
+        their bytes are not held until the commit's acknowledgement."""
+        if not (self._time_keyed and self.table.expiry_is_final):
+            return changes
+        cutoff = self.table.expiry_cutoff(_now_ms(), self._clock.ms)
+        if cutoff is None:
+            return changes
+        return [change for change in changes if change[2] >= cutoff]
 
     def stage(self, changes: Changes, changelog_end: int | None) -> None:
         """Exactly-once: the changes' transaction committed; keep them readable and
@@ -395,7 +437,7 @@ class TaskStore:
     def write_staged(self) -> None:
         """Write the committed changes to the file in one transaction, with the
         changelog offset of the last commit they came from."""
-        if not self._staged_changes:
+        if not self._staged_changes and not self._staged:
             return
         self.sqlite.write(self._staged_changes.values(), self._staged_end)
         if len(self._clean) + len(self._staged) > self._clean_limit:
@@ -414,6 +456,8 @@ class TaskStore:
 
     def _reindex_dirty(self) -> None:
         """Keep in the range index only the keys still changed or staged."""
+        if not self._indexed:
+            return
         live = {
             kb: k for kb, k in self._dirty_keys.items() if k in self._dirty or k in self._staged
         }
