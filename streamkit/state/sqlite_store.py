@@ -56,6 +56,10 @@ class SqliteStore:
         # At least the largest row time ever stored (expiring stores only, where an
         # index makes it cheap): a window store need not look up a newer window.
         self.latest_row_time: int | None = None
+        # True while the file holds no rows (a new store, or one wiped): then a key
+        # that memory does not hold is absent without a read. Writes through this
+        # connection alone can change that (the task directory's lock).
+        self.empty = False
 
     def open(self) -> bool:
         """Open (or create) the file; False when it was unreadable and had to be replaced.
@@ -88,6 +92,7 @@ class SqliteStore:
         db.execute("SELECT key, value, updated_ms FROM kv LIMIT 0")
         if self._expiring:
             self.latest_row_time = db.execute("SELECT MAX(updated_ms) FROM kv").fetchone()[0]
+        self.empty = db.execute("SELECT 1 FROM kv LIMIT 1").fetchone() is None
 
     def _remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm"):
@@ -205,6 +210,8 @@ class SqliteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if upserts:
+            self.empty = False
         if self._expiring and upserts:
             latest = max(u[2] for u in upserts)
             if self.latest_row_time is None or latest > self.latest_row_time:
@@ -218,8 +225,10 @@ class SqliteStore:
         db.execute("DELETE FROM meta")
         db.execute("COMMIT")
         self.latest_row_time = None
+        self.empty = True
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self.empty = False

@@ -103,20 +103,25 @@ class Table:
     row_time_in_key = False
 
     def _store(self) -> TaskStore:
+        # An agent's every table access starts here: one lookup when bound, the
+        # explanations only when not.
+        try:
+            return current_stores.get()[self.name]
+        except LookupError:
+            raise self._unbound() from None
+
+    def _unbound(self) -> StateError:
         stores = current_stores.get(None)
         if stores is None:
-            raise StateError(
+            return StateError(
                 f"table {self.name!r} was used outside an agent; tables are sharded by "
                 "task, so read and write them inside the agents that own them, and read "
                 "them elsewhere with `await app.query(table, key)` (docs/querying.md)"
             )
-        store = stores.get(self.name)
-        if store is None:
-            raise StateError(
-                f"table {self.name!r} is not bound to this agent: pass tables=[{self.name}] "
-                "to @app.agent (streamkit binds tables it sees the agent's code use)"
-            )
-        return store
+        return StateError(
+            f"table {self.name!r} is not bound to this agent: pass tables=[{self.name}] "
+            "to @app.agent (streamkit binds tables it sees the agent's code use)"
+        )
 
     def __getitem__(self, key: Any) -> Any:
         value = self._store().get(key, _MISSING)

@@ -47,6 +47,7 @@ class ChangelogWriter(Protocol):
 
 _DELETED: Any = object()
 _NOT_READ: Any = object()
+_ABSENT: Any = object()
 Changes = list[Change]
 # A batch whose keys needed this many reads of the file (the state has outgrown the
 # cache) makes the next batch read its keys in a few queries first (`prefetch`).
@@ -106,12 +107,16 @@ class TaskStore:
         # Checks (and converts) a value at assignment: see Serde.as_stored.
         self._as_stored = getattr(self._value_serde, "as_stored", None)
         self._routed_by = table.partitioned_by or table.changelog
+        # Whether a key is placed by its own bytes (not a windowed key's inner key).
+        self._routes_by_key = type(table).routing_bytes is Table.routing_bytes
         self._dirty: dict[Any, Any] = {}
         # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
         # lookup) reads its slice of them, not every change since the last commit.
         # A SortedList: one insertion costs O(log n), where a list's insort moved up
         # to 50,000 entries per new key (a third of a windowed count's time).
         self._dirty_order: SortedList = SortedList()
+        # Changed keys' bytes not in `_dirty_order` yet: sorted in when a scan needs them.
+        self._unsorted: list[bytes] = []
         self._dirty_keys: dict[bytes, Any] = {}
         # Exactly-once: changes whose transaction committed but that the file does not
         # hold yet (it is written about once a second, not per 100 ms transaction), by
@@ -152,28 +157,46 @@ class TaskStore:
         """The key's value, or `missing`. `remember=False` leaves the read cache
         alone: a query's reads, and reads of a copy that a restore or standby still
         writes to the file behind the cache's back."""
-        since = self._since_ms()
-        value = self._dirty.get(key, missing)
-        if value is missing and self._staged:
-            value = self._staged.get(key, missing)
-        if value is missing:
-            value = self._clean.get(key, missing)
-            if value is missing:
-                if self._time_keyed and self._newer_than_stored(key):
-                    return missing  # a new window: no read of SQLite for what is not there
-                raw = self._prefetched.pop(key, _NOT_READ) if self._prefetched else _NOT_READ
-                if raw is _NOT_READ:
-                    self._file_reads += 1
-                    raw = self.sqlite.get(self._key_bytes(key), since)
-                else:
-                    self._prefetch_used += 1
-                if raw is None:
-                    return missing
-                value = self._value_serde.deserialize(raw)
-                if remember:
-                    self._remember(key, value)
-        if value is _DELETED or (since and self._expired(key, since)):
-            return missing
+        if self._expires:
+            since = self._since_ms()
+            value = self._dirty.get(key, _ABSENT)
+            if value is _ABSENT:
+                value = self._stored(key, since, remember)
+            if value is _ABSENT or value is _DELETED or self._expired(key, since):
+                return missing
+            return value
+        # A key changed in this commit interval (every read after the first write of
+        # a `counts[user] += 1`) costs one dict lookup.
+        value = self._dirty.get(key, _ABSENT)
+        if value is _ABSENT:
+            value = self._stored(key, 0, remember)
+        return missing if value is _ABSENT or value is _DELETED else value
+
+    def _stored(self, key: Any, since: int, remember: bool) -> Any:
+        """A key not changed since the last commit: staged, cached, prefetched or read
+        from the file; _ABSENT if none has it."""
+        if self._staged:
+            value = self._staged.get(key, _ABSENT)
+            if value is not _ABSENT:
+                return value
+        value = self._clean.get(key, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        if self.sqlite.empty:
+            return _ABSENT  # a new store: no read of SQLite for what is not there
+        if self._time_keyed and self._newer_than_stored(key):
+            return _ABSENT  # a new window: likewise
+        raw = self._prefetched.pop(key, _NOT_READ) if self._prefetched else _NOT_READ
+        if raw is _NOT_READ:
+            self._file_reads += 1
+            raw = self.sqlite.get(self._key_bytes(key), since)
+        else:
+            self._prefetch_used += 1
+        if raw is None:
+            return _ABSENT
+        value = self._value_serde.deserialize(raw)
+        if remember:
+            self._remember(key, value)
         return value
 
     def prefetch(self, keys: Iterable[Any]) -> None:
@@ -246,10 +269,10 @@ class TaskStore:
         # A key changed before in this commit interval was checked and indexed then:
         # a hot key costs a dict write, not a serialization and a partitioner call.
         if key not in self._dirty and key not in self._staged:
-            self._check_partition(key)
             kb = self._key_bytes(key)
-            self._dirty_order.add(kb)
+            self._check_partition(key, kb)
             self._dirty_keys[kb] = key
+            self._unsorted.append(kb)
         self._dirty[key] = value
 
     def range(self, start: Any, end: Any) -> Iterator[tuple[Any, Any]]:
@@ -269,7 +292,7 @@ class TaskStore:
         then among what was read.
         """
         since = self._since_ms()
-        changed = list(self._dirty_order.irange(low, high, inclusive=(True, False)))
+        changed = list(self._changed_order().irange(low, high, inclusive=(True, False)))
         read = None if limit is None else limit + len(changed)
         merged: dict[bytes, Any] = {
             k: self._value_serde.deserialize(v)
@@ -283,6 +306,14 @@ class TaskStore:
         live = [(kb, merged[kb]) for kb in sorted(merged) if merged[kb] is not _DELETED]
         return live if limit is None else live[:limit]
 
+    def _changed_order(self) -> SortedList:
+        """The changed keys' bytes, sorted: those changed since the last scan go in
+        now, so that a table no one scans (`counts[user] += 1`) sorts nothing."""
+        if self._unsorted:
+            self._dirty_order.update(self._unsorted)
+            self._unsorted.clear()
+        return self._dirty_order
+
     def _expired(self, key: Any, since_ms: int) -> bool:
         return since_ms > 0 and self.table.row_time(key, _now_ms()) < since_ms
 
@@ -292,22 +323,23 @@ class TaskStore:
             raise StateError(f"table {self.table.name!r}: keys cannot be None")
         return kb
 
-    def _check_partition(self, key: Any) -> None:
+    def _check_partition(self, key: Any, key_bytes: bytes) -> None:
         """Refuse a key that belongs to another task (DESIGN.md invariant 5).
 
         The key of the record in hand is in its task by construction, whatever
-        partitioner its producer used; another key is placed by the partitioner of
-        the topic the table is sharded like.
+        partitioner its producer used, so it is compared first (a bytes comparison,
+        where the partitioner costs a hash that no cache holds for a million keys);
+        another key is placed by the partitioner of the topic the table is sharded like.
         """
-        routing = self.table.routing_bytes(key)
+        routing = key_bytes if self._routes_by_key else self.table.routing_bytes(key)
         if routing is None:
             raise StateError(f"table {self.table.name!r}: keys cannot be None")
+        in_hand = key_in_hand.get(None)
+        if in_hand is not None and in_hand() == routing:
+            return
         by = self._routed_by
         owner = by.partitioner.of(routing, by.partitions)
         if owner == self.partition:
-            return
-        in_hand = key_in_hand.get(None)
-        if in_hand is not None and in_hand() == routing:
             return
         raise StateError(
             f"table {self.table.name!r}: key {key!r} belongs to partition {owner} by the "
@@ -377,6 +409,7 @@ class TaskStore:
             self._clean.update(self._dirty)
         self._dirty.clear()
         self._dirty_order.clear()
+        self._unsorted.clear()
         self._dirty_keys.clear()
 
     def stage(self, changes: Changes, changelog_end: int | None) -> None:
@@ -420,6 +453,7 @@ class TaskStore:
         if len(live) != len(self._dirty_keys):
             self._dirty_keys = live
             self._dirty_order = SortedList(live)
+            self._unsorted.clear()
 
     # Restore -----------------------------------------------------------------
 
