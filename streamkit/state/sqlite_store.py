@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 log = logging.getLogger("streamkit.state")
@@ -34,6 +35,7 @@ WRITE_ROWS = 64
 _UPSERT_TAIL = (
     " ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_ms=excluded.updated_ms"
 )
+_first = itemgetter(0)
 _UPSERT = "INSERT INTO kv(key, value, updated_ms) VALUES(?, ?, ?)" + _UPSERT_TAIL
 _UPSERT_MANY = (
     "INSERT INTO kv(key, value, updated_ms) VALUES"
@@ -188,17 +190,18 @@ class SqliteStore:
 
     def write(self, changes: Iterable[Change], checkpoint: int | None) -> None:
         """Apply upserts (and deletions, value None) and move the checkpoint, atomically."""
-        upserts: list[tuple[bytes, bytes, int]] = []
+        upserts: list[Change] = []
         deletes: list[tuple[bytes]] = []
-        for key, value, updated_ms in changes:
-            if value is None:
-                deletes.append((key,))
+        for change in changes:
+            if change[1] is None:
+                deletes.append((change[0],))
             else:
-                upserts.append((key, value, updated_ms))
+                upserts.append(change)
         # In key order, each B-tree page is visited once, while it is in the cache: a
         # commit of 25,000 scattered keys into 1.25 million went from 94-100k to 124-135k
-        # rows per CPU-second, a restore's batches from 150k to 215-237k.
-        upserts.sort()
+        # rows per CPU-second, a restore's batches from 150k to 215-237k. By the key
+        # alone: a stable sort (the last change of a key stays last) and a third faster.
+        upserts.sort(key=_first)
         deletes.sort()
         db = self.db
         db.execute("BEGIN")

@@ -109,6 +109,8 @@ class TaskStore:
         self._routed_by = table.partitioned_by or table.changelog
         # Whether a key is placed by its own bytes (not a windowed key's inner key).
         self._routes_by_key = type(table).routing_bytes is Table.routing_bytes
+        # Whether a row's time is when it changed (not a window's end).
+        self._row_time_is_now = type(table).row_time is Table.row_time
         self._dirty: dict[Any, Any] = {}
         # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
         # lookup) reads its slice of them, not every change since the last commit.
@@ -366,12 +368,22 @@ class TaskStore:
         if not self._dirty:
             return []
         serialize = self._value_serde.serialize
-        row_time = self.table.row_time
+        row_time = None if self._row_time_is_now else self.table.row_time
         now = _now_ms()
-        changes: Changes = [
-            (self._key_bytes(k), None if v is _DELETED else serialize(v), row_time(k, now))
-            for k, v in self._dirty.items()
-        ]
+        dirty = self._dirty
+        changes: Changes = []
+        # The keys' bytes are those made when each first changed (`_change`); the
+        # index also holds staged keys (exactly-once), which have nothing new to send.
+        for kb, key in self._dirty_keys.items():
+            value = dirty.get(key, _ABSENT)
+            if value is not _ABSENT:
+                changes.append(
+                    (
+                        kb,
+                        None if value is _DELETED else serialize(value),
+                        now if row_time is None else row_time(key, now),
+                    )
+                )
         topic = self.table.changelog
         # A KTable's source topic already holds these changes: nothing to send.
         send = not self.table.changelog_is_source
