@@ -262,7 +262,10 @@ class TaskStore:
                 raise StateError(
                     f"table {self.table.name!r}: cannot store the value for key {key!r}: {exc}"
                 ) from None
-        self._change(key, value)
+        if key in self._dirty:
+            self._dirty[key] = value  # checked and indexed at its first change
+        else:
+            self._change(key, value)
 
     def delete(self, key: Any) -> None:
         self._change(key, _DELETED)
