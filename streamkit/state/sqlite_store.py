@@ -145,7 +145,7 @@ class SqliteStore:
                 f"SELECT key, value FROM kv WHERE key IN ({marks}) AND updated_ms>=?",
                 (*chunk, since_ms),
             )
-            found.update((bytes(k), bytes(v)) for k, v in rows)
+            found.update(rows)  # BLOB columns come back as bytes
         return found
 
     def range(
