@@ -213,15 +213,19 @@ class TaskStore:
         if self._time_keyed or self._last_batch_reads < PREFETCH_FROM_READS:
             return
         dirty, staged, clean = self._dirty, self._staged, self._clean
+        serialize = self._key_serde.serialize
         wanted: dict[Any, bytes] = {}
-        for key in keys:
-            if key in wanted or key in dirty or key in staged or key in clean:
-                continue
-            try:
-                wanted[key] = self._key_bytes(key)
-            except Exception:  # not this table's kind of key: the records are not its rows
-                self._prefetch_paused = PREFETCH_PAUSE_BATCHES
-                return
+        try:
+            for key in keys:
+                if key in wanted or key in dirty or key in clean or key in staged:
+                    continue
+                wanted[key] = serialize(key)
+        except Exception:  # not this table's kind of key: the records are not its rows
+            self._prefetch_paused = PREFETCH_PAUSE_BATCHES
+            return
+        if None in wanted:  # nor are records without a key
+            self._prefetch_paused = PREFETCH_PAUSE_BATCHES
+            return
         found = self.sqlite.get_many(list(wanted.values()), self._since_ms())
         self._prefetched = {key: found.get(kb) for key, kb in wanted.items()}
         self._prefetch_asked = len(wanted)
