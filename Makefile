@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 
 run: $(BIN)/.installed
 	# memory:// lives in the process: give each run fresh state files too.
-	STREAMKIT_DATA_DIR=$$(mktemp -d) $(BIN)/streamkit worker examples.click_count:app --stop-when-idle 2
+	STREAMKIT_BROKER=memory:// STREAMKIT_DATA_DIR=$$(mktemp -d) $(BIN)/streamkit worker examples.click_count:app --stop-when-idle 2
 
 # Most tests wait on brokers and worker processes, not the CPU: two pytest processes
 # (sharing the one broker) halve the wall time on 2 cores. PYTEST_WORKERS=0 for one.

@@ -69,6 +69,7 @@ class Workload:
 WORKERS: dict[str, Workload] = {
     "passthrough": Workload("passthrough", "passthrough", ceiling="passthrough"),
     "passthrough_dsl": Workload("passthrough_dsl", "passthrough", ceiling="passthrough"),
+    "passthrough_batches": Workload("passthrough_batches", "passthrough", ceiling="passthrough"),
     "count": Workload("count", "count", ceiling="count"),
     "windowed_count": Workload("windowed_count", "windowed_count", ceiling="windowed_count"),
     "stream_table_join": Workload("stream_table_join", "join", ceiling="join"),
@@ -406,6 +407,14 @@ class Run:
 
     def _metered(self, procs: list[Proc]) -> dict[str, psutil.Process]:
         metered = {p.name: psutil.Process(p.pid) for p in procs if p.alive}
+        # A supervisor's workers (`--processes N`) are the workload too, not others.
+        for name, proc in list(metered.items()):
+            try:
+                children = proc.children(recursive=True)
+            except psutil.Error:
+                continue
+            for i, child in enumerate(children):
+                metered[f"{name}/{i + 1}"] = child
         if self.broker_process is not None:
             metered["broker"] = self.broker_process
         metered["bench"] = psutil.Process()  # this process: the observers

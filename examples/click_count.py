@@ -20,7 +20,7 @@ class Click(BaseModel):
     page: str
 
 
-app = sk.App("clicks", broker="memory://")
+app = sk.App("clicks")
 clicks = app.topic("clicks", key_type=str, value_type=Click, partitions=4)
 views = app.topic("views-per-user", key_type=str, value_type=int, partitions=4)
 counts = app.table("view-counts", default=int)

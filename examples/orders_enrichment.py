@@ -51,7 +51,7 @@ class EnrichedOrder(BaseModel):
     total: float
 
 
-app = sk.App("orders-enrichment", broker="memory://")
+app = sk.App("orders-enrichment")
 orders = app.topic("orders", key_type=str, value_type=Order, partitions=4)
 customers_topic = app.topic("customers", key_type=str, value_type=Customer, partitions=4)
 products_topic = app.topic("products", key_type=str, value_type=Product, partitions=1)

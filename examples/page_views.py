@@ -35,7 +35,7 @@ class WindowCount(BaseModel):
     views: int
 
 
-app = sk.App("page-views", broker="memory://")
+app = sk.App("page-views")
 views = app.topic("page-views", key_type=str, value_type=PageView, partitions=4)
 counts = app.topic("page-view-counts", key_type=str, value_type=WindowCount, partitions=4)
 

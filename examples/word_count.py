@@ -10,7 +10,7 @@ import random
 
 import streamkit as sk
 
-app = sk.App("word-count", broker="memory://")
+app = sk.App("word-count")
 sentences = app.topic("sentences", key_type=str, value_type=str, partitions=2)
 words = app.topic("words", key_type=str, value_type=int, partitions=4)
 counts_out = app.topic("word-counts", key_type=str, value_type=int, partitions=4)

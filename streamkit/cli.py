@@ -319,6 +319,13 @@ def way_past(app_ref: str, app: App, exc: RecordError) -> str:
         policy = f"on_error='skip' or on_error='dead_letter' on the {exc.stage}"
     else:
         policy = f"on_error='skip' or on_error='dead_letter' on app.topic({exc.topic!r}, ...)"
+    if app.settings.broker.startswith("memory://"):
+        # Its records and offsets die with the process: there is nothing to reset.
+        return (
+            f"hint: the worker stops at such a record (on_error='fail'). To move on, set "
+            f"{policy}; a memory:// broker keeps records and offsets only while its "
+            f"process runs, so there is no committed offset to move past it"
+        )
     return (
         f"hint: the worker stops at this record every time it starts (on_error='fail'). To "
         f"move on, set {policy}, or skip the record: stop every worker of the app, then run "

@@ -7,6 +7,7 @@ as a tombstone and a null key for "no key", so no serde may invent one.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import pydantic_core
@@ -31,6 +32,14 @@ class Serde(Protocol[T]):
     def serialize(self, value: T | None) -> bytes | None: ...
 
     def deserialize(self, data: bytes | None) -> T | None: ...
+
+
+def bytes_reader(serde: Serde[Any]) -> Callable[[bytes], Any]:
+    """The serde's deserializer for bytes that are not None: a batch's decode checks
+    for None itself, and a built-in serde's `from_bytes` skips a Python frame per
+    record (`deserialize` is a wrapper adding that check)."""
+    reader: Callable[[bytes], Any] = getattr(serde, "from_bytes", serde.deserialize)
+    return reader
 
 
 def _expected(name: str, value: Any) -> SerdeError:
@@ -67,6 +76,8 @@ class StrSerde:
     def deserialize(self, data: bytes | None) -> str | None:
         return None if data is None else data.decode()
 
+    from_bytes = staticmethod(bytes.decode)
+
     def as_stored(self, value: Any) -> str:
         if isinstance(value, str):
             return value
@@ -77,11 +88,13 @@ class IntSerde:
     """Decimal text (also valid JSON), so any tool can read it and ints are unbounded."""
 
     def serialize(self, value: int | None) -> bytes | None:
+        if value.__class__ is int:
+            return b"%d" % value
         if value is None:
             return None
         if not isinstance(value, int) or isinstance(value, bool):
             raise _expected("int", value)
-        return str(value).encode()
+        return b"%d" % value
 
     def deserialize(self, data: bytes | None) -> int | None:
         return None if data is None else int(data)
@@ -124,6 +137,8 @@ class JsonSerde:
     def deserialize(self, data: bytes | None) -> Any:
         return None if data is None else pydantic_core.from_json(data)
 
+    from_bytes = staticmethod(pydantic_core.from_json)
+
     def as_stored(self, value: Any) -> Any:
         """What JSON gives back: a tuple or set reads as a list, a datetime as a string,
         a model as a dict; a value JSON cannot hold (a function, say) is refused."""
@@ -147,8 +162,11 @@ class ModelSerde(Generic[M]):
         # add a Python frame (and a str round trip) per record around these.
         self._validate_json = model.__pydantic_validator__.validate_json
         self._to_json = model.__pydantic_serializer__.to_json
+        self.from_bytes = self._validate_json
 
     def serialize(self, value: M | dict[str, Any] | None) -> bytes | None:
+        if value.__class__ is self.model:
+            return self._to_json(value)
         if value is None:
             return None
         if isinstance(value, dict):

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from .events import Event, StreamTime
+
+_timestamp = attrgetter("timestamp")
 
 _Offer = tuple[Sequence[Event] | None, asyncio.Future[None]]
 
@@ -30,6 +33,9 @@ class Stream:
         self._held: asyncio.Future[None] | None = None
         self._closed = False
         self.current_event: Event | None = None
+        # Iterated by `batches()`: a yielded list is the batch's outputs.
+        self.batched = False
+        self._rest_from = 0
 
     def __aiter__(self) -> _Values:
         return _Values(self)
@@ -41,6 +47,19 @@ class Stream:
     def events(self) -> _Events:
         """Iterate whole events: key, value, headers, timestamp, topic, partition, offset."""
         return _Events(self)
+
+    def batches(self) -> _Batches:
+        """Iterate the task's batches whole: each a list of events, as fetched, in the
+        order the agent would get them one by one.
+
+        One hand-off per batch instead of per record. An agent with sinks yields a
+        list per batch: events (written with their own key, value, headers and
+        timestamp) or `(key, value)` pairs (written with the batch's last
+        timestamp). A batch is done, and its offsets may be committed, once the
+        agent asks for the next.
+        """
+        self.batched = True
+        return _Batches(self)
 
     # The task's side --------------------------------------------------------
 
@@ -55,6 +74,11 @@ class Stream:
         if self._batch is batch and self._pos > 0:
             return self._pos - 1
         return None
+
+    def batch_start(self, batch: Sequence[Event]) -> int:
+        """`batches()`: index in `batch` of the first event of the batch the agent
+        holds (0 when it holds none of it yet)."""
+        return self._rest_from if self._batch is batch else 0
 
     # The agent's side -------------------------------------------------------
 
@@ -89,6 +113,20 @@ class Stream:
         if clock.ms is None or event.timestamp > clock.ms:
             clock.ms = event.timestamp
         return event
+
+    def _take_rest(self) -> list[Event]:
+        """The rest of the batch in hand (a copy: the task's other agents get the same
+        events), stream time moved to its largest timestamp."""
+        self._rest_from = self._pos
+        events = list(self._batch[self._pos :])
+        self._pos = len(self._batch)
+        if events:
+            self.current_event = events[-1]
+            clock = self._clock
+            latest = max(map(_timestamp, events))
+            if clock.ms is None or latest > clock.ms:
+                clock.ms = latest
+        return events
 
     async def _next_event(self) -> Event:
         event = self._take()
@@ -129,3 +167,13 @@ class _Events(_View):
 
     async def __anext__(self) -> Event:
         return self._stream._take() or await self._stream._next_event()
+
+
+class _Batches(_View):
+    __slots__ = ()
+
+    async def __anext__(self) -> list[Event]:
+        stream = self._stream
+        while stream._pos >= len(stream._batch):
+            await stream._refill()
+        return stream._take_rest()

@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .partitioner import MURMUR2, Partitioner
-from .serde import Serde, serde_for
+from .partitioner import BUILT_IN, MURMUR2, Partitioner
+from .serde import JsonSerde, Serde, StrSerde, serde_for
 from .transport.base import RawRecord, TopicSpec
+
+# Serdes and partitioners whose output depends on the key alone.
+_PURE_KEY_SERDES = (StrSerde, JsonSerde)
+_PURE_PARTITIONERS = tuple(BUILT_IN.values())
+_ROUTES_MAX = 65_536
 
 
 class ErrorPolicy(StrEnum):
@@ -48,6 +53,24 @@ class Topic:
         self.key_serde = serde_for(self.key_type)
         self.value_serde = serde_for(self.value_type)
         self._next_unkeyed = 0
+        # str key -> (key bytes, partition, partition count): see `remember_route`.
+        self.routes: dict[str, tuple[bytes, int, int]] = {}
+
+    def remember_route(self, key: Any, key_bytes: bytes | None, partition: int) -> None:
+        """Keep a str key's route for the record writer, if its serde and partitioner
+        depend on the key alone (a user's may not): an app writing the same keys over
+        and over then serializes and hashes each once rather than per record. Bounded,
+        forgotten whole when full; an entry holds the partition count it was worked
+        out for, so a topic whose count changes gets its keys worked out again."""
+        if (
+            key.__class__ is str
+            and key_bytes is not None
+            and self.key_serde.__class__ in _PURE_KEY_SERDES
+            and self.partitioner.of in _PURE_PARTITIONERS
+        ):
+            if len(self.routes) >= _ROUTES_MAX:
+                self.routes.clear()
+            self.routes[key] = (key_bytes, partition, self.partitions)
 
     def partition_of(self, key_bytes: bytes | None) -> int:
         """The topic's partitioner for keys (murmur2 by default), round-robin for null keys."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import committed, read, running, wait_for
+from helpers import committed, read, running, table_in_files, wait_for
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -543,9 +543,15 @@ def test_emit_final_sessions_emit_only_the_merged_result() -> None:
 
 
 def worker_app(
-    url: str, data_dir: Path, **options: Any
+    url: str, data_dir: Path, guarantee: str = "at_least_once", **options: Any
 ) -> tuple[sk.App, sk.Topic, sk.Topic, sk.Topic]:
-    app = sk.App("winworker", broker=url, data_dir=data_dir, commit_interval_s=0.05)
+    app = sk.App(
+        "winworker",
+        broker=url,
+        data_dir=data_dir,
+        commit_interval_s=0.05,
+        processing_guarantee=guarantee,
+    )
     clicks = app.topic("clicks", key_type=str, value_type=str, partitions=2)
     updates = app.topic("updates", key_type=str, value_type=str, partitions=1)
     finals = app.topic("finals", key_type=str, value_type=str, partitions=1)
@@ -586,6 +592,35 @@ async def test_window_state_and_pending_finals_are_restored_from_the_changelogs(
         await app2.send(clicks2, key="a", value="x", timestamp_ms=40_000)
         await wait_for(lambda: len(read(app2, finals2)) == 2, what="the next final result")
     assert read(app2, finals2) == [("a", "0-10000:3"), ("a", "20000-30000:1")]
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_windows_past_their_retention_at_a_commit_reach_the_changelog_not_the_file(
+    memory_url: str, tmp_path: Path, guarantee: str
+) -> None:
+    """A replay moves stream time far within one commit interval: the windows it left
+    behind are expired before they are written. As Kafka Streams' window stores skip
+    expired segments, the file is spared them; their changelog records still go out."""
+    app, clicks, updates, _ = worker_app(memory_url, tmp_path, guarantee, close_idle_after=None)
+    # Sent before the worker starts: one fetch, one batch, one commit.
+    for ts in (1_000, 2_000, 100_000):
+        await app.send(clicks, key="a", value="x", timestamp_ms=ts)
+    async with running(app):
+        await wait_for(lambda: len(read(app, updates)) == 3, what="counts")
+        await wait_for(
+            lambda: sum(n or 0 for n in committed(app, clicks).values()) == 3, what="commit"
+        )
+    assert read(app, updates) == [("a", "0-10000:1"), ("a", "0-10000:2"), ("a", "100000-110000:1")]
+    changelog = sk.MemoryBroker.for_url(memory_url).records("winworker-live-changelog")
+    key_serde = app.tables["live"].changelog.key_serde
+    assert {key_serde.deserialize(r.key) for r in changelog} == {
+        Windowed("a", 0, 10_000),
+        Windowed("a", 100_000, 110_000),
+    }
+    # Retention 11 s: at stream time 100 s the first window had expired.
+    assert table_in_files(tmp_path, app, "live") == {
+        Windowed("a", 100_000, 110_000): ValueAndTimestamp(1, 100_000)
+    }
 
 
 async def test_idle_windows_close_on_the_wall_clock_in_a_worker(

@@ -142,6 +142,17 @@ async def frozen_worker(
     return Frozen(app, worker, job, gate)
 
 
+def clicks_taken(worker: Worker) -> int:
+    """Clicks a worker's tasks took from their queues (processed, or in hand)."""
+    assert worker.coordinator is not None
+    return sum(
+        position
+        for task in worker.coordinator.tasks.values()
+        for tp, position, _ in task.progress()
+        if tp.topic == "clicks"
+    )
+
+
 def check_exactly_once(app: sk.App, url: str, n: int) -> None:
     """Every input once in every output, as a read_committed consumer sees them."""
     inputs = [(USERS[i % 5], i) for i in range(n)]
@@ -179,6 +190,13 @@ async def test_a_task_taken_over_mid_transaction_gives_every_output_exactly_once
     uncommitted = sk.MemoryBroker.for_url(memory_url)
     if not after_broker_commit:
         assert len(committed_view(memory_url, "echoed")) == 100  # 100 wait in open txns
+    # Ten more reach a's tasks while their commits are held, so that every one of them
+    # has work to commit when it wakes (held after the broker's commit, a task has
+    # none of its own, and an expired member fetches nothing more: it would never
+    # learn of the fence).
+    await send_clicks(eos_app(memory_url, tmp_path / "sender"), 200, 210)
+    assert a.coordinator is not None
+    await wait_for(lambda: clicks_taken(a) == 210, what="clicks 200-209 taken by a's tasks")
 
     # Its session times out; b takes over, from a copy of a's files (a restart on
     # the same machine) or from nothing (another machine: a full restore).
@@ -189,8 +207,8 @@ async def test_a_task_taken_over_mid_transaction_gives_every_output_exactly_once
     second = eos_app(memory_url, b_dir)
     b = Worker(second)
     b_job = asyncio.create_task(b.run())
-    await wait_for(lambda: all_committed(second, memory_url), what="b committed all 200")
-    await send_clicks(second, 200, 250)
+    await wait_for(lambda: all_committed(second, memory_url), what="b committed all 210")
+    await send_clicks(second, 210, 250)
     await wait_for(lambda: all_committed(second, memory_url), what="b committed all 250")
     check_exactly_once(second, memory_url, 250)
 

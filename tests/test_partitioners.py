@@ -49,6 +49,56 @@ def test_a_topic_writes_keys_with_its_partitioner() -> None:
         app.topic("java", partitions=4, partitioner="crc32")
 
 
+class _Sent:
+    """A producer that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, bytes | None]] = []
+
+    def send(self, topic: str, partition: int, key: bytes | None, *_: Any) -> None:
+        self.sent.append((topic, partition, key))
+
+
+def test_a_remembered_key_route_follows_the_topics_partition_count() -> None:
+    # The writer remembers where a str key goes; a topic whose count changes (a test
+    # driver's app run again on a broker with another count) must not get the old one.
+    from streamkit.runtime.record_writer import RecordWriter
+
+    app = sk.App("routes")
+    topic = app.topic("t", partitions=4)
+    producer = _Sent()
+    writer = RecordWriter(producer)  # type: ignore[arg-type]
+    for _ in range(2):
+        for key in KEYS:
+            writer.write(topic, key, "v", (), 1)
+    topic.partitions = 7
+    for key in KEYS:
+        writer.write(topic, key, "v", (), 1)
+    expected = [partition_for(k.encode(), 4) for k in KEYS] * 2
+    expected += [partition_for(k.encode(), 7) for k in KEYS]
+    assert [p for _, p, _ in producer.sent] == expected
+    assert [k for _, _, k in producer.sent] == [k.encode() for k in KEYS] * 3
+
+
+def test_a_users_partitioner_is_asked_for_every_record() -> None:
+    # A user's function may depend on more than the key: it is never memoised.
+    from streamkit.runtime.record_writer import RecordWriter
+
+    calls: Counter[bytes] = Counter()
+
+    def rotating(key: bytes, partitions: int) -> int:
+        calls[key] += 1
+        return calls[key] % partitions
+
+    app = sk.App("routes-own")
+    topic = app.topic("t", partitions=3, partitioner=rotating)
+    producer = _Sent()
+    writer = RecordWriter(producer)  # type: ignore[arg-type]
+    for _ in range(3):
+        writer.write(topic, "k", "v", (), 1)
+    assert [p for _, p, _ in producer.sent] == [1, 2, 0]
+
+
 async def put_as_librdkafka_would(app: sk.App, topic: sk.Topic, keys: list[str]) -> None:
     """Each key in its CRC32 partition, as confluent-kafka's default producer puts it."""
     for key in keys:

@@ -51,6 +51,24 @@ async def test_a_worker_reports_its_processing_guarantee(memory_url: str) -> Non
         await eventually(reported, what="the worker's status with its guarantee")
 
 
+async def test_a_worker_with_a_web_server_shows_its_address(memory_url: str) -> None:
+    app = sk.App("served", broker=memory_url, web_port=0, web_host="127.0.0.1")
+    app.topic("numbers", value_type=int, partitions=1)
+    transport = transport_for(memory_url)
+    seen: list[WorkerStatus] = []
+
+    async def reported() -> bool:
+        seen[:] = await read_status(transport, status_topic(app.id))
+        return bool(seen) and seen[0].web is not None
+
+    async with running(app) as worker:
+        await eventually(reported, what="the worker's status with its web address")
+        assert worker.queries is not None and seen[0].web == worker.queries.endpoint
+        assert seen[0].web.startswith("127.0.0.1:")
+        (line,) = describe(app.id, memory_url, seen, [], 0)[1:]
+        assert line.endswith(f"  web http://{seen[0].web}")
+
+
 def test_a_worker_silent_for_three_of_its_heartbeats_is_gone_and_its_tasks_unowned() -> None:
     now_ms = 1_000_000_000
     live = WorkerStatus(

@@ -61,7 +61,7 @@ class StreamAggregate(DslProcessor):
         # A plain (value, timestamp) pair: what a ValueAndTimestamp row is, built without
         # the NamedTuple constructor's cost on the hot path.
         self.table[key] = (new, ts)
-        self.context.forward(Record(key, Change(new, old), ts, record.headers))
+        self.emit(Record(key, Change(new, old), ts, record.headers))
 
 
 def reducer_as_aggregator(reducer: Callable[[Any, Any], Any]) -> tuple[Initializer, Aggregator]:
@@ -101,9 +101,7 @@ class TableSource(DslProcessor):
             return  # an idempotent update: Kafka Streams (KIP-557) emits nothing
         else:
             self.table[key] = (record.value, record.timestamp)  # a ValueAndTimestamp row
-        self.context.forward(
-            Record(key, Change(record.value, old), record.timestamp, record.headers)
-        )
+        self.emit(Record(key, Change(record.value, old), record.timestamp, record.headers))
 
 
 class TableAggregate(DslProcessor):
@@ -145,7 +143,7 @@ class TableAggregate(DslProcessor):
         if change.new is not None:
             aggregate = self.adder(key, change.new, aggregate)
         self.table[key] = (aggregate, ts)  # a ValueAndTimestamp row
-        self.context.forward(Record(key, Change(aggregate, old), ts, record.headers))
+        self.emit(Record(key, Change(aggregate, old), ts, record.headers))
 
 
 class TableRegroup(DslProcessor):
@@ -175,9 +173,9 @@ class TableRegroup(DslProcessor):
         old = self._select(record, change.old)
         new = self._select(record, change.new)
         if old is not None and new is not None and old[0] == new[0]:
-            self.context.forward(Record(new[0], Change(new[1], old[1]), ts, headers))
+            self.emit(Record(new[0], Change(new[1], old[1]), ts, headers))
             return
         if old is not None:
-            self.context.forward(Record(old[0], Change(None, old[1]), ts, headers))
+            self.emit(Record(old[0], Change(None, old[1]), ts, headers))
         if new is not None:
-            self.context.forward(Record(new[0], Change(new[1], None), ts, headers))
+            self.emit(Record(new[0], Change(new[1], None), ts, headers))

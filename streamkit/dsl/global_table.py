@@ -89,7 +89,7 @@ class GlobalJoin(DslProcessor):
         if other is None and not self.left:
             return
         joined = self.joiner(record.value, other)
-        self.context.forward(Record(record.key, joined, record.timestamp, record.headers))
+        self.emit(Record(record.key, joined, record.timestamp, record.headers))
 
 
 def global_join(

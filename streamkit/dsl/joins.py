@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from sortedcontainers import SortedList
 
 from ..errors import ConfigError
-from ..processor import Record
+from ..processor import ProcessorContext, Record
 from ..serde import PythonSerde, Serde, serde_for
 from ..state.join_store import (
     LEFT,
@@ -36,7 +36,7 @@ from . import operators as ops
 from .aggregate import Change
 from .graph import CopartitionGroup, NodeKind, NodeSpec
 from .kstream import KStream, internal_serde
-from .ktable import KTable, Lookup, ValueGetter, timestamped_table
+from .ktable import KTable, Lookup, ValueGetter, task_lookup, timestamped_table
 from .windows import notice_unchosen_grace
 
 if TYPE_CHECKING:
@@ -263,7 +263,7 @@ class _TagSide(ops.DslProcessor):
         self.side = side
 
     def process(self, record: Record) -> None:
-        self.context.forward(record.with_value(_Sided(self.side, record.value)))
+        self.emit(record.with_value(_Sided(self.side, record.value)))
 
 
 # Kafka's outer-join store orders its rows by timestamp, then side (right before
@@ -326,7 +326,7 @@ class _StreamStreamJoin(ops.DslProcessor):
         self._now = now
         emits = self.emits_unmatched[side]
         if key is None and value is not None and emits:
-            self.context.forward(Record(None, self._joined(side, value, None), ts, record.headers))
+            self.emit(Record(None, self._joined(side, value, None), ts, record.headers))
             return
         if key is None or value is None:
             self.node.dropped(record, "null key" if key is None else "null value")
@@ -346,13 +346,13 @@ class _StreamStreamJoin(ops.DslProcessor):
                 self._matched(key, other_ts, other)
             out_ts = ts if ts > other_ts else other_ts
             for other_value in values:
-                self.context.forward(
+                self.emit(
                     Record(key, self._joined(side, value, other_value), out_ts, record.headers)
                 )
         if matched or not emits:
             return
         if self.pending is None or hi < now:
-            self.context.forward(Record(key, self._joined(side, value, None), ts, record.headers))
+            self.emit(Record(key, self._joined(side, value, None), ts, record.headers))
         else:
             self._hold(key, ts, side, value)
 
@@ -431,7 +431,7 @@ class _StreamStreamJoin(ops.DslProcessor):
             emitted.append(entry)
             row = (key, ts, entry_side)
             for value in self.pending.get(row) or ():
-                self.context.forward(Record(key, self._joined(entry_side, value, None), ts))
+                self.emit(Record(key, self._joined(entry_side, value, None), ts))
             self.pending.delete(row)
         for entry in emitted:
             index.remove(entry)
@@ -528,6 +528,10 @@ class _StreamTableJoin(ops.DslProcessor):
         self.left = left
         self.as_of = as_of
 
+    def init(self, context: ProcessorContext) -> None:
+        super().init(context)
+        self.lookup = task_lookup(self.lookup)
+
     def process(self, record: Record) -> None:
         if record.value is None:
             self.node.dropped(record, "null value")
@@ -535,7 +539,7 @@ class _StreamTableJoin(ops.DslProcessor):
         if record.key is None:
             # KIP-962: a left join passes a null-key record on, joined with nothing.
             if self.left:
-                self.context.forward(record.with_value(self.joiner(record.value, None)))
+                self.emit(record.with_value(self.joiner(record.value, None)))
             else:
                 self.node.dropped(record, "null key")
             return
@@ -549,7 +553,9 @@ class _StreamTableJoin(ops.DslProcessor):
             found = None
         else:
             found = row[0]
-        self.context.forward(record.with_value(self.joiner(record.value, found)))
+        self.emit(
+            Record(record.key, self.joiner(record.value, found), record.timestamp, record.headers)
+        )
 
 
 class _BufferedStreamTableJoin(_StreamTableJoin):
@@ -694,7 +700,7 @@ class _TableJoinSide(ops.DslProcessor):
         if new is None and old is None:
             return  # no row of the join changed
         ts = max(ts, record.timestamp)
-        self.context.forward(Record(record.key, Change(new, old), ts, record.headers))
+        self.emit(Record(record.key, Change(new, old), ts, record.headers))
 
 
 def _table_table(
@@ -827,9 +833,7 @@ class _SubscriptionReceive(ops.DslProcessor):
         if row not in self.subscriptions:
             self.subscriptions[row] = 1
         right = self.right(foreign_key)
-        self.context.forward(
-            Record(left_key, (foreign_key, right, existed), record.timestamp, record.headers)
-        )
+        self.emit(Record(left_key, (foreign_key, right, existed), record.timestamp, record.headers))
 
 
 class _ForeignChange(ops.DslProcessor):
@@ -844,7 +848,7 @@ class _ForeignChange(ops.DslProcessor):
             return
         change: Change = record.value
         for left_key in self.subscriptions.subscribers(record.key):
-            self.context.forward(
+            self.emit(
                 Record(left_key, (record.key, change.new, False), record.timestamp, record.headers)
             )
 
@@ -880,7 +884,7 @@ class _ResponseJoin(ops.DslProcessor):
         new = None if right is None and not self.left_join else self.joiner(current, right)
         settled = _settle(self.result, record.key, new, record, tombstone=existed)
         if settled is not None:
-            self.context.forward(settled)
+            self.emit(settled)
 
 
 def _foreign_key_join(

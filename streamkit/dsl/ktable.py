@@ -10,11 +10,12 @@ Streams' KTableValueGetter does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..processor import Record
 from ..serde import Serde
-from ..state.table import Table
+from ..state.table import Table, current_stores
 from ..state.timestamped import TimestampedSerde, ValueAndTimestamp
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, TableAggregate, TableRegroup
@@ -38,6 +39,18 @@ def timestamped_table(app: App, name: str, key_serde: Serde[Any], value_serde: S
     return table
 
 
+def task_lookup(lookup: Lookup) -> Lookup:
+    """A lookup for a node to keep: a table's own `get` resolved once to the running
+    task's shard, so that a read per record skips the table's search for the shard
+    of the task in hand. Call it where the task's stores are in reach (`init`)."""
+    table = getattr(lookup, "__self__", None)
+    if not isinstance(table, Table) or getattr(lookup, "__func__", None) is not Table.get:
+        return lookup
+    shard = current_stores.get({}).get(table.name)
+    # Not the task's: the table's own get says why, when a record asks.
+    return lookup if shard is None else partial(shard.get, missing=None)
+
+
 class _TableFilter(ops.DslProcessor):
     def __init__(self, predicate: ops.KeyValueFn, keep_if: bool) -> None:
         self.predicate = predicate
@@ -53,7 +66,7 @@ class _TableFilter(ops.DslProcessor):
         new, old = self._keep(record.key, change.new), self._keep(record.key, change.old)
         if new is None and old is None:
             return  # neither side passes: nothing changed downstream
-        self.context.forward(record.with_value(Change(new, old)))
+        self.emit(record.with_value(Change(new, old)))
 
 
 class _TableMapValues(ops.DslProcessor):
@@ -65,12 +78,23 @@ class _TableMapValues(ops.DslProcessor):
         fn = self.fn
         new = None if change.new is None else fn(change.new)
         old = None if change.old is None else fn(change.old)
-        self.context.forward(record.with_value(Change(new, old)))
+        self.emit(record.with_value(Change(new, old)))
 
 
 class _ToStream(ops.DslProcessor):
     def process(self, record: Record) -> None:
-        self.context.forward(record.with_value(record.value.new))
+        self.emit(Record(record.key, record.value.new, record.timestamp, record.headers))
+
+
+def values_downstream(node: ops.DslProcessor) -> Callable[[Record], None] | None:
+    """For a table node whose one child is a `to_stream()`: where that child sends its
+    records, so that the table node can send its new values there itself (records
+    keyed as its changes, valued by their new value), one node and one record fewer
+    per update. None otherwise."""
+    children = node.node.node.children
+    if len(children) != 1 or children[0].factory is not _ToStream:
+        return None
+    return node.node.child_downstream()
 
 
 class KTable:

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import ConfigError
-from ..processor import Processor, Record
+from ..events import StreamTime
+from ..processor import Processor, ProcessorContext, Record
 from ..topic import Topic
 
 if TYPE_CHECKING:
@@ -28,6 +29,11 @@ class NodeContext(Protocol):
     """
 
     node: NodeSpec
+    # The task's stream time, read by windowed nodes at every record.
+    clock: StreamTime
+    # The task's record writer's `write(topic, key, value, headers, timestamp)`: what a
+    # sink calls for each record (serialize, partition, queue on the producer).
+    write: Callable[..., None]
 
     def dropped(self, record: Record, reason: str, routed_to: Topic | None = None) -> None:
         """Count and log a record this node cannot use."""
@@ -38,16 +44,32 @@ class NodeContext(Protocol):
     def input_quiet_ms(self) -> float:
         """How long the task's input has been watched to be quiet."""
 
+    def downstream(self) -> Callable[[Record], None]:
+        """`forward(record)` as one callable, bound when the node starts."""
+
+    def child_downstream(self) -> Callable[[Record], None]:
+        """The `downstream()` of the node's only child."""
+
 
 KeyValueFn = Callable[[Any, Any], Any]
 
 
 class DslProcessor(Processor):
-    """A DSL node: reaches the runtime's side of its context (sinks, drop counting)."""
+    """A DSL node: reaches the runtime's side of its context (sinks, drop counting).
 
-    @property
-    def node(self) -> NodeContext:
-        return cast("NodeContext", self.context)
+    It hands records on with `self.emit(record)`, the context's `forward` bound once:
+    a record passes a chain of DSL nodes as a chain of calls, without the context's
+    frame and its loop over children at every step.
+    """
+
+    emit: Callable[[Record], None]
+    # The context as the runtime's side of it: the same object, typed for DSL nodes.
+    node: NodeContext
+
+    def init(self, context: ProcessorContext) -> None:
+        super().init(context)
+        self.node = cast("NodeContext", context)
+        self.emit = self.node.downstream()
 
 
 class Filter(DslProcessor):
@@ -57,7 +79,7 @@ class Filter(DslProcessor):
 
     def process(self, record: Record) -> None:
         if bool(self.predicate(record.key, record.value)) is self.keep_if:
-            self.context.forward(record)
+            self.emit(record)
 
 
 class Map(DslProcessor):
@@ -66,7 +88,7 @@ class Map(DslProcessor):
 
     def process(self, record: Record) -> None:
         key, value = self.fn(record.key, record.value)
-        self.context.forward(Record(key, value, record.timestamp, record.headers))
+        self.emit(Record(key, value, record.timestamp, record.headers))
 
 
 class MapValues(DslProcessor):
@@ -74,9 +96,7 @@ class MapValues(DslProcessor):
         self.fn = fn
 
     def process(self, record: Record) -> None:
-        self.context.forward(
-            Record(record.key, self.fn(record.value), record.timestamp, record.headers)
-        )
+        self.emit(Record(record.key, self.fn(record.value), record.timestamp, record.headers))
 
 
 class SelectKey(DslProcessor):
@@ -85,7 +105,7 @@ class SelectKey(DslProcessor):
 
     def process(self, record: Record) -> None:
         key = self.fn(record.key, record.value)
-        self.context.forward(Record(key, record.value, record.timestamp, record.headers))
+        self.emit(Record(key, record.value, record.timestamp, record.headers))
 
 
 class FlatMap(DslProcessor):
@@ -94,7 +114,7 @@ class FlatMap(DslProcessor):
 
     def process(self, record: Record) -> None:
         for key, value in self.fn(record.key, record.value):
-            self.context.forward(Record(key, value, record.timestamp, record.headers))
+            self.emit(Record(key, value, record.timestamp, record.headers))
 
 
 class FlatMapValues(DslProcessor):
@@ -103,7 +123,7 @@ class FlatMapValues(DslProcessor):
 
     def process(self, record: Record) -> None:
         for value in self.fn(record.value):
-            self.context.forward(Record(record.key, value, record.timestamp, record.headers))
+            self.emit(Record(record.key, value, record.timestamp, record.headers))
 
 
 class Peek(DslProcessor):
@@ -114,14 +134,14 @@ class Peek(DslProcessor):
 
     def process(self, record: Record) -> None:
         self.fn(record.key, record.value)
-        self.context.forward(record)
+        self.emit(record)
 
 
 class PassThrough(DslProcessor):
     """merge, and the head of each split branch."""
 
     def process(self, record: Record) -> None:
-        self.context.forward(record)
+        self.emit(record)
 
 
 class Branch(DslProcessor):
@@ -148,12 +168,16 @@ class Sink(DslProcessor):
         self.topic = topic
         self.topics = topics
 
+    def init(self, context: ProcessorContext) -> None:
+        super().init(context)
+        self._write = self.node.write
+
     def process(self, record: Record) -> None:
         target = self.topic
         if not isinstance(target, Topic):
             chosen = target(record.key, record.value, record)
             target = self._resolve(chosen)
-        self.node.send(target, record)
+        self._write(target, record.key, record.value, record.headers, record.timestamp)
 
     def _resolve(self, chosen: Topic | str) -> Topic:
         name = chosen.name if isinstance(chosen, Topic) else chosen

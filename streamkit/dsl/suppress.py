@@ -128,6 +128,9 @@ class SuppressBuffer(Table):
             return self._route.serialize(key[0])
         return super().routing_bytes(key)
 
+    def routing_key(self, key: Any) -> Any:
+        return key[0] if self._route is not None else key
+
     def key_bytes(self, key: Any) -> bytes:
         return self.changelog.key_serde.serialize(key) or b""
 
@@ -218,7 +221,7 @@ class _Suppress(ops.DslProcessor):
         _since, prior, new, ts = row
         if new is None and self.final:
             return  # a retraction of a result final mode never emitted
-        self.context.forward(Record(key, Change(new, prior), ts))
+        self.emit(Record(key, Change(new, prior), ts))
 
 
 def suppress(table: KTable, suppressed: Suppressed, name: str | None) -> KTable:

@@ -49,7 +49,7 @@ class VersionedTableSource(ops.DslProcessor):
             return  # deleting what is not there
         rest = history[1:] if history and history[0][0] == ts else history
         self._store(key, [(ts, value), *rest], observed)
-        self.context.forward(Record(key, Change(value, old), ts, record.headers))
+        self.emit(Record(key, Change(value, old), ts, record.headers))
 
     @staticmethod
     def _insert(history: History, ts: int, value: Any) -> History:

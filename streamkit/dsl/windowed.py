@@ -50,7 +50,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import ConfigError
 from ..processor import WALL_CLOCK, ProcessorContext, ProcessorFactory, Record
 from ..serde import Serde, serde_for
-from ..state.table import Table
+from ..state.table import Table, current_stores
 from ..state.window_stores import (
     PendingWindows,
     SessionStore,
@@ -71,7 +71,7 @@ from ..topic import Topic
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, reducer_as_aggregator
 from .kstream import internal_serde
-from .ktable import KTable, Lookup
+from .ktable import KTable, Lookup, values_downstream
 from .windows import (
     Duration,
     SessionWindows,
@@ -92,6 +92,9 @@ Emit = Literal["update", "final"]
 LATE_SUMMARY_S = 60.0
 Merger = Callable[[Any, Any, Any], Any]  # (key, aggregate, aggregate) -> aggregate
 _DAY_MS = 86_400_000
+# tuple.__new__(Windowed, (key, start, end)) builds a NamedTuple without the Python
+# frame of its generated constructor: a window key per record on the hot path.
+_new_tuple = tuple.__new__
 
 
 def windowed_stream(
@@ -407,11 +410,21 @@ class _WindowAggregate(ops.DslProcessor):
         # what the periodic summary of late records reports.
         self._seen_records = self._late_records = self._partly_late = 0
         self._since = time.time()
+        # Only emit-final closes windows on idle input: only it watches the wall clock
+        # move with stream time (a clock read per record otherwise spent for nothing).
+        self._idle_closing = self.pending is not None and self._idle_ms is not None
 
     def init(self, context: ProcessorContext) -> None:
         super().init(context)
         self._moved_at = context.wall_clock_ms
-        if self.pending is not None and self._idle_ms is not None:
+        self._clock = self.node.clock
+        # The task's shard of the window store, reached once rather than through the
+        # table's lookup of the running task's stores at every read and write.
+        shard = current_stores.get()[self.store.name]
+        self._get, self._put = shard.get, shard.set
+        # Updates go out as windows' new values when the table is only streamed on.
+        self._emit_value = None if self.pending is not None else values_downstream(self)
+        if self._idle_closing:
             context.schedule(self._idle_ms / 1000, WALL_CLOCK, self._close_idle)
         context.schedule(LATE_SUMMARY_S, WALL_CLOCK, self._summarise_late)
 
@@ -453,14 +466,14 @@ class _WindowAggregate(ops.DslProcessor):
         if self.pending is not None:
             self._hold(window, new, ts)
         else:
-            self.context.forward(Record(window, Change(new, old), ts, record.headers))
+            self.emit(Record(window, _new_tuple(Change, (new, old)), ts, record.headers))
 
     def retract(self, record: Record, window: Windowed, old: Any) -> None:
         """A window merged away: emitted results are taken back, pending ones dropped."""
         if self.pending is not None:
             self.pending.delete(window)
         else:
-            self.context.forward(Record(window, Change(None, old), window.end_ms, record.headers))
+            self.emit(Record(window, Change(None, old), window.end_ms, record.headers))
 
     def late(self, record: Record) -> None:
         """Never silent: counted, and dropped or written unchanged to the late topic."""
@@ -499,9 +512,11 @@ class _WindowAggregate(ops.DslProcessor):
     # Stream time, and emit-final --------------------------------------------------------
 
     def _stream_time(self, record: Record) -> int:
-        now = self.context.stream_time_ms
+        now = self._clock.ms
         if now is None:
             now = record.timestamp
+        if not self._idle_closing:
+            return now
         if self._seen is None or now > self._seen:
             self._seen, self._moved_at = now, self.context.wall_clock_ms
         return now if self._idle_time is None else max(now, self._idle_time)
@@ -559,7 +574,7 @@ class _WindowAggregate(ops.DslProcessor):
             if held is None:
                 continue  # merged into another session since
             self.pending.delete(window)
-            self.context.forward(Record(window, Change(held.value, None), held.timestamp))
+            self.emit(Record(window, Change(held.value, None), held.timestamp))
 
 
 class _TimeWindowAggregate(_WindowAggregate):
@@ -568,16 +583,35 @@ class _TimeWindowAggregate(_WindowAggregate):
     def __init__(self, setup: _Setup, windows: TimeWindows) -> None:
         super().__init__(setup)
         self.windows = windows
+        self._size, self._grace = windows.size_ms, windows.grace_ms
+        self._tumbling = windows.advance_ms == windows.size_ms
+        self._bounds = (-1, -1)
 
     def aggregate(self, record: Record, now: int) -> None:
         key, value, ts = record.key, record.value, record.timestamp
-        size = self.windows.size_ms
+        size = self._size
+        get, put = self._get, self._put
         added = skipped = 0
-        for start in self.windows.starts_for(ts):
-            window = Windowed(key, start, start + size)
-            held = self.store.get(window)
-            if not self.accepts(window, now, held is not None):
-                skipped += 1
+        if self._tumbling:
+            # The one window holding ts (non-negative: see `process`). Its bounds are
+            # the same int objects for every record of the window: the changed windows
+            # held until the commit then cost a third less memory.
+            start = ts - ts % size
+            bounds = self._bounds
+            if bounds[0] != start:
+                bounds = self._bounds = (start, start + size)
+            spans: Iterable[tuple[int, int]] = (bounds,)
+        else:
+            spans = [(start, start + size) for start in self.windows.starts_for(ts)]
+        for start, end in spans:
+            # Windowed(...) without the NamedTuple constructor's Python frame.
+            window = _new_tuple(Windowed, (key, start, end))
+            if now >= end + self._grace:
+                skipped += 1  # closed: see `accepts`
+                continue
+            held = get(window, None)
+            if held is not None and self.emitted(window):
+                skipped += 1  # emitted already (emit-final)
                 continue
             if held is None:
                 old, out_ts = None, ts
@@ -586,8 +620,13 @@ class _TimeWindowAggregate(_WindowAggregate):
                 old = held[0]
                 new = self.aggregator(key, value, old)
                 out_ts = held[1] if held[1] > ts else ts
-            self.store.set(window, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
-            self.result(record, window, new, old, out_ts)
+            put(window, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
+            if self._emit_value is not None:
+                self._emit_value(Record(window, new, out_ts, record.headers))
+            elif self.pending is None:
+                self.emit(Record(window, _new_tuple(Change, (new, old)), out_ts, record.headers))
+            else:
+                self._hold(window, new, out_ts)
             added += 1
         if not added:
             self.late(record)

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ..agent import Agent
 from ..events import Event, StreamTime
@@ -75,6 +76,9 @@ class AgentRunner:
         sinks = agent.sinks
         async for out in agent.fn(stream):
             event = stream.current_event
+            if out.__class__ is list and stream.batched:
+                self._write_batch(out, event)
+                continue
             if type(out) is tuple and len(out) == 2:
                 key, value = out
             else:
@@ -86,6 +90,12 @@ class AgentRunner:
                 headers, timestamp = event.headers, event.timestamp
             for sink in sinks:
                 write(sink, key, value, headers, timestamp)
+
+    def _write_batch(self, outputs: list[Any], last: Event | None) -> None:
+        """A `batches()` agent's outputs for one batch (`RecordWriter.write_batch`)."""
+        timestamp = None if last is None else last.timestamp
+        for sink in self.agent.sinks:
+            self._writer.write_batch(sink, outputs, timestamp)
 
     async def process(self, batch: Sequence[Event]) -> None:
         """Return once the agent has asked past the batch's last event."""
@@ -99,11 +109,24 @@ class AgentRunner:
             await asyncio.wait((consumed, self._job), return_when=asyncio.FIRST_COMPLETED)
             if consumed.done():
                 return
-            index = self._stream.position(remaining) or 0
-            failed = remaining[index]
             exc = self._job.exception() or AgentReturned(
                 "the agent function returned while its stream was still open"
             )
+            if self._stream.batched:
+                # Raises AgentError under the `fail` policy; otherwise the records are
+                # dealt with. The batch in hand is the rest of `remaining`.
+                start = self._stream.batch_start(remaining)
+                self._failures.agent_failed_batch(
+                    self.agent.name,
+                    [self._raw_of(e) for e in remaining[start:]],
+                    exc,
+                    self.agent.on_error,
+                )
+                log.debug("agent %s raised", self.agent.name, exc_info=exc)
+                self.start()
+                return
+            index = self._stream.position(remaining) or 0
+            failed = remaining[index]
             # Raises AgentError under the `fail` policy; otherwise the record is dealt with.
             self._failures.agent_failed(
                 self.agent.name, self._raw_of(failed), exc, self.agent.on_error

@@ -8,6 +8,7 @@ go to `{app_id}-dlq` with the reason and origin in headers, and are counted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
@@ -58,6 +59,33 @@ class FailureRouter:
         self._metrics.agent_errors.labels(agent, policy.value).inc()
         self._route(record, exc, f"agent {agent}", policy, AgentError)
 
+    def agent_failed_batch(
+        self,
+        agent: str,
+        records: Sequence[RawRecord],
+        exc: BaseException,
+        policy: ErrorPolicy,
+    ) -> None:
+        """A `stream.batches()` agent raised with a batch in hand: which record caused
+        it is unknown, so the policy takes every record of the batch, with one log
+        line for all of them (a fail names the batch's first record)."""
+        self._metrics.agent_errors.labels(agent, policy.value).inc(len(records))
+        stage = f"agent {agent} (a batch of {len(records)})"
+        for record in records:
+            self._route(record, exc, stage, policy, AgentError, quiet=True)
+        first, last = records[0], records[-1]
+        log.warning(
+            "%s %d records %s[%d]@%d..%d: agent %s failed on their batch: %s",
+            "skipped" if policy is ErrorPolicy.SKIP else "sent to the dead-letter topic",
+            len(records),
+            first.topic,
+            first.partition,
+            first.offset,
+            last.offset,
+            agent,
+            describe(exc),
+        )
+
     def _route(
         self,
         record: RawRecord,
@@ -65,6 +93,7 @@ class FailureRouter:
         stage: str,
         policy: ErrorPolicy,
         error: type[RecordError],
+        quiet: bool = False,
     ) -> None:
         reason = describe(exc)
         where = f"{record.topic}[{record.partition}]@{record.offset}"
@@ -78,7 +107,8 @@ class FailureRouter:
             ) from exc
         if policy is ErrorPolicy.SKIP:
             self._metrics.skipped_records.labels(record.topic).inc()
-            log.warning("skipped %s: %s failed: %s", where, stage, reason)
+            if not quiet:
+                log.warning("skipped %s: %s failed: %s", where, stage, reason)
             return
         assert self._dead_letter is not None, "dead_letter policy without a dead-letter topic"
         headers = [
@@ -93,6 +123,8 @@ class FailureRouter:
             self._dead_letter, record.key, record.value, headers, record.timestamp
         )
         self._metrics.dead_lettered_records.labels(record.topic).inc()
+        if quiet:
+            return
         log.warning(
             "sent %s to dead-letter topic %s: %s failed: %s",
             where,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from ..dsl.graph import NodeKind, NodeSpec, ProcessorGraph
+from ..dsl.operators import PassThrough
 from ..errors import ConfigError, StreamkitError
 from ..events import Event, StreamTime
 from ..metrics import Metrics
@@ -72,10 +73,40 @@ class NodeContext(ProcessorContext):
         self._children: list[Processor] = []
         self._by_name: dict[str, Processor] = {}
         self._stores = {t.name: t for t in node.stores}
+        self.write = runner.writer.write
+        self.clock = runner.clock
 
     def connect(self, processors: Mapping[str, Processor]) -> None:
         self._children = [processors[c.name] for c in self.node.children]
         self._by_name = {c.name: processors[c.name] for c in self.node.children}
+
+    def downstream(self) -> Callable[[Record], None]:
+        """What `forward(record)` does, as one callable bound once: the only child's own
+        `process` when there is one, so a DSL node hands a record on without a frame of
+        the context's in between. Pass-through children (a source, a merge, a split's
+        branch heads) are looked through: their children take the record directly."""
+        targets = self._targets()
+        if len(targets) == 1:
+            return targets[0]
+
+        def forward_all(record: Record) -> None:
+            for target in targets:
+                target(record)
+
+        return forward_all
+
+    def child_downstream(self) -> Callable[[Record], None]:
+        (child,) = self._children
+        return self._runner.contexts[child].downstream()
+
+    def _targets(self) -> list[Callable[[Record], None]]:
+        found: list[Callable[[Record], None]] = []
+        for child in self._children:
+            if type(child) is PassThrough:
+                found.extend(self._runner.contexts[child]._targets())
+            else:
+                found.append(child.process)
+        return found
 
     @property
     def app_id(self) -> str:
@@ -153,9 +184,7 @@ class NodeContext(ProcessorContext):
 
     def send(self, topic: Topic, record: Record, partition: int | None = None) -> None:
         """What a sink node does: serialize and queue on the worker's producer."""
-        self._runner.writer.write(
-            topic, record.key, record.value, record.headers, record.timestamp, partition
-        )
+        self.write(topic, record.key, record.value, record.headers, record.timestamp, partition)
 
 
 class GraphRunner:
@@ -191,7 +220,10 @@ class GraphRunner:
         self._context.run(current_writer.set, writer)
         self._context.run(key_in_hand.set, self._key_in_hand)
         self._processors: dict[str, Processor] = {}
-        self._entry: dict[str, tuple[Processor, Callable[[Record], int] | None]] = {}
+        self.contexts: dict[Processor, NodeContext] = {}
+        # Per source topic: where its records go (the source node looked through) and
+        # its timestamp extractor.
+        self._entry: dict[str, tuple[Callable[[Record], None], Callable[[Record], int] | None]] = {}
         self._stream_punctuations: list[Punctuation] = []
         self._wall_punctuations: list[Punctuation] = []
         self._next_stream_ms: int | None = None
@@ -212,14 +244,20 @@ class GraphRunner:
         for context in contexts.values():
             context.connect(processors)
         self._processors = processors
+        self.contexts = {processors[name]: c for name, c in contexts.items()}
         self._entry = {
-            t.name: (processors[n.name], n.timestamp_extractor)
+            t.name: (self._entry_of(processors[n.name], contexts[n.name]), n.timestamp_extractor)
             for n in nodes
             if n.kind is NodeKind.SOURCE
             for t in n.topics
         }
         for n in nodes:
             processors[n.name].init(contexts[n.name])
+
+    @staticmethod
+    def _entry_of(source: Processor, context: NodeContext) -> Callable[[Record], None]:
+        """A source node passes records on unchanged: its children take them directly."""
+        return context.downstream() if type(source) is PassThrough else source.process
 
     def schedule(
         self,
@@ -249,11 +287,16 @@ class GraphRunner:
     def _process(self, batch: Sequence[Event]) -> None:
         entry = self._entry
         clock = self.clock
+        # Batches are mostly of one topic: its entry is looked up when the topic changes.
+        topic = None
+        enter: Callable[[Record], None] | None = None
+        extractor: Callable[[Record], int] | None = None
         for event in batch:
-            found = entry.get(event.topic)
-            if found is None:
+            if event.topic != topic:
+                topic = event.topic
+                enter, extractor = entry.get(topic, (None, None))
+            if enter is None:
                 continue
-            source, extractor = found
             self.current = event
             record = Record(event.key, event.value, event.timestamp, event.headers)
             try:
@@ -261,7 +304,7 @@ class GraphRunner:
                     record.timestamp = extractor(record)
                 if clock.ms is None or record.timestamp > clock.ms:
                     clock.ms = record.timestamp
-                source.process(record)
+                enter(record)
             except Exception as exc:
                 # Raises AgentError under the `fail` policy; otherwise the record is dealt with.
                 node = self._node_that_raised(exc)

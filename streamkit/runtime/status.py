@@ -43,6 +43,8 @@ class WorkerStatus(BaseModel):
     processing_guarantee: str = "at_least_once"
     # How often it publishes (records of older workers lack it: they used the default).
     heartbeat_s: float = STATUS_INTERVAL_S
+    # Its web server's host:port (queries, /metrics, health), if it runs one.
+    web: str | None = None
 
     @property
     def gone_after_s(self) -> float:
@@ -74,8 +76,10 @@ class StatusReporter:
         owned_tasks: Callable[[], Iterable[TaskId]],
         interval_s: float = STATUS_INTERVAL_S,
         processing_guarantee: str = "at_least_once",
+        web: str | None = None,
     ) -> None:
         self._guarantee = processing_guarantee
+        self._web = web
         self._topic = topic
         self._writer = writer
         self._owned_tasks = owned_tasks
@@ -91,6 +95,7 @@ class StatusReporter:
             updated_ms=int(time.time() * 1000),
             processing_guarantee=self._guarantee,
             heartbeat_s=self._interval_s,
+            web=self._web,
         )
         self._writer.write(self._topic, self.worker_id, status)
 
@@ -152,6 +157,7 @@ def describe(
         lines.append(
             f"  {w.worker:<28} live  {w.processing_guarantee}  tasks: {' '.join(w.tasks) or '-'}"
             f"  (seen {w.silent_for_s(now_ms):.0f} s ago; beats every {w.heartbeat_s:g} s)"
+            + (f"  web http://{w.web}" if w.web else "")
         )
     for w in gone:
         lines.append(

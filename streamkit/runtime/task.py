@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..events import Event, StreamTime
 from ..metrics import Metrics
+from ..serde import bytes_reader
 from ..settings import Settings
 from ..state.restore_listener import RestoreListener
 from ..state.task_store import TaskStore, task_stores
@@ -164,6 +165,9 @@ class Task:
         self._next_commit = 0.0
         self._next_file_write = 0.0
         self._revoked_while_restoring = False
+        # A stateless at-least-once task's periodic commit, acknowledging and committing
+        # beside the processing (`commit(wait=False)`).
+        self._commit_job: asyncio.Task[None] | None = None
         self._state_manager = StateManager(
             task_id, self._stores, services, cancelled=lambda: self._closing
         )
@@ -308,8 +312,10 @@ class Task:
                                 else min(idle, HELD_BACK_RECHECK_S)
                             )
                         await self._wait(idle)
+                    if self._commit_job is not None and self._commit_job.done():
+                        await self._commit_finished()  # raises what it failed with
                     if self._uncommitted and loop.time() >= self._next_commit:
-                        await self.commit()
+                        await self.commit(wait=False)
                         self._next_commit = loop.time() + interval
                 await self.close()
             except RecordError:
@@ -326,6 +332,9 @@ class Task:
                 exc,
             )
         finally:
+            if self._commit_job is not None and not self._commit_job.done():
+                # Ended by an error: what it did not commit is redone by the next owner.
+                self._commit_job.cancel()
             self.release()
             if self.producer is not None:
                 await self.producer.stop()
@@ -441,10 +450,11 @@ class Task:
         self._in_hand = dict(chunks)
         if len(chunks) == 1:
             records: Sequence[RawRecord] = chunks[0][1]
+            events, bad = self._decode(records, chunks[0][0].topic)
         else:
             # Several partitions: lowest timestamp first (DESIGN.md invariant 2).
             records = list(heapq.merge(*(c for _, c in chunks), key=_timestamp))
-        events, bad = self._decode(records)
+            events, bad = self._decode(records, None)
         clock = self._clock
         began, reached = clock.ms, clock.ms
         stores = self._stores.values()
@@ -479,8 +489,37 @@ class Task:
         self._uncommitted = True
         self._batch_seconds.observe(time.perf_counter() - began_s)
 
-    def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Event], BadInputError | None]:
-        """Deserialize a batch; bad records go to their topic's policy."""
+    def _decode(
+        self, records: Sequence[RawRecord], topic_name: str | None
+    ) -> tuple[list[Event], BadInputError | None]:
+        """Deserialize a batch; bad records go to their topic's policy.
+
+        A batch of one topic (`topic_name`) without bad records, the usual case, is
+        one list comprehension; a bad record sends the batch through the record by
+        record loop, which applies the policy."""
+        if topic_name is not None:
+            topic = self._topics[topic_name]
+            key_of, value_of = bytes_reader(topic.key_serde), bytes_reader(topic.value_serde)
+            try:
+                return [
+                    Event(
+                        None if (k := r.key) is None else key_of(k),
+                        None if (v := r.value) is None else value_of(v),
+                        r.headers,
+                        r.timestamp,
+                        topic_name,
+                        r.partition,
+                        r.offset,
+                    )
+                    for r in records
+                ], None
+            except Exception:
+                pass
+        return self._decode_each(records)
+
+    def _decode_each(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[Event], BadInputError | None]:
         events: list[Event] = []
         append = events.append
         topics = self._topics
@@ -531,7 +570,7 @@ class Task:
         chunk = self._in_hand[TopicPartition(event.topic, event.partition)]
         return chunk[bisect_left(chunk, event.offset, key=_offset)]
 
-    async def commit(self) -> None:
+    async def commit(self, *, wait: bool = True) -> None:
         """Store changes to the changelog and outputs acknowledged, then input offsets.
 
         At-least-once:
@@ -545,14 +584,49 @@ class Task:
         sends the offsets into it), and step 3 comes after it, so the file only ever
         holds committed state; a crash between the two is mended by the restore.
         A failed transaction drops the uncommitted state and raises.
+
+        `wait=False`, a task without stores under at-least-once: steps 2 and 4 run
+        beside the processing (one commit at a time, the next waiting for the last),
+        so that records arriving meanwhile are not held up by the broker's round
+        trips. The offsets are those reached when it began, so every output they
+        cover was sealed before the flush it waits for.
         """
+        await self._commit_finished()
         for store in self._stores.values():
             store.expire()
         stores_dirty = any(s.dirty_count() for s in self._stores.values())
         if not self._uncommitted and not stores_dirty:
             return
+        if not wait and not self._stores and self.producer is None:
+            offsets = dict(self._positions)
+            self._uncommitted = False
+            self._commit_job = asyncio.create_task(
+                self._acknowledge_and_commit(offsets, time.perf_counter()),
+                name=f"commit of task {self.id}",
+            )
+            # The loop looks at it when it ends: a failure stops the task even if no
+            # record comes.
+            self._commit_job.add_done_callback(lambda _: self._wakeup.set())
+            return
         began = time.perf_counter()
         await self._commit()
+        self._commit_seconds.observe(time.perf_counter() - began)
+
+    async def _commit_finished(self) -> None:
+        """Wait for the commit running beside the processing, if any; raise its error."""
+        job, self._commit_job = self._commit_job, None
+        if job is not None:
+            await job
+
+    async def _acknowledge_and_commit(
+        self, offsets: dict[TopicPartition, int], began: float
+    ) -> None:
+        """`commit(wait=False)`'s steps 2 and 4 (a stateless task has no 1 or 3)."""
+        # 2. Acknowledged.
+        await self._writer.flush()
+        # 4. Input offsets.
+        if await self._commit_offsets(offsets):
+            log.debug("task %s committed %s", self.id, offsets)
         self._commit_seconds.observe(time.perf_counter() - began)
 
     async def _commit(self) -> None:
@@ -586,18 +660,25 @@ class Task:
         if offsets and self.producer is None:
             # 4. Input offsets.
             self._uncommitted = False
-            try:
-                await self._services.consumer.commit(offsets)
-            except CommitRejected as exc:
-                self._uncommitted = True  # tried again at the next commit, if still ours
-                log.warning(
-                    "task %s: %s; if its partitions moved, their next owner processes the "
-                    "records since the last commit again",
-                    self.id,
-                    exc,
-                )
+            if not await self._commit_offsets(offsets):
                 return
         log.debug("task %s committed %s", self.id, offsets)
+
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit input offsets to the group; False (and tried again at the next
+        commit, if the partitions are still this worker's) if the group refused."""
+        try:
+            await self._services.consumer.commit(offsets)
+        except CommitRejected as exc:
+            self._uncommitted = True
+            log.warning(
+                "task %s: %s; if its partitions moved, their next owner processes the "
+                "records since the last commit again",
+                self.id,
+                exc,
+            )
+            return False
+        return True
 
     def _checkpoint_of(self, store: TaskStore, acked: Mapping[TopicPartition, int]) -> int | None:
         if store.table.changelog_is_source:

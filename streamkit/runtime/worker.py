@@ -247,6 +247,7 @@ class Worker:
                 self._owned_tasks,
                 interval_s=self.settings.status_interval_s,
                 processing_guarantee=self.settings.processing_guarantee,
+                web=self.queries.endpoint if self.queries is not None else None,
             )
             self._background.append(asyncio.create_task(self.status.run(), name="status"))
             self._background.append(

@@ -94,6 +94,9 @@ class JoinBuffer(WindowedTable):
             return None
         return stream_time_ms - self.retention_ms - self._max_lag
 
+    # A side that falls behind moves the cutoff back: what it passed may join again.
+    expiry_is_final = False
+
     def add(self, key: Any, timestamp_ms: int, value: Any) -> None:
         """Append: several records of one key may share a timestamp."""
         values = self.get((key, timestamp_ms, timestamp_ms))
@@ -121,6 +124,9 @@ class PendingJoins(Table):
 
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
+
+    def routing_key(self, key: Any) -> Any:
+        return key[0]
 
     def key_bytes(self, key: Any) -> bytes:
         """A join key's bytes, which order pending records of one timestamp and side."""
@@ -181,6 +187,9 @@ class SubscriptionStore(Table):
 
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._serde.first.serialize(key[0])
+
+    def routing_key(self, key: Any) -> Any:
+        return key[0]
 
     def subscribers(self, foreign_key: Any) -> list[Any]:
         """The left keys subscribed to a foreign key (read whole: callers write as they go)."""

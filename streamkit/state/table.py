@@ -77,6 +77,11 @@ class Table:
         """The bytes whose partition must be the task's (the key, as in its stream)."""
         return self.changelog.key_serde.serialize(key)
 
+    def routing_key(self, key: Any) -> Any:
+        """The part of a key that `routing_bytes` depends on: keys that share it share a
+        task, so a shard checks it once (a window store: the grouped key, not each window)."""
+        return key
+
     def row_time(self, key: Any, now_ms: int) -> int:
         """The time kept with a row: when it last changed."""
         return now_ms
@@ -101,6 +106,10 @@ class Table:
     # Whether a row's time is part of its key (a window's end) rather than when it
     # changed: then a key newer than every stored row is known absent without a read.
     row_time_in_key = False
+    # Whether a row whose time fell below the expiry cutoff stays expired (the cutoff
+    # only moves forward: stream time less a fixed retention), so that a commit need
+    # not write such rows to the file.
+    expiry_is_final = False
 
     def _store(self) -> TaskStore:
         # An agent's every table access starts here: one lookup when bound, the

@@ -55,6 +55,8 @@ PREFETCH_FROM_READS = 64
 # When under half of what a prefetch read was then asked for (the table is not keyed
 # by the records' keys), prefetching pauses for this many batches.
 PREFETCH_PAUSE_BATCHES = 100
+# Routing keys remembered as checked to be the task's; forgotten whole beyond this.
+OWNED_KEYS = 50_000
 # How often a table with a TTL looks for expired keys, at most.
 EXPIRY_CHECK_S = 10.0
 
@@ -115,11 +117,17 @@ class TaskStore:
         # The changed keys' bytes, sorted, so that a range scan (a window fetch, a join
         # lookup) reads its slice of them, not every change since the last commit.
         # A SortedList: one insertion costs O(log n), where a list's insort moved up
-        # to 50,000 entries per new key (a third of a windowed count's time).
+        # to 50,000 entries per new key (a third of a windowed count's time). Keys join
+        # it when a scan needs them (`_unsorted` until then): a table nothing scans (a
+        # count, a tumbling window) pays no insertion per key.
         self._dirty_order: SortedList = SortedList()
-        # Changed keys' bytes not in `_dirty_order` yet: sorted in when a scan needs them.
         self._unsorted: list[bytes] = []
+        # The changed (and staged) keys by their bytes, made once at the first change:
+        # the partition check compares them, the range index and the commit reuse them.
         self._dirty_keys: dict[bytes, Any] = {}
+        # Routing keys (`Table.routing_key`) whose partition was checked to be the task's:
+        # a window store's key is checked once, not at every window it opens.
+        self._owned: set[Any] = set()
         # Exactly-once: changes whose transaction committed but that the file does not
         # hold yet (it is written about once a second, not per 100 ms transaction), by
         # key and serialized, with the changelog offset they reach. Their keys stay in
@@ -340,6 +348,10 @@ class TaskStore:
         where the partitioner costs a hash that no cache holds for a million keys);
         another key is placed by the partitioner of the topic the table is sharded like.
         """
+        owned = self._owned
+        routing_key = key if self._routes_by_key else self.table.routing_key(key)
+        if routing_key in owned:
+            return
         routing = key_bytes if self._routes_by_key else self.table.routing_bytes(key)
         if routing is None:
             raise StateError(f"table {self.table.name!r}: keys cannot be None")
@@ -349,6 +361,9 @@ class TaskStore:
         by = self._routed_by
         owner = by.partitioner.of(routing, by.partitions)
         if owner == self.partition:
+            if len(owned) >= OWNED_KEYS:
+                owned.clear()
+            owned.add(routing_key)
             return
         raise StateError(
             f"table {self.table.name!r}: key {key!r} belongs to partition {owner} by the "
@@ -371,7 +386,8 @@ class TaskStore:
         return len(self._dirty) * self._bytes_per_change
 
     def send_changes(self, writer: ChangelogWriter) -> Changes:
-        """Serialize the changed keys and send them to the changelog; keep them readable."""
+        """Serialize the changed keys and send them to the changelog; keep them readable.
+        Returns the changes for the file (`persist`, `stage`): those still alive."""
         if not self._dirty:
             return []
         serialize = self._value_serde.serialize
@@ -400,7 +416,7 @@ class TaskStore:
                 writer.write_raw(topic, kb, vb, (), now, self.partition)
             size += len(kb) + (len(vb) if vb is not None else 0)
         self._bytes_per_change = size / len(changes)
-        return changes
+        return self._live(changes)
 
     def expire(self) -> None:
         """Drop expired rows: a TTL table through tombstones at commit, windows locally."""
@@ -419,7 +435,7 @@ class TaskStore:
 
     def persist(self, changes: Changes, changelog_end: int | None) -> None:
         """Write acknowledged changes to SQLite with the changelog offset they reach."""
-        if not changes:
+        if not changes and not self._dirty:
             return
         self.sqlite.write(changes, changelog_end)
         if len(self._clean) + len(self._dirty) > self._clean_limit:
@@ -430,6 +446,19 @@ class TaskStore:
         self._dirty_order.clear()
         self._unsorted.clear()
         self._dirty_keys.clear()
+
+    def _live(self, changes: Changes) -> Changes:
+        """The changes the file needs: not the rows of windows whose retention has passed
+        (a replay's windows, mostly). The next expiry would delete them and no read sees
+        them meanwhile, so they are not written, as Kafka Streams' window stores skip
+        writes to expired segments; their changelog records went out all the same, and
+        their bytes are not held until the commit's acknowledgement."""
+        if not (self._time_keyed and self.table.expiry_is_final):
+            return changes
+        cutoff = self.table.expiry_cutoff(_now_ms(), self._clock.ms)
+        if cutoff is None:
+            return changes
+        return [change for change in changes if change[2] >= cutoff]
 
     def stage(self, changes: Changes, changelog_end: int | None) -> None:
         """Exactly-once: the changes' transaction committed; keep them readable and
@@ -447,7 +476,7 @@ class TaskStore:
     def write_staged(self) -> None:
         """Write the committed changes to the file in one transaction, with the
         changelog offset of the last commit they came from."""
-        if not self._staged_changes:
+        if not self._staged_changes and not self._staged:
             return
         self.sqlite.write(self._staged_changes.values(), self._staged_end)
         if len(self._clean) + len(self._staged) > self._clean_limit:

@@ -111,6 +111,9 @@ class SessionStore(Table):
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
 
+    def routing_key(self, key: Any) -> Any:
+        return key[0]
+
     def row_time(self, key: Any, now_ms: int) -> int:
         return int(key[2])
 
@@ -127,6 +130,7 @@ class SessionStore(Table):
 
     tombstones_on_expiry = False
     row_time_in_key = True
+    expiry_is_final = True
 
 
 class PendingWindows(Table):
@@ -144,3 +148,6 @@ class PendingWindows(Table):
 
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
+
+    def routing_key(self, key: Any) -> Any:
+        return key[0]

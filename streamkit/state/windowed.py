@@ -21,6 +21,9 @@ _LEN = struct.Struct(">I")
 _SPAN = struct.Struct(">qq")
 
 WindowKey = tuple[Any, int, int]  # key, start_ms, end_ms
+# `len | key | start | end` as one struct per key length: one pack per window key,
+# at half the cost of packing the parts and joining them (a key per record at commit).
+_LAYOUTS: dict[int, struct.Struct] = {}
 
 
 class WindowKeySerde:
@@ -42,8 +45,13 @@ class WindowKeySerde:
         kb = self.inner.serialize(key)
         if kb is None:
             return None
-        span = _SPAN.pack(end, start) if self.end_first else _SPAN.pack(start, end)
-        return _LEN.pack(len(kb)) + kb + span
+        length = len(kb)
+        layout = _LAYOUTS.get(length)
+        if layout is None:
+            layout = _LAYOUTS[length] = struct.Struct(f">I{length}sqq")
+        if self.end_first:
+            return layout.pack(length, kb, end, start)
+        return layout.pack(length, kb, start, end)
 
     def deserialize(self, data: bytes | None) -> WindowKey | None:
         if data is None:
@@ -132,6 +140,9 @@ class WindowedTable(Table):
     def routing_bytes(self, key: Any) -> bytes | None:
         return self._inner_key_serde.serialize(key[0])
 
+    def routing_key(self, key: Any) -> Any:
+        return key[0]
+
     def row_time(self, key: Any, now_ms: int) -> int:
         return int(key[2])
 
@@ -147,3 +158,4 @@ class WindowedTable(Table):
 
     tombstones_on_expiry = False
     row_time_in_key = True
+    expiry_is_final = True

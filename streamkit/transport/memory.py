@@ -69,6 +69,9 @@ class MemoryBroker:
         self._log_start: dict[TopicPartition, int] = {}
         self._wakeups: set[asyncio.Event] = set()
         self.transactions = TransactionLog(self._write_marker, self._commit_unchecked)
+        # Something of this process read from it (a consumer, a test): what was sent
+        # here had a reader.
+        self.was_read = False
 
     @classmethod
     def named(cls, name: str = "") -> MemoryBroker:
@@ -79,6 +82,11 @@ class MemoryBroker:
     @classmethod
     def for_url(cls, url: str) -> MemoryBroker:
         return cls.named(url.partition("://")[2].strip("/"))
+
+    @classmethod
+    def existing(cls, url: str) -> MemoryBroker | None:
+        """The broker of `url` if this process made it, without making it."""
+        return cls._brokers.get(url.partition("://")[2].strip("/"))
 
     @classmethod
     def reset(cls, name: str | None = None) -> None:
@@ -185,6 +193,7 @@ class MemoryBroker:
         """Up to `limit` records from `position` a reader of that isolation level sees,
         and the position after them: past markers and aborted records it skipped, and
         never past the last stable offset under read_committed."""
+        self.was_read = True
         position = max(position, self.start_offset(tp))
         log = self._logs[tp.topic][tp.partition]
         if tp not in self.transactions.transactional:
