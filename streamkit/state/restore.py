@@ -5,9 +5,9 @@ checkpoint, or one outside the changelog's current range (the topic was recreate
 or retention moved past it), is wiped and replayed in full: never a crash, never
 silent loss (DESIGN.md invariant 3). It applies every record of every fetched
 batch and stops only when its position reaches the end, because some brokers
-under-report the end offset. Applied rows reach the file a write-behind cache's
-worth at a time, each write with the changelog offset it reaches, and the rest when
-the restore ends, however it ends.
+under-report the end offset. Applied rows reach the file in transactions of
+several fetches (`TaskStore.apply_changelog`), each with the changelog offset it
+reaches, and the rest when the restore ends, however it ends.
 """
 
 from __future__ import annotations
