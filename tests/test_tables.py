@@ -475,6 +475,87 @@ async def test_state_beyond_the_cache_is_read_a_batch_at_a_time(
     assert len([k for k in single_reads if k.startswith(b"u")]) <= 200
 
 
+async def test_a_new_table_reads_nothing_from_its_file_until_it_holds_rows(
+    memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh store has no rows: its first keys are new without a read of the file. Once
+    # the file holds rows (a restart on it, or a restore into a new one), keys that memory
+    # does not hold are read from it again.
+    file_reads: list[bytes] = []
+    get, get_many = (
+        sk.state.sqlite_store.SqliteStore.get,
+        sk.state.sqlite_store.SqliteStore.get_many,
+    )
+
+    def counting_get(self: Any, key: bytes, since_ms: int = 0) -> bytes | None:
+        file_reads.append(key)
+        return get(self, key, since_ms)
+
+    def counting_get_many(self: Any, keys: Any, since_ms: int = 0) -> dict[bytes, bytes]:
+        file_reads.extend(keys)
+        return get_many(self, keys, since_ms)
+
+    monkeypatch.setattr(sk.state.sqlite_store.SqliteStore, "get", counting_get)
+    monkeypatch.setattr(sk.state.sqlite_store.SqliteStore, "get_many", counting_get_many)
+    users = [f"u{i:03d}" for i in range(300)]
+
+    async def count_each_once(data_dir: Path, rounds: int) -> None:
+        # A commit interval longer than the run: the store holds no rows while it counts.
+        app, clicks, views = design_app(memory_url, data_dir, commit_interval_s=60)
+        for user in users:
+            await app.send(clicks, key=user, value=Click(user=user, page="/"))
+        async with running(app):
+            await wait_for(lambda: len(read(app, views)) == rounds * len(users))
+        assert dict(read(app, views)[-len(users) :]) == {user: rounds for user in users}
+
+    await count_each_once(tmp_path / "a", 1)
+    assert file_reads == []
+    await count_each_once(tmp_path / "a", 2)  # a restart on its files
+    assert len(file_reads) >= len(users)
+    file_reads.clear()
+    await count_each_once(tmp_path / "b", 3)  # a new data dir: restored from the changelog
+    assert len(file_reads) >= len(users)
+    assert stored_counts(tmp_path / "b", "clicks", "view-counts") == {user: 3 for user in users}
+
+
+async def test_a_restore_reaches_the_file_in_parts_and_ends_at_the_changelog_end(
+    memory_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 300 users over 4 tasks, a write-behind cache of 20 keys, fetches of 50 records: a
+    # task restores its ~150 changelog records in several writes, each with the offset it
+    # reaches, the last at the changelog's end, and the counts go on from there.
+    users = [f"u{i:03d}" for i in range(300)]
+    settings = {"store_cache_max_keys": 20, "max_poll_records": 10}
+
+    async def count_each_once(data_dir: Path, rounds: int) -> sk.App:
+        app, clicks, views = design_app(memory_url, data_dir, **settings)
+        for user in users:
+            await app.send(clicks, key=user, value=Click(user=user, page="/"))
+        async with running(app):
+            await wait_for(lambda: len(read(app, views)) == rounds * len(users))
+        assert dict(read(app, views)[-len(users) :]) == {user: rounds for user in users}
+        return app
+
+    app = await count_each_once(tmp_path / "a", 1)
+    await count_each_once(tmp_path / "a", 2)
+    broker = sk.MemoryBroker.for_url(memory_url)
+    topic = f"{app.id}-view-counts-changelog"
+    ends = {f"0_{p}": len(broker.records(topic, p)) for p in range(4)}
+    writes: list[tuple[str, int | None]] = []
+    write = sk.state.sqlite_store.SqliteStore.write
+
+    def recording_write(self: Any, changes: Any, checkpoint: int | None) -> None:
+        writes.append((self.path.parent.name, checkpoint))
+        write(self, changes, checkpoint)
+
+    monkeypatch.setattr(sk.state.sqlite_store.SqliteStore, "write", recording_write)
+    await count_each_once(tmp_path / "b", 3)  # a new data dir: restored first
+    assert stored_counts(tmp_path / "b", app.id, "view-counts") == {user: 3 for user in users}
+    for task, end in ends.items():
+        restored = [at for name, at in writes if name == task and at is not None and at <= end]
+        assert len(restored) >= 2 and restored == sorted(restored) and restored[-1] == end
+
+
 # Values are checked, and converted as a restore would read them, at assignment --------
 
 

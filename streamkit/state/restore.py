@@ -5,7 +5,9 @@ checkpoint, or one outside the changelog's current range (the topic was recreate
 or retention moved past it), is wiped and replayed in full: never a crash, never
 silent loss (DESIGN.md invariant 3). It applies every record of every fetched
 batch and stops only when its position reaches the end, because some brokers
-under-report the end offset.
+under-report the end offset. Applied rows reach the file in transactions of
+several fetches (`TaskStore.apply_changelog`), each with the changelog offset it
+reaches, and the rest when the restore ends, however it ends.
 """
 
 from __future__ import annotations
@@ -123,6 +125,9 @@ async def restore(
                 store, applied, total, end - reader.position(tp), began, last_report
             )
     finally:
+        # What was applied reaches the file, also when the restore was cancelled or the
+        # broker went away: the next one starts from there.
+        store.flush_restored()
         bar.close()
     for listener in listeners:
         await listener.on_restore_end(task, name, tp, applied)

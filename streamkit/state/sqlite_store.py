@@ -13,6 +13,8 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 log = logging.getLogger("streamkit.state")
@@ -28,6 +30,18 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 Change = tuple[bytes, bytes | None, int]  # key, value (None deletes), updated_ms
 # Keys per `WHERE key IN (...)`: well under SQLite's bound of bound parameters.
 READ_CHUNK = 500
+# Rows per upsert statement: past 32-64, longer statements gained nothing.
+WRITE_ROWS = 64
+_UPSERT_TAIL = (
+    " ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_ms=excluded.updated_ms"
+)
+_first = itemgetter(0)
+_UPSERT = "INSERT INTO kv(key, value, updated_ms) VALUES(?, ?, ?)" + _UPSERT_TAIL
+_UPSERT_MANY = (
+    "INSERT INTO kv(key, value, updated_ms) VALUES"
+    + ",".join(["(?, ?, ?)"] * WRITE_ROWS)
+    + _UPSERT_TAIL
+)
 
 
 def read_checkpoint(path: Path) -> int | None:
@@ -56,6 +70,10 @@ class SqliteStore:
         # At least the largest row time ever stored (expiring stores only, where an
         # index makes it cheap): a window store need not look up a newer window.
         self.latest_row_time: int | None = None
+        # True while the file holds no rows (a new store, or one wiped): then a key
+        # that memory does not hold is absent without a read. Writes through this
+        # connection alone can change that (the task directory's lock).
+        self.empty = False
 
     def open(self) -> bool:
         """Open (or create) the file; False when it was unreadable and had to be replaced.
@@ -88,6 +106,7 @@ class SqliteStore:
         db.execute("SELECT key, value, updated_ms FROM kv LIMIT 0")
         if self._expiring:
             self.latest_row_time = db.execute("SELECT MAX(updated_ms) FROM kv").fetchone()[0]
+        self.empty = db.execute("SELECT 1 FROM kv LIMIT 1").fetchone() is None
 
     def _remove_files(self) -> None:
         for suffix in ("", "-wal", "-shm"):
@@ -126,7 +145,7 @@ class SqliteStore:
                 f"SELECT key, value FROM kv WHERE key IN ({marks}) AND updated_ms>=?",
                 (*chunk, since_ms),
             )
-            found.update((bytes(k), bytes(v)) for k, v in rows)
+            found.update(rows)  # BLOB columns come back as bytes
         return found
 
     def range(
@@ -171,28 +190,33 @@ class SqliteStore:
 
     def write(self, changes: Iterable[Change], checkpoint: int | None) -> None:
         """Apply upserts (and deletions, value None) and move the checkpoint, atomically."""
-        upserts: list[tuple[bytes, bytes, int]] = []
+        upserts: list[Change] = []
         deletes: list[tuple[bytes]] = []
-        for key, value, updated_ms in changes:
-            if value is None:
-                deletes.append((key,))
+        for change in changes:
+            if change[1] is None:
+                deletes.append((change[0],))
             else:
-                upserts.append((key, value, updated_ms))
+                upserts.append(change)
         # In key order, each B-tree page is visited once, while it is in the cache: a
         # commit of 25,000 scattered keys into 1.25 million went from 94-100k to 124-135k
-        # rows per CPU-second, a restore's batches from 150k to 215-237k.
-        upserts.sort()
+        # rows per CPU-second, a restore's batches from 150k to 215-237k. By the key
+        # alone: a stable sort (the last change of a key stays last) and a third faster.
+        upserts.sort(key=_first)
         deletes.sort()
         db = self.db
         db.execute("BEGIN")
         try:
-            if upserts:
+            # WRITE_ROWS rows to a statement: a third less time per row than one
+            # (13,000 rows into 250,000: 3.3 -> 2.6 us a row; into 13,000: 2.0 -> 1.3).
+            whole = len(upserts) - len(upserts) % WRITE_ROWS
+            if whole:
+                flat = list(chain.from_iterable(upserts[:whole]))
+                step = 3 * WRITE_ROWS
                 db.executemany(
-                    "INSERT INTO kv(key, value, updated_ms) VALUES(?, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE "
-                    "SET value=excluded.value, updated_ms=excluded.updated_ms",
-                    upserts,
+                    _UPSERT_MANY, [flat[i : i + step] for i in range(0, len(flat), step)]
                 )
+            if whole < len(upserts):
+                db.executemany(_UPSERT, upserts[whole:])
             if deletes:
                 db.executemany("DELETE FROM kv WHERE key=?", deletes)
             if checkpoint is not None:
@@ -205,6 +229,8 @@ class SqliteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if upserts:
+            self.empty = False
         if self._expiring and upserts:
             latest = max(u[2] for u in upserts)
             if self.latest_row_time is None or latest > self.latest_row_time:
@@ -218,8 +244,10 @@ class SqliteStore:
         db.execute("DELETE FROM meta")
         db.execute("COMMIT")
         self.latest_row_time = None
+        self.empty = True
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self.empty = False
