@@ -178,11 +178,13 @@ class TaskStore:
         alone: a query's reads, and reads of a copy that a restore or standby still
         writes to the file behind the cache's back."""
         if self._expires:
-            since = self._since_ms()
+            # The expiry cutoff is worked out only for a row found (or read from the
+            # file): a window opened by the record in hand, most of a windowed
+            # count's reads, is known absent without it.
             value = self._dirty.get(key, _ABSENT)
             if value is _ABSENT:
-                value = self._stored(key, since, remember)
-            if value is _ABSENT or value is _DELETED or self._expired(key, since):
+                value = self._stored(key, None, remember)
+            if value is _ABSENT or value is _DELETED or self._expired(key, self._since_ms()):
                 return missing
             return value
         # A key changed in this commit interval (every read after the first write of
@@ -192,9 +194,10 @@ class TaskStore:
             value = self._stored(key, 0, remember)
         return missing if value is _ABSENT or value is _DELETED else value
 
-    def _stored(self, key: Any, since: int, remember: bool) -> Any:
+    def _stored(self, key: Any, since: int | None, remember: bool) -> Any:
         """A key not changed since the last commit: staged, cached, prefetched or read
-        from the file; _ABSENT if none has it."""
+        from the file (rows whose time is below `since`, the expiry cutoff worked out
+        now if None, are not); _ABSENT if none has it."""
         if self._staged:
             value = self._staged.get(key, _ABSENT)
             if value is not _ABSENT:
@@ -209,7 +212,7 @@ class TaskStore:
         raw = self._prefetched.pop(key, _NOT_READ) if self._prefetched else _NOT_READ
         if raw is _NOT_READ:
             self._file_reads += 1
-            raw = self.sqlite.get(self._key_bytes(key), since)
+            raw = self.sqlite.get(self._key_bytes(key), self._since_ms() if since is None else since)
         else:
             self._prefetch_used += 1
         if raw is None:
