@@ -369,11 +369,14 @@ class TaskStore:
         if routing is None:
             raise StateError(f"table {self.table.name!r}: keys cannot be None")
         in_hand = key_in_hand.get(None)
-        if in_hand is not None and in_hand() == routing:
-            return
         by = self._routed_by
-        owner = by.partitioner.of(routing, by.partitions)
+        if in_hand is not None and in_hand() == routing:
+            owner = self.partition
+        else:
+            owner = by.partitioner.of(routing, by.partitions)
         if owner == self.partition:
+            # Remembered either way: a window store's next window of the key in hand
+            # (a tumbling count opens one per key and window) is then a set lookup.
             if len(owned) >= OWNED_KEYS:
                 owned.clear()
             owned.add(routing_key)
