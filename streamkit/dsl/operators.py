@@ -85,10 +85,22 @@ class Filter(DslProcessor):
 class Map(DslProcessor):
     def __init__(self, fn: KeyValueFn) -> None:
         self.fn = fn
+        self._sink_write: Callable[[Any, Any, int, Any], None] | None = None
+
+    def init(self, context: ProcessorContext) -> None:
+        super().init(context)
+        # A map straight into a sink (`.map(...).to(topic)`, every windowed count's
+        # end) hands it the new key and value without a Record in between.
+        sink = getattr(self.emit, "__self__", None)
+        if type(sink) is Sink and isinstance(sink.topic, Topic):
+            self._sink_write = sink.write
 
     def process(self, record: Record) -> None:
         key, value = self.fn(record.key, record.value)
-        self.emit(Record(key, value, record.timestamp, record.headers))
+        if self._sink_write is not None:
+            self._sink_write(key, value, record.timestamp, record.headers)
+        else:
+            self.emit(Record(key, value, record.timestamp, record.headers))
 
 
 class MapValues(DslProcessor):
@@ -178,6 +190,10 @@ class Sink(DslProcessor):
             chosen = target(record.key, record.value, record)
             target = self._resolve(chosen)
         self._write(target, record.key, record.value, record.headers, record.timestamp)
+
+    def write(self, key: Any, value: Any, timestamp: int, headers: Any) -> None:
+        """`process` for a fixed topic, from a parent that has the record's parts in hand."""
+        self._write(self.topic, key, value, headers, timestamp)
 
     def _resolve(self, chosen: Topic | str) -> Topic:
         name = chosen.name if isinstance(chosen, Topic) else chosen
