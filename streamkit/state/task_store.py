@@ -212,7 +212,9 @@ class TaskStore:
         raw = self._prefetched.pop(key, _NOT_READ) if self._prefetched else _NOT_READ
         if raw is _NOT_READ:
             self._file_reads += 1
-            raw = self.sqlite.get(self._key_bytes(key), self._since_ms() if since is None else since)
+            if since is None:
+                since = self._since_ms()
+            raw = self.sqlite.get(self._key_bytes(key), since)
         else:
             self._prefetch_used += 1
         if raw is None:
