@@ -531,6 +531,7 @@ class _StreamTableJoin(ops.DslProcessor):
     def init(self, context: ProcessorContext) -> None:
         super().init(context)
         self.lookup = task_lookup(self.lookup)
+        self._sink_write = ops.sink_write(self)
 
     def process(self, record: Record) -> None:
         if record.value is None:
@@ -553,9 +554,16 @@ class _StreamTableJoin(ops.DslProcessor):
             found = None
         else:
             found = row[0]
-        self.emit(
-            Record(record.key, self.joiner(record.value, found), record.timestamp, record.headers)
-        )
+        if self._sink_write is not None:
+            self._sink_write(
+                record.key, self.joiner(record.value, found), record.timestamp, record.headers
+            )
+        else:
+            self.emit(
+                Record(
+                    record.key, self.joiner(record.value, found), record.timestamp, record.headers
+                )
+            )
 
 
 class _BufferedStreamTableJoin(_StreamTableJoin):

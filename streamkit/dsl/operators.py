@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..events import StreamTime
 from ..processor import Processor, ProcessorContext, Record
 from ..topic import Topic
+from ..transport.base import Headers
 
 if TYPE_CHECKING:
     from .graph import NodeSpec
@@ -72,6 +73,19 @@ class DslProcessor(Processor):
         self.emit = self.node.downstream()
 
 
+SinkWrite = Callable[[Any, Any, int, Headers], None]
+
+
+def sink_write(node: DslProcessor) -> SinkWrite | None:
+    """For a node whose records all go to one sink of a fixed topic (`.map(...).to(t)`,
+    a join's `.to(t)`): that sink's `write`, so that the node hands it the new key and
+    value without a Record in between. None otherwise. Call it in `init`."""
+    sink = getattr(node.emit, "__self__", None)
+    if type(sink) is Sink and isinstance(sink.topic, Topic):
+        return sink.write
+    return None
+
+
 class Filter(DslProcessor):
     def __init__(self, predicate: KeyValueFn, keep_if: bool) -> None:
         self.predicate = predicate
@@ -85,15 +99,11 @@ class Filter(DslProcessor):
 class Map(DslProcessor):
     def __init__(self, fn: KeyValueFn) -> None:
         self.fn = fn
-        self._sink_write: Callable[[Any, Any, int, Any], None] | None = None
+        self._sink_write: SinkWrite | None = None
 
     def init(self, context: ProcessorContext) -> None:
         super().init(context)
-        # A map straight into a sink (`.map(...).to(topic)`, every windowed count's
-        # end) hands it the new key and value without a Record in between.
-        sink = getattr(self.emit, "__self__", None)
-        if type(sink) is Sink and isinstance(sink.topic, Topic):
-            self._sink_write = sink.write
+        self._sink_write = sink_write(self)
 
     def process(self, record: Record) -> None:
         key, value = self.fn(record.key, record.value)
@@ -191,7 +201,7 @@ class Sink(DslProcessor):
             target = self._resolve(chosen)
         self._write(target, record.key, record.value, record.headers, record.timestamp)
 
-    def write(self, key: Any, value: Any, timestamp: int, headers: Any) -> None:
+    def write(self, key: Any, value: Any, timestamp: int, headers: Headers) -> None:
         """`process` for a fixed topic, from a parent that has the record's parts in hand."""
         self._write(self.topic, key, value, headers, timestamp)
 
