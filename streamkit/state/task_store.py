@@ -183,6 +183,8 @@ class TaskStore:
             # count's reads, is known absent without it.
             value = self._dirty.get(key, _ABSENT)
             if value is _ABSENT:
+                if self._time_keyed and not self._staged and self._newer_than_stored(key):
+                    return missing  # a new window, nowhere yet: the commonest read
                 value = self._stored(key, None, remember)
             if value is _ABSENT or value is _DELETED or self._expired(key, self._since_ms()):
                 return missing
