@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 # (app, changelog records of a size, how they are partitioned)
 APPS = {
     "count": (curve_changelog, None),
-    # "windowed_count": (curve_window_changelog, window_routing),
+    "windowed_count": (curve_window_changelog, window_routing),
 }
 
 

@@ -45,12 +45,12 @@ def worked_on(broker: str) -> None:
 @atexit.register
 def warn_of_unseen_sends() -> None:
     """At exit, say so if records went to a memory:// broker that no worker of this
-    process ran on and nothing read: they reached nobody, and never a `streamkit
-    worker` elsewhere."""
+    process ran on and nothing read (nor reset): they reached nobody, and never a
+    `streamkit worker` elsewhere."""
     for broker in sorted(_sent_outside_a_worker - _worked_on):
         memory = MemoryBroker.existing(broker)
-        if memory is not None and memory.was_read:
-            continue  # a test or a consumer of this process read them
+        if memory is None or memory.was_read:
+            continue  # read by a test or a consumer of this process, or reset on purpose
         log.warning(
             "records sent to %s reached no worker: memory:// is a broker inside this "
             "process, so only a worker run by this same process sees them, never a "
