@@ -54,6 +54,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from streamkit.settings import Settings
+from streamkit.state.task_store import RESTORE_WRITE_ROWS
 from streamkit.transport.kafka.options import KafkaOptions
 
 from .apps import Enriched, Payment, User
@@ -555,21 +556,37 @@ async def restore(args: argparse.Namespace) -> dict[str, Any]:
     tps = [TopicPartition(args.changelog, p) for p in range(args.partitions)]
     consumer = await _consumer(args, tps)
     dbs = {tp: open_db(Path(args.data_dir) / f"restore-{tp.partition}.sqlite") for tp in tps}
+    # Each partition's latest values, written RESTORE_WRITE_ROWS at a time (streamkit's
+    # bound on what a restore holds), with the offset they reach.
+    pending: dict[TopicPartition, dict[bytes, bytes]] = {tp: {} for tp in tps}
+    reached: dict[TopicPartition, int] = {}
+
+    def write(tp: TopicPartition) -> None:
+        db = dbs[tp]
+        db.execute("BEGIN")
+        db.executemany(_UPSERT, sorted(pending[tp].items()))
+        db.execute(_CHECKPOINT, (reached[tp],))
+        db.execute("COMMIT")
+        pending[tp] = {}
+
     applied = 0
     began = _now()
     try:
         while True:
             fetched = await consumer.getmany(timeout_ms=500, max_records=RESTORE_FETCH)
             for tp, records in fetched.items():
-                latest = {r.key: r.value for r in records}
-                db = dbs[tp]
-                db.execute("BEGIN")
-                db.executemany(_UPSERT, sorted(latest.items()))
-                db.execute(_CHECKPOINT, (records[-1].offset + 1,))
-                db.execute("COMMIT")
+                latest = pending[tp]
+                for r in records:
+                    latest[r.key] = r.value
+                reached[tp] = records[-1].offset + 1
                 applied += len(records)
+                if len(latest) >= RESTORE_WRITE_ROWS:
+                    write(tp)
             if await _caught_up(consumer, tps):
                 break
+        for tp in tps:
+            if pending[tp]:
+                write(tp)
     finally:
         await consumer.stop()
         for db in dbs.values():

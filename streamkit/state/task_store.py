@@ -152,6 +152,11 @@ class TaskStore:
         self._restoring: dict[bytes, Change] = {}
         self._restored_to: int | None = None
         self._restore_write_rows = min(RESTORE_WRITE_ROWS, clean_cache_keys)
+        kind = type(table)
+        self._plain_restore = (
+            kind.restored_value is Table.restored_value
+            and kind.restored_row_time is Table.restored_row_time
+        )
         # Serialized bytes per change at the last commit; a guess until then.
         self._bytes_per_change = 100.0
         self._next_expiry_check = 0.0
@@ -530,13 +535,20 @@ class TaskStore:
         the file RESTORE_WRITE_ROWS at a time (`flush_restored`), not a transaction per
         fetch: scattered rows dirty most of a large file's pages whatever their number,
         so twice the rows to a transaction is about half the pages rewritten per row."""
-        row_time = self.table.restored_row_time
-        value_of = self.table.restored_value
-        self._restoring.update(
-            (r.key, (r.key, value_of(r.value, r.timestamp), row_time(r.key, r.timestamp)))
-            for r in records
-            if r.key is not None
-        )
+        table = self.table
+        if self._plain_restore:
+            # A plain table keeps the changelog's bytes and time as they are: no call
+            # per record.
+            self._restoring.update(
+                (r.key, (r.key, r.value, r.timestamp)) for r in records if r.key is not None
+            )
+        else:
+            row_time, value_of = table.restored_row_time, table.restored_value
+            self._restoring.update(
+                (r.key, (r.key, value_of(r.value, r.timestamp), row_time(r.key, r.timestamp)))
+                for r in records
+                if r.key is not None
+            )
         self._restored_to = next_offset
         if len(self._restoring) >= self._restore_write_rows:
             self.flush_restored()
