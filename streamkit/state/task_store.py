@@ -380,12 +380,16 @@ class TaskStore:
         in_hand = key_in_hand.get(None)
         by = self._routed_by
         if in_hand is not None and in_hand() == routing:
+            if self._routes_by_key:
+                # A plain table's key is checked once a commit interval anyway (its
+                # next changes find it changed): remembering it would only take memory.
+                return
             owner = self.partition
         else:
             owner = by.partitioner.of(routing, by.partitions)
         if owner == self.partition:
-            # Remembered either way: a window store's next window of the key in hand
-            # (a tumbling count opens one per key and window) is then a set lookup.
+            # A window store's next window of the key (a tumbling count opens one per
+            # key and window) is then a set lookup.
             if len(owned) >= OWNED_KEYS:
                 owned.clear()
             owned.add(routing_key)
