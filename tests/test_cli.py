@@ -512,6 +512,17 @@ def test_send_says_which_line_does_not_fit_and_sends_nothing(
 # settings from the environment ---------------------------------------------------------
 
 
+def test_the_examples_take_their_broker_from_the_environment() -> None:
+    # They name no broker in code: STREAMKIT_BROKER reaches them, with nothing said.
+    result = run_cli(
+        ["topology", "examples.word_count:app"],
+        cwd=ROOT,
+        env={"STREAMKIT_BROKER": "kafka://127.0.0.1:9092"},
+    )
+    assert result.returncode == 0, result
+    assert "ignored" not in result.stderr, result
+
+
 @pytest.mark.parametrize(
     ("env", "code", "said"),
     [

@@ -35,13 +35,17 @@ async def test_records_sent_to_memory_that_no_worker_read_are_reported_at_exit(
     sender = sk.App("sender", broker=checked, data_dir=tmp_path)
     await sender.send(sender.topic("orders"), key="a", value=1)  # a test that reads back
     assert len(sk.MemoryBroker.for_url(checked).records("orders")) == 1
+    dropped = "memory://reset-in-process"
+    dropper = sk.App("dropper", broker=dropped, data_dir=tmp_path)
+    await dropper.send(dropper.topic("orders"), key="a", value=1)
+    sk.MemoryBroker.reset("reset-in-process")  # a test's teardown: gone on purpose
     with caplog.at_level(logging.WARNING, logger="streamkit.app"):
         app_producer.warn_of_unseen_sends()  # what runs at exit
     sk.MemoryBroker.reset("fed-in-process")
     sk.MemoryBroker.reset("read-back-in-process")
     warnings = [r.getMessage() for r in caplog.records if r.name == "streamkit.app"]
     # Other tests of this process may have sent to brokers of their own.
-    assert not [w for w in warnings if other in w or checked in w], warnings
+    assert not [w for w in warnings if other in w or checked in w or dropped in w], warnings
     warnings = [w for w in warnings if memory_url + " " in w]
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith(f"records sent to {memory_url} reached no worker: memory:// ")
