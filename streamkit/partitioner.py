@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable
-from functools import lru_cache
 
 from .errors import ConfigError
 
@@ -61,15 +60,22 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
-@lru_cache(maxsize=65536)
-def _positive_hash(key: bytes) -> int:
-    # Hot keys repeat: memoise them.
-    return murmur2(key) & 0x7FFFFFFF
+# Hot keys repeat: their hashes are remembered, forgotten whole beyond this many. A
+# dict, not an lru_cache: over a million keys nearly every key misses, and a miss
+# cost 0.5 us more in the lru_cache's bookkeeping (a hit 0.03 us more).
+_HASHES_MAX = 65_536
+_hashes: dict[bytes, int] = {}
 
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) picks for a non-null key."""
-    return _positive_hash(key) % partitions
+    h = _hashes.get(key)
+    if h is None:
+        h = murmur2(key) & 0x7FFFFFFF
+        if len(_hashes) >= _HASHES_MAX:
+            _hashes.clear()
+        _hashes[key] = h
+    return h % partitions
 
 
 def crc32_partition(key: bytes, partitions: int) -> int:
