@@ -36,16 +36,23 @@ WRITE_ROWS = 64
 # than one (10,000 scattered rows into 50,000: 2.64 -> 1.80 us a row; into 250,000:
 # 4.6 -> 4.25); past it more (into 500,000: 6.3 -> 6.7; 1.25 million: 9.1 -> 10.3).
 MULTI_ROW_MAX_PAGES = 2_000
-_UPSERT_TAIL = (
+_first = itemgetter(0)
+
+
+def _upserts(tail: str) -> tuple[str, str]:
+    """The upsert of one row and of WRITE_ROWS rows, ending in `tail`."""
+    one = "INSERT INTO kv(key, value, updated_ms) VALUES(?, ?, ?)" + tail
+    many = "INSERT INTO kv(key, value, updated_ms) VALUES" + ",".join(["(?, ?, ?)"] * WRITE_ROWS)
+    return one, many + tail
+
+
+_UPSERTS = _upserts(
     " ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_ms=excluded.updated_ms"
 )
-_first = itemgetter(0)
-_UPSERT = "INSERT INTO kv(key, value, updated_ms) VALUES(?, ?, ?)" + _UPSERT_TAIL
-_UPSERT_MANY = (
-    "INSERT INTO kv(key, value, updated_ms) VALUES"
-    + ",".join(["(?, ?, ?)"] * WRITE_ROWS)
-    + _UPSERT_TAIL
-)
+# A row whose time is part of its key (a window's end) keeps it: an upsert that does
+# not set it leaves the time index alone, where setting it (to the same value) moved
+# the row's index entry: 15,000 scattered windows into 250,000 rows, 7.3 -> 4.9 us a row.
+_UPSERTS_TIME_IN_KEY = _upserts(" ON CONFLICT(key) DO UPDATE SET value=excluded.value")
 
 
 def read_checkpoint(path: Path) -> int | None:
@@ -66,10 +73,12 @@ def store_path(state_dir: Path, task: object, table: str) -> Path:
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, expiring: bool = False) -> None:
+    def __init__(self, path: Path, *, expiring: bool = False, time_in_key: bool = False) -> None:
         self.path = path
         # Only tables with a TTL pay for the index that finds expired keys.
         self._expiring = expiring
+        # Whether a row's time follows from its key (`Table.row_time_in_key`).
+        self._upsert, self._upsert_many = _UPSERTS_TIME_IN_KEY if time_in_key else _UPSERTS
         self._db: sqlite3.Connection | None = None
         # At least the largest row time ever stored (expiring stores only, where an
         # index makes it cheap): a window store need not look up a newer window.
@@ -217,10 +226,10 @@ class SqliteStore:
                 flat = list(chain.from_iterable(upserts[:whole]))
                 step = 3 * WRITE_ROWS
                 db.executemany(
-                    _UPSERT_MANY, [flat[i : i + step] for i in range(0, len(flat), step)]
+                    self._upsert_many, [flat[i : i + step] for i in range(0, len(flat), step)]
                 )
             if whole < len(upserts):
-                db.executemany(_UPSERT, upserts[whole:])
+                db.executemany(self._upsert, upserts[whole:])
             if deletes:
                 db.executemany("DELETE FROM kv WHERE key=?", deletes)
             if checkpoint is not None:

@@ -87,6 +87,7 @@ def task_stores(
             SqliteStore(
                 store_path(state_dir, task, t.name),
                 expiring=t.expiry_horizon_s is not None,
+                time_in_key=t.row_time_in_key,
             ),
             clock,
             cache_keys,
