@@ -80,6 +80,7 @@ class SqliteStore:
         # Whether a row's time follows from its key (`Table.row_time_in_key`).
         self._upsert, self._upsert_many = _UPSERTS_TIME_IN_KEY if time_in_key else _UPSERTS
         self._db: sqlite3.Connection | None = None
+        self._get_cursor: sqlite3.Cursor | None = None
         # At least the largest row time ever stored (expiring stores only, where an
         # index makes it cheap): a window store need not look up a newer window.
         self.latest_row_time: int | None = None
@@ -107,6 +108,9 @@ class SqliteStore:
     def _connect(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db = db
+        # `get`'s own: a window store reads a row per record, and a cursor made per
+        # read cost 0.27 us of its 2.35 (`Connection.execute` makes one each call).
+        self._get_cursor = db.cursor()
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
@@ -141,7 +145,9 @@ class SqliteStore:
 
     def get(self, key: bytes, since_ms: int = 0) -> bytes | None:
         """The value of a key updated at or after `since_ms`."""
-        row = self.db.execute(
+        cursor = self._get_cursor
+        assert cursor is not None, "store is not open"
+        row = cursor.execute(
             "SELECT value FROM kv WHERE key=? AND updated_ms>=?", (key, since_ms)
         ).fetchone()
         return None if row is None else bytes(row[0])
@@ -262,5 +268,5 @@ class SqliteStore:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
-            self._db = None
+            self._db = self._get_cursor = None
         self.empty = False
