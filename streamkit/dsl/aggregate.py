@@ -78,9 +78,11 @@ class TableSource(DslProcessor):
     """A KTable read from a topic: upsert (or delete on a tombstone) and pass the change on.
 
     The store keeps each row's record timestamp, which table-table joins and
-    timestamped store reads need. An update that repeats the row's value with a
-    timestamp not older than the row's changes nothing and emits nothing, as Kafka
-    Streams' source tables drop idempotent updates.
+    timestamped store reads need. Every record is passed on, as Kafka Streams'
+    KTableSource does (KTableSourceTest.testKTable): an update repeating the row's
+    value (KIP-557's drop of these is disabled in Kafka, KAFKA-12508), and a
+    tombstone for a key without a row (`Change(None, None)`, which filters and
+    joins judge as Kafka's do).
     """
 
     def __init__(self, table: Table) -> None:
@@ -94,11 +96,8 @@ class TableSource(DslProcessor):
         held = self.table.get(key)
         old = None if held is None else held[0]
         if record.value is None:
-            if held is None:
-                return
-            self.table.delete(key)
-        elif held is not None and record.timestamp >= held[1] and record.value == old:
-            return  # an idempotent update: Kafka Streams (KIP-557) emits nothing
+            if held is not None:
+                self.table.delete(key)
         else:
             self.table[key] = (record.value, record.timestamp)  # a ValueAndTimestamp row
         self.emit(Record(key, Change(record.value, old), record.timestamp, record.headers))

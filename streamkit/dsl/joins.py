@@ -37,6 +37,7 @@ from .aggregate import Change
 from .graph import CopartitionGroup, NodeKind, NodeSpec
 from .kstream import KStream, internal_serde
 from .ktable import KTable, Lookup, ValueGetter, task_lookup, timestamped_table
+from .old_values import JoinedOldValues
 from .windows import notice_unchosen_grace
 
 if TYPE_CHECKING:
@@ -631,6 +632,7 @@ def _stream_table(
     name: str | None,
 ) -> KStream:
     app = stream.app
+    table.old_values.materialize()
     stream = stream.keyed_for_grouping(f"{name}-left" if name else None)
     versioned = table.versioned
     as_of = None if versioned is None else versioned.as_of
@@ -691,6 +693,7 @@ class _TableJoinSide(ops.DslProcessor):
         self.other = other
         self.joiner = joiner
         self.how = how
+        self.needs_other = how == "inner" or (how == "left" and side == RIGHT)
 
     def process(self, record: Record) -> None:
         if record.key is None:
@@ -698,16 +701,22 @@ class _TableJoinSide(ops.DslProcessor):
             return
         change: Change = record.value
         row = self.other(record.key)
-        other, ts = (None, record.timestamp) if row is None else (row[0], row[1])
+        if row is None:
+            # Kafka's KTableKTable*Join: without the other row, an inner join (and a
+            # left join's right side) has nothing to say; the outer sides pass on
+            # what changed. With the other row, every update is passed on, even a
+            # deletion of a row that was not there (its old value may not be known).
+            if self.needs_other or (change.new is None and change.old is None):
+                return
+            other, ts = None, record.timestamp
+        else:
+            other, ts = row[0], max(row[1], record.timestamp)
         if self.side == LEFT:
             new = _combine(self.how, self.joiner, change.new, other)
             old = _combine(self.how, self.joiner, change.old, other)
         else:
             new = _combine(self.how, self.joiner, other, change.new)
             old = _combine(self.how, self.joiner, other, change.old)
-        if new is None and old is None:
-            return  # no row of the join changed
-        ts = max(ts, record.timestamp)
         self.emit(Record(record.key, Change(new, old), ts, record.headers))
 
 
@@ -715,6 +724,14 @@ def _table_table(
     left: KTable, right: KTable, joiner: Joiner, how: JoinHow, name: str | None
 ) -> KTable:
     app, graph = left.app, left.app.graph
+    # Kafka's KTableImpl.doJoin: both tables are read by the join; the outer side(s)
+    # send old values (a left row without a match is a result to take back later).
+    left.old_values.materialize()
+    right.old_values.materialize()
+    if how != "inner":
+        left.old_values.enable(True)
+    if how == "outer":
+        right.old_values.enable(True)
     this = graph.add(
         "KTABLE-JOINTHIS",
         lambda: _TableJoinSide(LEFT, right.lookup, joiner, how),
@@ -743,7 +760,8 @@ def _table_table(
         return ValueAndTimestamp(joined, max(stamps))
 
     _copartition(app, f"join {merge.name}", left.node, right.node)
-    return KTable(app, merge, left.key_serde, None, get)
+    old_values = JoinedOldValues(left.old_values, right.old_values)
+    return KTable(app, merge, left.key_serde, None, get, old_values)
 
 
 # Foreign-key table-table (KIP-213) ---------------------------------------------------
@@ -904,6 +922,11 @@ def _foreign_key_join(
     name: str | None,
 ) -> KTable:
     app, graph = left.app, left.app.graph
+    # Kafka's KTableImpl.doJoinOnForeignKey: both sides send old values (a row that
+    # moves to another foreign key unsubscribes from the old one).
+    for table in (left, right):
+        table.old_values.materialize()
+        table.old_values.enable(True)
     base = name or graph.name("KTABLE-FK-JOIN", None)
     fk_serde = internal_serde(None, right.key_serde)
     key_serde = internal_serde(None, left.key_serde)
