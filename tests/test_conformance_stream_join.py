@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from conformance import records, tostring_joiner
 
 import streamkit as sk
@@ -338,5 +339,204 @@ def test_KStreamKStreamLeftJoinTest_testWindowing() -> None:
             ),
             (_series("K", 903), [(k, f"K{k}+b{k}", 1000 + k) for k in KEYS]),
             ([("topic1", 0, "dummy", 1203)], [(0, "dummy+null", 1203)]),
+        ],
+    )
+
+
+def _first_two(topic: str, letter: str, ts: int) -> list[Input]:
+    return [(topic, k, f"{letter}{k}", ts) for k in (0, 1)]
+
+
+def _at_zero_steps() -> list[tuple[list[Input], list[Output]]]:
+    """The steps testJoin and testOuterJoin share: every record at time 0."""
+    return [
+        (_first_two("topic1", "A", 0), []),
+        (_first_two("topic2", "a", 0), [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
+        (_all("topic1", "B", 0), [(0, "B0+a0", 0), (1, "B1+a1", 0)]),
+        (
+            _all("topic2", "b", 0),
+            [
+                (0, "A0+b0", 0),
+                (0, "B0+b0", 0),
+                (1, "A1+b1", 0),
+                (1, "B1+b1", 0),
+                (2, "B2+b2", 0),
+                (3, "B3+b3", 0),
+            ],
+        ),
+        (
+            _all("topic1", "C", 0),
+            [
+                (0, "C0+a0", 0),
+                (0, "C0+b0", 0),
+                (1, "C1+a1", 0),
+                (1, "C1+b1", 0),
+                (2, "C2+b2", 0),
+                (3, "C3+b3", 0),
+            ],
+        ),
+        (
+            _first_two("topic2", "c", 0),
+            [(0, f"{x}0+c0", 0) for x in "ABC"] + [(1, f"{x}1+c1", 0) for x in "ABC"],
+        ),
+    ]
+
+
+def test_KStreamKStreamJoinTest_testJoin() -> None:
+    _run("inner", JoinWindows.of_time_difference_with_no_grace(0.1), _at_zero_steps())
+
+
+def test_KStreamKStreamJoinTest_testOuterJoin() -> None:
+    # JoinWindows.ofTimeDifferenceAndGrace(100 ms, 24 h): no window closes, so no
+    # unmatched record comes out.
+    _run("outer", JoinWindows.of_time_difference_and_grace(0.1, 86_400), _at_zero_steps())
+
+
+def test_KStreamKStreamJoinTest_testWindowing() -> None:
+    def ts_plus_key(topic: str, letter: str, ts: int) -> list[Input]:
+        return [(topic, k, f"{letter}{k}", ts + k) for k in KEYS]
+
+    def pairs(left: str, right: str, keys: Sequence[int], ts: int | None) -> list[Output]:
+        return [(k, f"{left}{k}+{right}{k}", ts if ts is not None else base + k) for k in keys]
+
+    base = 1000
+    steps: list[tuple[list[Input], list[Output]]] = [
+        (_first_two("topic1", "A", 0), []),
+        (_first_two("topic2", "a", 0), [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
+        (ts_plus_key("topic1", "B", 1000), []),
+        (_all("topic2", "b", 1100), pairs("B", "b", KEYS, 1100)),
+        (_all("topic2", "c", 1101), pairs("B", "c", (1, 2, 3), 1101)),
+        (_all("topic2", "d", 1102), pairs("B", "d", (2, 3), 1102)),
+        (_all("topic2", "e", 1103), pairs("B", "e", (3,), 1103)),
+        (_all("topic2", "f", 1104), []),
+        (_all("topic2", "g", 899), []),
+        (_all("topic2", "h", 900), pairs("B", "h", (0,), None)),
+        (_all("topic2", "i", 901), pairs("B", "i", (0, 1), None)),
+        (_all("topic2", "j", 902), pairs("B", "j", (0, 1, 2), None)),
+        (_all("topic2", "k", 903), pairs("B", "k", KEYS, None)),
+    ]
+    base = 2000
+    later = [
+        (ts_plus_key("topic2", "l", 2000), []),
+        (_all("topic1", "C", 2100), pairs("C", "l", KEYS, 2100)),
+        (_all("topic1", "D", 2101), pairs("D", "l", (1, 2, 3), 2101)),
+        (_all("topic1", "E", 2102), pairs("E", "l", (2, 3), 2102)),
+        (_all("topic1", "F", 2103), pairs("F", "l", (3,), 2103)),
+        (_all("topic1", "G", 2104), []),
+        (_all("topic1", "H", 1899), []),
+        (_all("topic1", "I", 1900), pairs("I", "l", (0,), None)),
+        (_all("topic1", "J", 1901), pairs("J", "l", (0, 1), None)),
+        (_all("topic1", "K", 1902), pairs("K", "l", (0, 1, 2), None)),
+        (_all("topic1", "L", 1903), pairs("L", "l", KEYS, None)),
+    ]
+    _run("inner", JoinWindows.of_time_difference_with_no_grace(0.1), steps + later)
+
+
+def test_KStreamKStreamLeftJoinTest_testLeftJoinDuplicates() -> None:
+    _run(
+        "left",
+        JoinWindows.of_time_difference_and_grace(0.1, 0.01),
+        [
+            (
+                [
+                    ("topic1", 0, "A0", 0),
+                    ("topic1", 0, "A0-0", 0),
+                    ("topic2", 1, "a0", 111),
+                    ("topic2", 2, "dummy", 500),
+                ],
+                [(0, "A0+null", 0), (0, "A0-0+null", 0)],
+            ),
+            (
+                [("topic1", 2, "A2", 1000), ("topic1", 2, "A2-0", 1000), ("topic2", 2, "a2", 1001)],
+                [(2, "A2+a2", 1001), (2, "A2-0+a2", 1001)],
+            ),
+            ([("topic2", 3, "a3", 315)], []),
+        ],
+    )
+
+
+def _left_expired(by: str, flush_ts: int) -> None:
+    """testLeftExpiredNonJoinedRecordsAreEmittedByThe{Left,Right}Processor."""
+    other = "topic2" if by == "topic1" else "topic1"
+    _run(
+        "left",
+        JoinWindows.of_time_difference_and_grace(0.1, 0),
+        [
+            ([("topic1", 0, "A0", 1), ("topic1", 1, "A1", 2), ("topic1", 0, "A0-0", 3)], []),
+            ([("topic2", 1, "a1", 3)], [(1, "A1+a1", 3)]),
+            ([(by, 2, "dummy", 401)], [(0, "A0+null", 1), (0, "A0-0+null", 3)]),
+            ([(other, 2, "dummy", flush_ts)], [(2, "dummy+dummy", flush_ts)]),
+        ],
+    )
+
+
+def test_KStreamKStreamLeftJoinTest_left_expired_by_left() -> None:
+    """KStreamKStreamLeftJoinTest.testLeftExpiredNonJoinedRecordsAreEmittedByTheLeftProcessor"""
+    _left_expired("topic1", 401)
+
+
+def test_KStreamKStreamLeftJoinTest_left_expired_by_right() -> None:
+    """KStreamKStreamLeftJoinTest.testLeftExpiredNonJoinedRecordsAreEmittedByTheRightProcessor"""
+    _left_expired("topic2", 402)
+
+
+@pytest.mark.parametrize("by", ["topic1", "topic2"])
+def test_KStreamKStreamLeftJoinTest_testRightNonJoinedRecordsAreNeverEmitted(by: str) -> None:
+    """testRightNonJoinedRecordsAreNeverEmittedByThe{Left,Right}Processor."""
+    other = "topic2" if by == "topic1" else "topic1"
+    _run(
+        "left",
+        JoinWindows.of_time_difference_and_grace(0.1, 0),
+        [
+            ([("topic2", 0, "A0", 1), ("topic2", 1, "A1", 2), ("topic2", 0, "A0-0", 3)], []),
+            ([("topic1", 1, "a1", 3)], [(1, "a1+A1", 3)]),
+            ([(by, 2, "dummy", 401)], []),
+            ([(other, 2, "dummy", 402)], [(2, "dummy+dummy", 402)]),
+        ],
+    )
+
+
+def test_KStreamKStreamLeftJoinTest_testLeftJoinWithDefaultSuppliers() -> None:
+    """runLeftJoin: every record at time 0; every left record finds a partner."""
+    _run(
+        "left",
+        JoinWindows.of_time_difference_with_no_grace(0.1),
+        [
+            (_first_two("topic1", "A", 0), []),
+            (_first_two("topic2", "a", 0), [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
+            ([("topic1", k, f"B{k}", 0) for k in (0, 1, 2)], [(0, "B0+a0", 0), (1, "B1+a1", 0)]),
+            (
+                _all("topic2", "b", 0),
+                [
+                    (0, "A0+b0", 0),
+                    (0, "B0+b0", 0),
+                    (1, "A1+b1", 0),
+                    (1, "B1+b1", 0),
+                    (2, "B2+b2", 0),
+                ],
+            ),
+            (
+                _all("topic1", "C", 0),
+                [
+                    (0, "C0+a0", 0),
+                    (0, "C0+b0", 0),
+                    (1, "C1+a1", 0),
+                    (1, "C1+b1", 0),
+                    (2, "C2+b2", 0),
+                    (3, "C3+b3", 0),
+                ],
+            ),
+            ([("topic1", 0, "dummy", 1000)], []),
+        ],
+    )
+
+
+def test_KStreamKStreamLeftJoinTest_testOrdering() -> None:
+    _run(
+        "left",
+        JoinWindows.of_time_difference_with_no_grace(0.1),
+        [
+            ([("topic1", 0, "A0", 0), ("topic1", 1, "A1", 100)], []),
+            ([("topic2", 1, "a1", 110)], [(0, "A0+null", 0), (1, "A1+a1", 110)]),
         ],
     )
