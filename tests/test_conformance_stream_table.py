@@ -78,3 +78,108 @@ def test_KStreamKTableLeftJoinTest_shouldLogAndMeterWhenSkippingNullLeftValue() 
         assert records(driver, out) == []
     node = "KSTREAM-LEFTJOIN-0000000003"
     assert app.metrics.value("dropped_records", node=node, reason="null value") == 1
+
+
+# KStreamKTableJoinTest: the inner join; a stream record without a row joins nothing.
+INNER_CASES: dict[str, list[JoinStep]] = {
+    "shouldNotJoinWithEmptyTableOnStreamUpdates": [(("stream", 2, "X"), [])],
+    "shouldNotJoinOnTableUpdates": [
+        (("stream", 2, "X"), []),
+        (("table", 2, "Y"), []),
+        (("stream", 4, "X"), X_Y_TWO[:2]),
+        (("table", 4, "YY"), []),
+        (("stream", 4, "X"), [(k, f"X{k}+YY{k}", k) for k in range(4)]),
+        (("table", 4, "YYY"), []),
+    ],
+    "shouldJoinOnlyIfMatchFoundOnStreamUpdates": [
+        (("table", 2, "Y"), []),
+        (("stream", 4, "X"), X_Y_TWO[:2]),
+    ],
+    "shouldClearTableEntryOnNullValueUpdates": [
+        (("table", 4, "Y"), []),
+        (("stream", 4, "X"), [(k, f"X{k}+Y{k}", k) for k in range(4)]),
+        (("nulls", 2, ""), []),
+        (("stream", 4, "XX"), [(2, "XX2+Y2", 2), (3, "XX3+Y3", 3)]),
+    ],
+}
+
+
+def _inner_join(
+    grace: float | None = None,
+) -> tuple[sk.App, tuple[sk.Topic, sk.Topic, sk.Topic]]:
+    app = sk.App("kstream-ktable-join")
+    stream, table, out = (
+        app.topic(n, key_type=int, value_type=str) for n in ("streamTopic", "tableTopic", "out")
+    )
+    if grace is None:
+        app.stream(stream).join(app.ktable(table), tostring_joiner).to(out)
+    else:  # makeJoin: a versioned table of 5 minutes' history
+        versioned = app.ktable(table, name="V-grace", history_retention=300)
+        app.stream(stream).join(versioned, tostring_joiner, grace=grace, name="Grace").to(out)
+    return app, (stream, table, out)
+
+
+@pytest.mark.parametrize("method", INNER_CASES)
+def test_KStreamKTableJoinTest(method: str) -> None:
+    """KStreamKTableJoinTest.<method>; pushToTable's timestamps are random in Kafka's."""
+    app, topics = _inner_join()
+    table_timestamps = random.Random(method)
+    with TopologyTestDriver(app) as driver:
+        run_join_steps(
+            driver, topics, INNER_CASES[method], lambda _key: table_timestamps.randrange(2**31 - 1)
+        )
+
+
+def test_KStreamKTableJoinTest_shouldDelayJoinByGracePeriod() -> None:
+    app, topics = _inner_join(grace=0.002)
+    stream, _table, out = topics
+    with TopologyTestDriver(app) as driver:
+        run_join_steps(
+            driver,
+            topics,
+            [
+                (("table", 4, "Y"), []),
+                (("stream", 4, "X"), [(0, "X0+Y0", 0), (1, "X1+Y1", 1)]),
+                (("table", 4, "YY"), []),
+                (("stream", 4, "X"), [(0, "X0+YY0", 0), (1, "X1+YY1", 1)]),
+            ],
+            lambda _key: 0,
+        )
+        driver.pipe(stream, 5, "test", timestamp_ms=7)
+        assert records(driver, out) == [
+            (2, "X2+YY2", 2),
+            (2, "X2+YY2", 2),
+            (3, "X3+YY3", 3),
+            (3, "X3+YY3", 3),
+        ]
+        run_join_steps(driver, topics, [(("table", 4, "YYY"), [])], lambda _key: 0)
+
+
+def test_KStreamKTableJoinTest_shouldHandleLateJoinsWithGracePeriod() -> None:
+    app, topics = _inner_join(grace=0.002)
+    with TopologyTestDriver(app) as driver:
+        run_join_steps(
+            driver,
+            topics,
+            [
+                (("table", 4, "Y"), []),
+                (("stream", 4, "X"), [(0, "X0+Y0", 0), (1, "X1+Y1", 1)]),
+                (("stream", 1, "X"), [(0, "X0+Y0", 0)]),  # late already: joined at once
+            ],
+            lambda _key: 0,
+        )
+
+
+@pytest.mark.parametrize(("key", "value"), [(None, "A"), (1, None)])
+def test_KStreamKTableJoinTest_shouldLogAndMeterWhenSkippingNullLeftKeyOrValue(
+    key: int | None, value: str | None
+) -> None:
+    """shouldLogAndMeterWhenSkippingNullLeftKey and ...NullLeftValue: dropped, counted."""
+    app, (stream, table, out) = _inner_join()
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(table, 1, "Y1", timestamp_ms=0)
+        driver.pipe(stream, key, value, timestamp_ms=0)
+        assert records(driver, out) == []
+    node = "KSTREAM-JOIN-0000000003"
+    reason = "null key" if key is None else "null value"
+    assert app.metrics.value("dropped_records", node=node, reason=reason) == 1
