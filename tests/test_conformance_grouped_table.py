@@ -102,3 +102,28 @@ def test_KGroupedTableImplTest_shouldAggregateAndMaterializeResults() -> None:
         assert driver.store("aggregate") == {"1": "0+1+1+1", "2": "0+2+2"}
         assert driver.timestamped_store("aggregate") == {"1": ("0+1+1+1", 50), "2": ("0+2+2", 60)}
 
+
+@pytest.mark.parametrize("how", ["reduce", "aggregate"])
+def test_grouped_table_aggregate_subtracted_to_none_is_deleted(how: str) -> None:
+    """Kafka's KTableReduce / KTableAggregate processors: an aggregate the subtractor
+    turns into null is deleted and forwarded as a deletion; the next row to join the
+    group starts afresh (the reducer's first value, or the initializer), stamped with
+    its own timestamp."""
+    app = sk.App(f"grouped-table-{how}-to-none")
+    topic = app.topic("topic", key_type=str, value_type=int)
+    out = app.topic("out", key_type=str, value_type=int)
+    grouped = app.ktable(topic).group_by(lambda k, v: ("g", v), key_type=str)
+    if how == "reduce":
+        table = grouped.reduce(lambda a, b: a + b, lambda a, b: None if a == b else a - b, name="s")
+    else:
+        table = grouped.aggregate(
+            lambda: 0, lambda _k, v, a: a + v, lambda _k, v, a: None if a == v else a - v, name="s"
+        )
+    table.to_stream().to(out)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(topic, "A", 1, timestamp_ms=10)
+        driver.pipe(topic, "A", None, timestamp_ms=15)
+        assert driver.store("s") == {}
+        driver.pipe(topic, "A", 2, timestamp_ms=5)
+        assert records(driver, out) == [("g", 1, 10), ("g", None, 15), ("g", 2, 5)]
+        assert driver.timestamped_store("s") == {"g": (2, 5)}
