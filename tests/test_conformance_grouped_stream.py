@@ -183,3 +183,26 @@ def test_KGroupedStreamImplTest_shouldReduceAndMaterializeResults() -> None:
         }
     node = "KSTREAM-REDUCE-0000000001"
     assert app.metrics.value("dropped_records", node=node, reason="null value") == 1
+
+
+@pytest.mark.parametrize("how", ["reduce", "aggregate"])
+def test_grouped_stream_aggregate_of_none_is_deleted(how: str) -> None:
+    """Kafka's KStreamAggregate / KStreamReduce processors: an aggregator that gives null
+    deletes the row (forwarded as a deletion); the key's next record starts afresh
+    from the initializer (reduce: the record's own value), with its own timestamp."""
+    app, topic, grouped = _grouped(f"kgrouped-{how}-none")
+    (out,) = string_topics(app, "out")
+    if how == "reduce":
+        table = grouped.reduce(lambda a, b: None if b == "x" else a + b, name="s")
+    else:
+        table = grouped.aggregate(
+            string_init, lambda _k, v, a: None if v == "x" else f"{a}+{v}", name="s"
+        )
+    table.to_stream().to(out)
+    first = "A" if how == "reduce" else "0+A"
+    with TopologyTestDriver(app) as driver:
+        for value, ts in [("A", 10), ("x", 20), ("B", 5)]:
+            driver.pipe(topic, "1", value, timestamp_ms=ts)
+        again = "B" if how == "reduce" else "0+B"
+        assert records(driver, out) == [("1", first, 10), ("1", None, 20), ("1", again, 5)]
+        assert driver.timestamped_store("s") == {"1": (again, 5)}

@@ -58,9 +58,12 @@ class StreamAggregate(DslProcessor):
             new = self.adder(key, value, old)
             if held[1] > ts:
                 ts = held[1]
-        # A plain (value, timestamp) pair: what a ValueAndTimestamp row is, built without
-        # the NamedTuple constructor's cost on the hot path.
-        self.table[key] = (new, ts)
+        if new is None:  # Kafka deletes the row: the next record starts afresh
+            self.table.delete(key)
+        else:
+            # A plain (value, timestamp) pair: what a ValueAndTimestamp row is, built
+            # without the NamedTuple constructor's cost on the hot path.
+            self.table[key] = (new, ts)
         self.emit(Record(key, Change(new, old), ts, record.headers))
 
 
