@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from conformance import records
+
 import streamkit as sk
 from streamkit.testing import TopologyTestDriver
 
@@ -87,3 +90,94 @@ def test_KStreamSplitTest_testBranchingWithNoTerminalOperation() -> None:
     with _with_driver(app) as driver:
         assert driver.read_values(outs["output"]) == ["V0", "V2", "V4", "V5", "V6"]
 
+
+def _int_str_app(name: str) -> tuple[sk.App, sk.Topic, sk.KStream]:
+    app = sk.App(name)
+    topic = app.topic("topic", key_type=int, value_type=str)
+    return app, topic, app.stream(topic)
+
+
+def test_KStreamFlatMapTest_testFlatMap() -> None:
+    app, topic, stream = _int_str_app("kstream-flat-map")
+    out = app.topic("out", key_type=str, value_type=str)
+    stream.flat_map(lambda key, value: [(str(key * 10 + i), value) for i in range(key)]).to(out)
+    with TopologyTestDriver(app) as driver:
+        for key in range(4):
+            driver.pipe(topic, key, f"V{key}", timestamp_ms=0)
+        assert records(driver, out) == [
+            ("10", "V1", 0),
+            ("20", "V2", 0),
+            ("21", "V2", 0),
+            ("30", "V3", 0),
+            ("31", "V3", 0),
+            ("32", "V3", 0),
+        ]
+
+
+def test_KStreamFlatMapValuesTest_testFlatMapValues() -> None:
+    app = sk.App("kstream-flat-map-values")
+    topic = app.topic("topic", key_type=int, value_type=int)
+    out = app.topic("out", key_type=int, value_type=str)
+    app.stream(topic).flat_map_values(lambda value: [f"v{value}", f"V{value}"]).to(out)
+    with TopologyTestDriver(app) as driver:
+        for key in range(4):
+            driver.pipe(topic, key, key, timestamp_ms=0)
+        assert records(driver, out) == [
+            (k, f"{letter}{k}", 0) for k in range(4) for letter in ("v", "V")
+        ]
+
+
+def test_KStreamMapTest_testMap() -> None:
+    app, topic, stream = _int_str_app("kstream-map")
+    out = app.topic("out", key_type=str, value_type=int)
+    stream.map(lambda key, value: (value, key)).to(out)
+    with TopologyTestDriver(app) as driver:
+        for key in range(4):
+            driver.pipe(topic, key, f"V{key}", timestamp_ms=10 - key)
+        assert records(driver, out) == [("V0", 0, 10), ("V1", 1, 9), ("V2", 2, 8), ("V3", 3, 7)]
+
+
+def test_KStreamMapTest_testKeyValueMapperResultNotNull() -> None:
+    """Kafka throws on a mapper that returns null; here the stream's error policy
+    (fail, by default) stops the app with an error naming the record."""
+    app, topic, stream = _int_str_app("kstream-map-null")
+    stream.map(lambda key, value: None).to(app.topic("out", key_type=str, value_type=int))
+    with TopologyTestDriver(app) as driver, pytest.raises(sk.AgentError, match="topic"):
+        driver.pipe(topic, 1, "V1", timestamp_ms=0)
+
+
+def test_KStreamSelectKeyTest_testSelectKey() -> None:
+    app = sk.App("kstream-select-key")
+    topic = app.topic("topic_key_select", key_type=str, value_type=int)
+    out = app.topic("out", key_type=str, value_type=int)
+    key_map = {1: "ONE", 2: "TWO", 3: "THREE"}
+    app.stream(topic).select_key(lambda key, value: key_map[value]).to(out)
+    with TopologyTestDriver(app) as driver:
+        for value in (1, 2, 3):
+            driver.pipe(topic, None, value, timestamp_ms=0)
+        assert records(driver, out) == [("ONE", 1, 0), ("TWO", 2, 0), ("THREE", 3, 0)]
+
+
+def test_KStreamFilterTest_testFilter_and_testFilterNot() -> None:
+    app, topic, stream = _int_str_app("kstream-filter")
+    kept, rejected = (app.topic(n, key_type=int, value_type=str) for n in ("kept", "rejected"))
+    stream.filter(lambda key, _value: key % 3 == 0).to(kept)
+    stream.filter_not(lambda key, _value: key % 3 == 0).to(rejected)
+    with TopologyTestDriver(app) as driver:
+        for key in range(1, 8):
+            driver.pipe(topic, key, f"V{key}")
+        assert driver.read_output(kept) == [(3, "V3"), (6, "V6")]
+        assert len(driver.read_output(rejected)) == 5
+
+
+def test_KStreamPeekTest_shouldObserveStreamElements() -> None:
+    app, topic, stream = _int_str_app("kstream-peek")
+    peeked: list[tuple[int, str]] = []
+    observed: list[tuple[int, str]] = []
+    stream.peek(lambda k, v: peeked.append((k, v))).foreach(lambda k, v: observed.append((k, v)))
+    with TopologyTestDriver(app) as driver:
+        for key in range(32):
+            driver.pipe(topic, key, f"V{key}")
+    expected = [(key, f"V{key}") for key in range(32)]
+    assert peeked == expected
+    assert observed == expected
