@@ -540,3 +540,33 @@ def test_KStreamKStreamLeftJoinTest_testOrdering() -> None:
             ([("topic2", 1, "a1", 110)], [(0, "A0+null", 0), (1, "A1+a1", 110)]),
         ],
     )
+
+
+def _sum_join(app: sk.App) -> tuple[sk.Topic, sk.Topic, sk.Topic]:
+    left, right = (app.topic(n, key_type=str, value_type=int) for n in ("left", "right"))
+    out = app.topic("out", key_type=str, value_type=int)
+    window = JoinWindows.of_time_difference_with_no_grace(0.1)
+    app.stream(left).join(app.stream(right), lambda a, b: a + b, window=window).to(out)
+    return left, right, out
+
+
+def test_KStreamKStreamJoinTest_runJoin() -> None:
+    """The joins of shouldJoinWithCustomStoreSuppliers, ...WithDslStoreSuppliers...,
+    shouldJoinWithNonTimestampedStore (store suppliers have no counterpart here)."""
+    app = sk.App("kstream-sum-join")
+    left, right, out = _sum_join(app)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(left, "A", 1, timestamp_ms=1)
+        driver.pipe(left, "B", 1, timestamp_ms=2)
+        driver.pipe(right, "A", 1, timestamp_ms=1)
+        driver.pipe(right, "B", 2, timestamp_ms=2)
+        assert records(driver, out) == [("A", 2, 1), ("B", 3, 2)]
+
+
+def test_KStreamKStreamJoinTest_shouldLogAndMeterOnSkippedRecordsWithNullValue() -> None:
+    app = sk.App("kstream-join-null-value")
+    left, _right, out = _sum_join(app)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(left, "A", None, timestamp_ms=0)
+        assert records(driver, out) == []
+    assert app.metrics.value("dropped_records", reason="null value") == 1
