@@ -570,3 +570,66 @@ def test_KStreamKStreamJoinTest_shouldLogAndMeterOnSkippedRecordsWithNullValue()
         driver.pipe(left, "A", None, timestamp_ms=0)
         assert records(driver, out) == []
     assert app.metrics.value("dropped_records", reason="null value") == 1
+
+
+def _outer_long(window: JoinWindows) -> tuple[sk.App, sk.Topic, sk.Topic, sk.Topic]:
+    """KStreamKStreamOuterJoinTest's topology: topic2 carries longs."""
+    app = sk.App("kstream-outer-join-long")
+    topic1 = app.topic("topic1", key_type=int, value_type=str)
+    topic2 = app.topic("topic2", key_type=int, value_type=int)
+    out = app.topic("out", key_type=int, value_type=str)
+    app.stream(topic1).outer_join(app.stream(topic2), tostring_joiner, window=window).to(out)
+    return app, topic1, topic2, out
+
+
+def test_KStreamKStreamOuterJoinTest_testEmitAllNonJoinedResultsForAsymmetricWindow() -> None:
+    # JoinWindows.ofTimeDifferenceWithNoGrace(5 ms).after(20 ms)
+    app, topic1, topic2, out = _outer_long(JoinWindows(before=0.005, after=0.02, grace=0))
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(topic1, 0, "A0", timestamp_ms=29)
+        driver.pipe(topic1, 1, "A1", timestamp_ms=30)
+        driver.pipe(topic2, 2, 12, timestamp_ms=31)
+        driver.pipe(topic2, 3, 13, timestamp_ms=36)
+        assert records(driver, out) == []
+        driver.pipe(topic2, 4, 14, timestamp_ms=37)
+        assert records(driver, out) == [(2, "null+12", 31)]
+        driver.pipe(topic2, 5, 15, timestamp_ms=50)
+        assert records(driver, out) == [(0, "A0+null", 29), (3, "null+13", 36), (4, "null+14", 37)]
+
+
+def test_KStreamKStreamOuterJoinTest_testShouldNotEmitLeftJoinResultForAsymmetricBeforeWindow() -> (
+    None
+):
+    # JoinWindows.ofTimeDifferenceWithNoGrace(100 ms).before(0)
+    app, topic1, topic2, out = _outer_long(JoinWindows(before=0, after=0.1, grace=0))
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(topic1, 0, "A0", timestamp_ms=0)
+        driver.pipe(topic1, 1, "A1", timestamp_ms=1)
+        assert records(driver, out) == []
+        driver.pipe(topic2, 0, 10, timestamp_ms=100)
+        assert records(driver, out) == [(0, "A0+10", 100)]
+        driver.pipe(topic2, 1, 11, timestamp_ms=102)
+        assert records(driver, out) == [(1, "A1+null", 1)]
+        driver.pipe(topic2, 2, 12, timestamp_ms=103)
+        assert records(driver, out) == [(1, "null+11", 102)]
+        driver.pipe(topic1, 2, "A2", timestamp_ms=103)
+        assert records(driver, out) == [(2, "A2+12", 103)]
+
+
+def test_KStreamKStreamOuterJoinTest_testShouldNotEmitLeftJoinResultForAsymmetricAfterWindow() -> (
+    None
+):
+    # JoinWindows.ofTimeDifferenceWithNoGrace(100 ms).after(0)
+    app, topic1, topic2, out = _outer_long(JoinWindows(before=0.1, after=0, grace=0))
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(topic1, 0, "A0", timestamp_ms=0)
+        driver.pipe(topic1, 1, "A1", timestamp_ms=1)
+        assert records(driver, out) == [(0, "A0+null", 0)]
+        driver.pipe(topic2, 1, 11, timestamp_ms=1)
+        assert records(driver, out) == [(1, "A1+11", 1)]
+        driver.pipe(topic2, 2, 12, timestamp_ms=101)
+        driver.pipe(topic2, 3, 13, timestamp_ms=101)
+        assert records(driver, out) == []
+        driver.pipe(topic1, 2, "A2", timestamp_ms=201)
+        assert records(driver, out) == [(2, "A2+12", 201)]
+
