@@ -633,3 +633,21 @@ def test_KStreamKStreamOuterJoinTest_testShouldNotEmitLeftJoinResultForAsymmetri
         driver.pipe(topic1, 2, "A2", timestamp_ms=201)
         assert records(driver, out) == [(2, "A2+12", 201)]
 
+
+def test_KStreamKStreamOuterJoinTest_testShouldForwardCurrentHeaders() -> None:
+    """Unmatched records come out with the headers of the record that moved stream
+    time on; a joined one with its triggering record's."""
+    app, topic1, topic2, out = _outer_long(JoinWindows.of_time_difference_and_grace(0.1, 0.01))
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(topic1, 0, "A0", timestamp_ms=0, headers=(("h", b"\x01"),))
+        driver.pipe(topic2, 1, 10, timestamp_ms=0, headers=(("h", b"\x02"),))
+        driver.pipe(topic2, 3, 100, timestamp_ms=211, headers=(("h", b"\x03"),))
+        got = [(r.key, r.value, r.timestamp, tuple(r.headers)) for r in driver.read_records(out)]
+        assert got == [
+            (1, "null+10", 0, (("h", b"\x03"),)),
+            (0, "A0+null", 0, (("h", b"\x03"),)),
+        ]
+        driver.pipe(topic1, 2, "A2", timestamp_ms=200, headers=(("h", b"\x04"),))
+        driver.pipe(topic2, 2, 12, timestamp_ms=200, headers=(("h", b"\x05"),))
+        got = [(r.key, r.value, r.timestamp, tuple(r.headers)) for r in driver.read_records(out)]
+        assert got == [(2, "A2+12", 200, (("h", b"\x05"),))]
