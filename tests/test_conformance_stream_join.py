@@ -651,3 +651,70 @@ def test_KStreamKStreamOuterJoinTest_testShouldForwardCurrentHeaders() -> None:
         driver.pipe(topic2, 2, 12, timestamp_ms=200, headers=(("h", b"\x05"),))
         got = [(r.key, r.value, r.timestamp, tuple(r.headers)) for r in driver.read_records(out)]
         assert got == [(2, "A2+12", 200, (("h", b"\x05"),))]
+
+
+def _self_join(window: JoinWindows, inputs: list[tuple[str, str, int]], two: bool) -> list[Output]:
+    """A stream joined with itself (two=False) or with a second stream of its topic."""
+    app = sk.App("kstream-self-join")
+    topic = app.topic("topic1", key_type=str, value_type=str)
+    out = app.topic("out", key_type=str, value_type=str)
+    stream = app.stream(topic)
+    other = app.stream(topic) if two else stream
+    stream.join(other, lambda a, b: a + b, window=window).to(out)
+    with TopologyTestDriver(app) as driver:
+        for key, value, ts in inputs:
+            driver.pipe(topic, key, value, timestamp_ms=ts)
+        return records(driver, out)
+
+
+# What Kafka's KStreamKStreamSelfJoinTest compares the optimized self-join with: the
+# inner join of the topic's records with themselves (each record joins itself too).
+_SELF_BASIC = [("A", "1", 1), ("B", "1", 2), ("A", "2", 3), ("B", "2", 4), ("B", "3", 5)]
+_SELF_BASIC_OUT = [
+    ("A", "11", 1), ("B", "11", 2),
+    ("A", "21", 3), ("A", "12", 3), ("A", "22", 3),
+    ("B", "21", 4), ("B", "12", 4), ("B", "22", 4),
+    ("B", "31", 5), ("B", "32", 5), ("B", "13", 5), ("B", "23", 5), ("B", "33", 5),
+]  # fmt: skip
+_SELF_LATER = [("C", "1", 16000), ("D", "1", 17000), ("A", "5", 30000)]
+_SELF_LATER_OUT = [("C", "11", 16000), ("D", "11", 17000), ("A", "55", 30000)]
+
+
+@pytest.mark.parametrize("two", [False, True], ids=["WithSingleStream", "WithTwoStreams"])
+def test_KStreamKStreamSelfJoinTest_shouldMatchInnerJoinWithSelfJoin(two: bool) -> None:
+    window = JoinWindows.of_time_difference_with_no_grace(0.1)
+    assert _self_join(window, _SELF_BASIC, two) == _SELF_BASIC_OUT
+
+
+def test_KStreamKStreamSelfJoinTest_DifferentBeforeAfterWindows() -> None:
+    """KStreamKStreamSelfJoinTest.shouldMatchInnerJoinWithSelfJoinDifferentBeforeAfterWindows"""
+    window = JoinWindows.of_time_difference_and_grace(11, 10)
+    inputs = [("A", "1", 0), ("A", "2", 11000), ("B", "1", 12000), ("A", "3", 13000)]
+    inputs += [("A", "4", 15000), *_SELF_LATER]
+    assert _self_join(window, inputs, True) == [
+        ("A", "11", 0),
+        ("A", "21", 11000), ("A", "12", 11000), ("A", "22", 11000),
+        ("B", "11", 12000),
+        ("A", "32", 13000), ("A", "23", 13000), ("A", "33", 13000),
+        ("A", "42", 15000), ("A", "43", 15000),
+        ("A", "24", 15000), ("A", "34", 15000), ("A", "44", 15000),
+        *_SELF_LATER_OUT,
+    ]  # fmt: skip
+
+
+def test_KStreamKStreamSelfJoinTest_shouldMatchInnerJoinWithSelfJoinOutOfOrderMessages() -> None:
+    """The last record (A5 at 6000) is 24 s behind stream time: it is not kept, and
+    joins only what each side's store still holds (after 30000 - 20000)."""
+    window = JoinWindows.of_time_difference_with_no_grace(10)
+    inputs = [("A", "1", 0), ("A", "2", 9999), ("B", "1", 11000), ("A", "3", 13000)]
+    inputs += [("A", "4", 15000), *_SELF_LATER, ("A", "5", 6000)]
+    assert _self_join(window, inputs, True) == [
+        ("A", "11", 0),
+        ("A", "21", 9999), ("A", "12", 9999), ("A", "22", 9999),
+        ("B", "11", 11000),
+        ("A", "32", 13000), ("A", "23", 13000), ("A", "33", 13000),
+        ("A", "42", 15000), ("A", "43", 15000),
+        ("A", "24", 15000), ("A", "34", 15000), ("A", "44", 15000),
+        *_SELF_LATER_OUT,
+        ("A", "53", 13000), ("A", "54", 15000), ("A", "35", 13000), ("A", "45", 15000),
+    ]  # fmt: skip
