@@ -118,3 +118,26 @@ CASES = {
 @pytest.mark.parametrize("method", CASES)
 def test_KStreamGlobalKTableJoinTest(method: str) -> None:
     _run(CASES[method])
+
+
+@pytest.mark.parametrize("how", ["left_join", "join"])
+def test_GlobalKTableJoinsTest_shouldJoinWithStream(how: str) -> None:
+    """GlobalKTableJoinsTest.shouldLeftJoinWithStream / shouldInnerJoinWithStream: the
+    stream's value is the table key; results keep the stream record's timestamp."""
+    app = sk.App("global-joins")
+    global_topic, stream_topic, out = (
+        app.topic(n, key_type=str, value_type=str) for n in ("global", "stream", "out")
+    )
+    stream = app.stream(stream_topic)
+    join = getattr(stream, how)
+    join(app.global_ktable(global_topic), tostring_joiner, key_selector=lambda k, v: v).to(out)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(global_topic, "a", "A", timestamp_ms=1)
+        driver.pipe(global_topic, "b", "B", timestamp_ms=5)
+        for key, value, ts in [("1", "a", 2), ("2", "b", 10), ("3", "c", 3)]:
+            driver.pipe(stream_topic, key, value, timestamp_ms=ts)
+        last = {key: (value, ts) for key, value, ts in records(driver, out)}
+    expected = {"1": ("a+A", 2), "2": ("b+B", 10)}
+    if how == "left_join":
+        expected["3"] = ("c+null", 3)
+    assert last == expected
