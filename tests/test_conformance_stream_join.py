@@ -9,6 +9,7 @@ previous step, as Kafka's `checkAndClearProcessResult` does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from conformance import records, tostring_joiner
@@ -207,39 +208,34 @@ def test_KStreamKStreamOuterJoinTest_testGracePeriod() -> None:
     )
 
 
+def _default_suppliers_steps(dummy_ts: int) -> list[tuple[list[Input], list[Output]]]:
+    """runOuterJoin / runLeftJoin: every record at time 0, and each of topic1 finds a
+    partner; then a dummy far ahead, which finds none but has no window closed yet."""
+    return [
+        ([("topic1", k, f"A{k}", 0) for k in (0, 1)], []),
+        ([("topic2", k, f"a{k}", 0) for k in (0, 1)], [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
+        ([("topic1", k, f"B{k}", 0) for k in (0, 1, 2)], [(0, "B0+a0", 0), (1, "B1+a1", 0)]),
+        (
+            _all("topic2", "b", 0),
+            [(0, "A0+b0", 0), (0, "B0+b0", 0), (1, "A1+b1", 0), (1, "B1+b1", 0), (2, "B2+b2", 0)],
+        ),
+        (
+            _all("topic1", "C", 0),
+            [
+                (0, "C0+a0", 0),
+                (0, "C0+b0", 0),
+                (1, "C1+a1", 0),
+                (1, "C1+b1", 0),
+                (2, "C2+b2", 0),
+                (3, "C3+b3", 0),
+            ],
+        ),
+        ([("topic1", 0, "dummy", dummy_ts)], []),
+    ]
+
+
 def test_KStreamKStreamOuterJoinTest_testOuterJoinWithDefaultSuppliers() -> None:
-    """runOuterJoin: every record at time 0; all of them find a partner."""
-    _run(
-        "outer",
-        JoinWindows.of(0.1),
-        [
-            ([("topic1", k, f"A{k}", 0) for k in (0, 1)], []),
-            ([("topic2", k, f"a{k}", 0) for k in (0, 1)], [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
-            ([("topic1", k, f"B{k}", 0) for k in (0, 1, 2)], [(0, "B0+a0", 0), (1, "B1+a1", 0)]),
-            (
-                _all("topic2", "b", 0),
-                [
-                    (0, "A0+b0", 0),
-                    (0, "B0+b0", 0),
-                    (1, "A1+b1", 0),
-                    (1, "B1+b1", 0),
-                    (2, "B2+b2", 0),
-                ],
-            ),
-            (
-                _all("topic1", "C", 0),
-                [
-                    (0, "C0+a0", 0),
-                    (0, "C0+b0", 0),
-                    (1, "C1+a1", 0),
-                    (1, "C1+b1", 0),
-                    (2, "C2+b2", 0),
-                    (3, "C3+b3", 0),
-                ],
-            ),
-            ([("topic1", 0, "dummy", 400)], []),
-        ],
-    )
+    _run("outer", JoinWindows.of(0.1), _default_suppliers_steps(400))
 
 
 def test_KStreamKStreamLeftJoinTest_testLeftJoinedRecordsWithZeroAfterAreEmitted() -> None:
@@ -392,44 +388,33 @@ def test_KStreamKStreamJoinTest_testOuterJoin() -> None:
     _run("outer", JoinWindows.of_time_difference_and_grace(0.1, 86_400), _at_zero_steps())
 
 
+def _windowing_half(held: str, letter: str, other: str, probes: str, base: int) -> list[Any]:
+    """Half of testWindowing: `held` records at base + key; then `other` probes each key
+    at base + 100 ... base + 104 (the upper window bound: one key fewer each time), and
+    at base - 101 ... base - 97 (the lower bound: one key more each time)."""
+
+    def joined(probe: str, keys: Sequence[int], ts: int | None) -> list[Output]:
+        def value(k: int) -> str:
+            return f"{letter}{k}+{probe}{k}" if held == "topic1" else f"{probe}{k}+{letter}{k}"
+
+        return [(k, value(k), base + k if ts is None else ts) for k in keys]
+
+    steps: list[Any] = [([(held, k, f"{letter}{k}", base + k) for k in KEYS], [])]
+    for i, probe in enumerate(probes[:5]):
+        steps.append((_all(other, probe, base + 100 + i), joined(probe, KEYS[i:], base + 100 + i)))
+    for i, probe in enumerate(probes[5:]):
+        steps.append((_all(other, probe, base - 101 + i), joined(probe, KEYS[:i], None)))
+    return steps
+
+
 def test_KStreamKStreamJoinTest_testWindowing() -> None:
-    def ts_plus_key(topic: str, letter: str, ts: int) -> list[Input]:
-        return [(topic, k, f"{letter}{k}", ts + k) for k in KEYS]
-
-    def pairs(left: str, right: str, keys: Sequence[int], ts: int | None) -> list[Output]:
-        return [(k, f"{left}{k}+{right}{k}", ts if ts is not None else base + k) for k in keys]
-
-    base = 1000
-    steps: list[tuple[list[Input], list[Output]]] = [
+    steps = [
         (_first_two("topic1", "A", 0), []),
         (_first_two("topic2", "a", 0), [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
-        (ts_plus_key("topic1", "B", 1000), []),
-        (_all("topic2", "b", 1100), pairs("B", "b", KEYS, 1100)),
-        (_all("topic2", "c", 1101), pairs("B", "c", (1, 2, 3), 1101)),
-        (_all("topic2", "d", 1102), pairs("B", "d", (2, 3), 1102)),
-        (_all("topic2", "e", 1103), pairs("B", "e", (3,), 1103)),
-        (_all("topic2", "f", 1104), []),
-        (_all("topic2", "g", 899), []),
-        (_all("topic2", "h", 900), pairs("B", "h", (0,), None)),
-        (_all("topic2", "i", 901), pairs("B", "i", (0, 1), None)),
-        (_all("topic2", "j", 902), pairs("B", "j", (0, 1, 2), None)),
-        (_all("topic2", "k", 903), pairs("B", "k", KEYS, None)),
+        *_windowing_half("topic1", "B", "topic2", "bcdefghijk", 1000),
+        *_windowing_half("topic2", "l", "topic1", "CDEFGHIJKL", 2000),
     ]
-    base = 2000
-    later = [
-        (ts_plus_key("topic2", "l", 2000), []),
-        (_all("topic1", "C", 2100), pairs("C", "l", KEYS, 2100)),
-        (_all("topic1", "D", 2101), pairs("D", "l", (1, 2, 3), 2101)),
-        (_all("topic1", "E", 2102), pairs("E", "l", (2, 3), 2102)),
-        (_all("topic1", "F", 2103), pairs("F", "l", (3,), 2103)),
-        (_all("topic1", "G", 2104), []),
-        (_all("topic1", "H", 1899), []),
-        (_all("topic1", "I", 1900), pairs("I", "l", (0,), None)),
-        (_all("topic1", "J", 1901), pairs("J", "l", (0, 1), None)),
-        (_all("topic1", "K", 1902), pairs("K", "l", (0, 1, 2), None)),
-        (_all("topic1", "L", 1903), pairs("L", "l", KEYS, None)),
-    ]
-    _run("inner", JoinWindows.of_time_difference_with_no_grace(0.1), steps + later)
+    _run("inner", JoinWindows.of_time_difference_with_no_grace(0.1), steps)
 
 
 def test_KStreamKStreamLeftJoinTest_testLeftJoinDuplicates() -> None:
@@ -497,38 +482,8 @@ def test_KStreamKStreamLeftJoinTest_testRightNonJoinedRecordsAreNeverEmitted(by:
 
 
 def test_KStreamKStreamLeftJoinTest_testLeftJoinWithDefaultSuppliers() -> None:
-    """runLeftJoin: every record at time 0; every left record finds a partner."""
-    _run(
-        "left",
-        JoinWindows.of_time_difference_with_no_grace(0.1),
-        [
-            (_first_two("topic1", "A", 0), []),
-            (_first_two("topic2", "a", 0), [(0, "A0+a0", 0), (1, "A1+a1", 0)]),
-            ([("topic1", k, f"B{k}", 0) for k in (0, 1, 2)], [(0, "B0+a0", 0), (1, "B1+a1", 0)]),
-            (
-                _all("topic2", "b", 0),
-                [
-                    (0, "A0+b0", 0),
-                    (0, "B0+b0", 0),
-                    (1, "A1+b1", 0),
-                    (1, "B1+b1", 0),
-                    (2, "B2+b2", 0),
-                ],
-            ),
-            (
-                _all("topic1", "C", 0),
-                [
-                    (0, "C0+a0", 0),
-                    (0, "C0+b0", 0),
-                    (1, "C1+a1", 0),
-                    (1, "C1+b1", 0),
-                    (2, "C2+b2", 0),
-                    (3, "C3+b3", 0),
-                ],
-            ),
-            ([("topic1", 0, "dummy", 1000)], []),
-        ],
-    )
+    window = JoinWindows.of_time_difference_with_no_grace(0.1)
+    _run("left", window, _default_suppliers_steps(1000))
 
 
 def test_KStreamKStreamLeftJoinTest_testOrdering() -> None:

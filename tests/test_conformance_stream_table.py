@@ -1,8 +1,9 @@
-"""Kafka Streams conformance: KStream-KTable left join.
+"""Kafka Streams conformance: KStream-KTable joins.
 
 Ported from org.apache.kafka.streams.kstream.internals.KStreamKTableLeftJoinTest: a
 stream record joins the table's current row (None where there is none), keeps its
-own timestamp, and a null key joins nothing but is not dropped (KIP-962).
+own timestamp, and a null key joins nothing but is not dropped (KIP-962); and from
+KStreamKTableJoinTest: the inner join, with and without a grace.
 """
 
 from __future__ import annotations
@@ -43,43 +44,6 @@ CASES: dict[str, list[JoinStep]] = {
 }
 
 
-def _left_join() -> tuple[sk.App, tuple[sk.Topic, sk.Topic, sk.Topic]]:
-    app = sk.App("kstream-ktable-left-join")
-    stream, table, out = (
-        app.topic(n, key_type=int, value_type=str) for n in ("streamTopic", "tableTopic", "out")
-    )
-    app.stream(stream).left_join(app.ktable(table), tostring_joiner).to(out)
-    return app, (stream, table, out)
-
-
-@pytest.mark.parametrize("method", CASES)
-def test_KStreamKTableLeftJoinTest(method: str) -> None:
-    """KStreamKTableLeftJoinTest.<method>; pushToTable's timestamps are random in Kafka's."""
-    app, topics = _left_join()
-    table_timestamps = random.Random(method)
-    with TopologyTestDriver(app) as driver:
-        run_join_steps(
-            driver, topics, CASES[method], lambda _key: table_timestamps.randrange(2**31 - 1)
-        )
-
-
-def test_KStreamKTableLeftJoinTest_shouldNotDropLeftNullKey() -> None:
-    app, (stream, table, out) = _left_join()
-    with TopologyTestDriver(app) as driver:
-        driver.pipe(table, 0, "Y0", timestamp_ms=7)
-        driver.pipe(stream, None, "A", timestamp_ms=0)
-        assert records(driver, out) == [(None, "A+null", 0)]
-
-
-def test_KStreamKTableLeftJoinTest_shouldLogAndMeterWhenSkippingNullLeftValue() -> None:
-    app, (stream, _table, out) = _left_join()
-    with TopologyTestDriver(app) as driver:
-        driver.pipe(stream, 1, None, timestamp_ms=0)
-        assert records(driver, out) == []
-    node = "KSTREAM-LEFTJOIN-0000000003"
-    assert app.metrics.value("dropped_records", node=node, reason="null value") == 1
-
-
 # KStreamKTableJoinTest: the inner join; a stream record without a row joins nothing.
 INNER_CASES: dict[str, list[JoinStep]] = {
     "shouldNotJoinWithEmptyTableOnStreamUpdates": [(("stream", 2, "X"), [])],
@@ -104,34 +68,59 @@ INNER_CASES: dict[str, list[JoinStep]] = {
 }
 
 
-def _inner_join(
-    grace: float | None = None,
+def _join(
+    how: str, grace: float | None = None
 ) -> tuple[sk.App, tuple[sk.Topic, sk.Topic, sk.Topic]]:
-    app = sk.App("kstream-ktable-join")
+    """The test classes' setUp: `how` is "left" or "inner"; with a grace, makeJoin's
+    versioned table of 5 minutes' history."""
+    app = sk.App(f"kstream-ktable-{how}-join")
     stream, table, out = (
         app.topic(n, key_type=int, value_type=str) for n in ("streamTopic", "tableTopic", "out")
     )
+    source = app.stream(stream)
+    join = source.left_join if how == "left" else source.join
     if grace is None:
-        app.stream(stream).join(app.ktable(table), tostring_joiner).to(out)
-    else:  # makeJoin: a versioned table of 5 minutes' history
+        join(app.ktable(table), tostring_joiner).to(out)
+    else:
         versioned = app.ktable(table, name="V-grace", history_retention=300)
-        app.stream(stream).join(versioned, tostring_joiner, grace=grace, name="Grace").to(out)
+        join(versioned, tostring_joiner, grace=grace, name="Grace").to(out)
     return app, (stream, table, out)
 
 
-@pytest.mark.parametrize("method", INNER_CASES)
-def test_KStreamKTableJoinTest(method: str) -> None:
-    """KStreamKTableJoinTest.<method>; pushToTable's timestamps are random in Kafka's."""
-    app, topics = _inner_join()
+@pytest.mark.parametrize(
+    ("how", "method"),
+    [("left", m) for m in CASES] + [("inner", m) for m in INNER_CASES],
+    ids=[f"KStreamKTableLeftJoinTest.{m}" for m in CASES]
+    + [f"KStreamKTableJoinTest.{m}" for m in INNER_CASES],
+)
+def test_KStreamKTableJoin_steps(how: str, method: str) -> None:
+    """KStreamKTable(Left)JoinTest.<method>; pushToTable's timestamps are random in Kafka's."""
+    app, topics = _join(how)
     table_timestamps = random.Random(method)
+    steps = (CASES if how == "left" else INNER_CASES)[method]
     with TopologyTestDriver(app) as driver:
-        run_join_steps(
-            driver, topics, INNER_CASES[method], lambda _key: table_timestamps.randrange(2**31 - 1)
-        )
+        run_join_steps(driver, topics, steps, lambda _key: table_timestamps.randrange(2**31 - 1))
+
+
+def test_KStreamKTableLeftJoinTest_shouldNotDropLeftNullKey() -> None:
+    app, (stream, table, out) = _join("left")
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(table, 0, "Y0", timestamp_ms=7)
+        driver.pipe(stream, None, "A", timestamp_ms=0)
+        assert records(driver, out) == [(None, "A+null", 0)]
+
+
+def test_KStreamKTableLeftJoinTest_shouldLogAndMeterWhenSkippingNullLeftValue() -> None:
+    app, (stream, _table, out) = _join("left")
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(stream, 1, None, timestamp_ms=0)
+        assert records(driver, out) == []
+    node = "KSTREAM-LEFTJOIN-0000000003"
+    assert app.metrics.value("dropped_records", node=node, reason="null value") == 1
 
 
 def test_KStreamKTableJoinTest_shouldDelayJoinByGracePeriod() -> None:
-    app, topics = _inner_join(grace=0.002)
+    app, topics = _join("inner", grace=0.002)
     stream, _table, out = topics
     with TopologyTestDriver(app) as driver:
         run_join_steps(
@@ -156,7 +145,7 @@ def test_KStreamKTableJoinTest_shouldDelayJoinByGracePeriod() -> None:
 
 
 def test_KStreamKTableJoinTest_shouldHandleLateJoinsWithGracePeriod() -> None:
-    app, topics = _inner_join(grace=0.002)
+    app, topics = _join("inner", grace=0.002)
     with TopologyTestDriver(app) as driver:
         run_join_steps(
             driver,
@@ -175,7 +164,7 @@ def test_KStreamKTableJoinTest_shouldLogAndMeterWhenSkippingNullLeftKeyOrValue(
     key: int | None, value: str | None
 ) -> None:
     """shouldLogAndMeterWhenSkippingNullLeftKey and ...NullLeftValue: dropped, counted."""
-    app, (stream, table, out) = _inner_join()
+    app, (stream, table, out) = _join("inner")
     with TopologyTestDriver(app) as driver:
         driver.pipe(table, 1, "Y1", timestamp_ms=0)
         driver.pipe(stream, key, value, timestamp_ms=0)
