@@ -181,3 +181,33 @@ def test_KStreamPeekTest_shouldObserveStreamElements() -> None:
     expected = [(key, f"V{key}") for key in range(32)]
     assert peeked == expected
     assert observed == expected
+
+
+def test_KStreamImplTest_shouldMergeTwoStreams_and_shouldMergeMultipleStreams() -> None:
+    """merge passes every record on in the order the task processes them, each with
+    its own timestamp."""
+    app = sk.App("kstream-merge")
+    topics = [app.topic(f"topic-{i}", key_type=str, value_type=str) for i in (1, 2, 3, 4)]
+    two, four = (app.topic(n, key_type=str, value_type=str) for n in ("two", "four"))
+    s1, s2, s3, s4 = (app.stream(t) for t in topics)
+    s1.merge(s2).to(two)
+    s1.merge(s2).merge(s3).merge(s4).to(four)
+    inputs = [(1, "A", "aa", 1), (2, "B", "bb", 9), (3, "C", "cc", 2), (4, "D", "dd", 8)]
+    inputs += [(4, "E", "ee", 3), (3, "F", "ff", 7), (2, "G", "gg", 4), (1, "H", "hh", 6)]
+    with TopologyTestDriver(app) as driver:
+        for n, key, value, ts in inputs:
+            driver.pipe(topics[n - 1], key, value, timestamp_ms=ts)
+        assert records(driver, four) == [(k, v, ts) for _n, k, v, ts in inputs]
+        assert records(driver, two) == [(k, v, ts) for n, k, v, ts in inputs if n in (1, 2)]
+
+
+def test_KStreamImplTest_shouldSendDataToDynamicTopics() -> None:
+    app = sk.App("kstream-dynamic-topics")
+    topic = app.topic("topic", key_type=str, value_type=str)
+    targets = {n: app.topic(n, key_type=str, value_type=str) for n in ("topic-a-v", "topic-b-v")}
+    app.stream(topic).to(lambda k, v, record: targets[f"topic-{k}-{v[0]}"])
+    with TopologyTestDriver(app) as driver:
+        for key, value in [("a", "v1"), ("a", "v2"), ("b", "v1")]:
+            driver.pipe(topic, key, value, timestamp_ms=0)
+        assert records(driver, targets["topic-a-v"]) == [("a", "v1", 0), ("a", "v2", 0)]
+        assert records(driver, targets["topic-b-v"]) == [("b", "v1", 0)]
