@@ -214,3 +214,31 @@ def test_KTableKTableOuterJoinTest_testJoin() -> None:
             for key, value, ts in inputs:
                 driver.pipe(topic, key, value, timestamp_ms=ts)
             assert records(driver, output) == expected, f"step {number}"
+
+
+def test_KTableSourceTest_testValueGetter() -> None:
+    """The table's rows as a value getter reads them: the latest value with its own
+    record's timestamp (an out-of-order update included); a tombstone removes the row."""
+    app = sk.App("ktable-value-getter")
+    topic1 = app.topic("topic1", key_type=str, value_type=str)
+    app.ktable(topic1, name="store")
+    with TopologyTestDriver(app) as driver:
+        for key, ts in (("A", 10), ("B", 20), ("C", 15)):
+            driver.pipe(topic1, key, "01", timestamp_ms=ts)
+        assert driver.timestamped_store("store") == {
+            "A": ("01", 10),
+            "B": ("01", 20),
+            "C": ("01", 15),
+        }
+        driver.pipe(topic1, "A", "02", timestamp_ms=30)
+        driver.pipe(topic1, "B", "02", timestamp_ms=5)
+        assert driver.timestamped_store("store") == {
+            "A": ("02", 30),
+            "B": ("02", 5),
+            "C": ("01", 15),
+        }
+        driver.pipe(topic1, "A", "03", timestamp_ms=29)
+        assert driver.timestamped_store("store")["A"] == ("03", 29)
+        driver.pipe(topic1, "A", None, timestamp_ms=50)
+        driver.pipe(topic1, "B", None, timestamp_ms=3)
+        assert driver.timestamped_store("store") == {"C": ("01", 15)}

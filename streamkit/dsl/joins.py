@@ -32,6 +32,7 @@ from ..state.join_store import (
 from ..state.table import Table
 from ..state.timestamped import ValueAndTimestamp
 from ..topic import Topic
+from ..transport.base import Headers
 from . import operators as ops
 from .aggregate import Change
 from .graph import CopartitionGroup, NodeKind, NodeSpec
@@ -333,7 +334,7 @@ class _StreamStreamJoin(ops.DslProcessor):
             self.node.dropped(record, "null key" if key is None else "null value")
             return
         if self.pending is not None and ts == now:
-            self._emit_closed(side, now)
+            self._emit_closed(side, now, record.headers)
         self._buffer(side, key, ts, value)
         other = RIGHT - side
         lo, hi = max(0, ts - self.back[side]), max(0, ts + self.ahead[side])
@@ -406,9 +407,10 @@ class _StreamStreamJoin(ops.DslProcessor):
                 self._min_time = self._index[0][0]
         return self._index
 
-    def _emit_closed(self, side: int, now: int) -> None:
+    def _emit_closed(self, side: int, now: int, headers: Headers) -> None:
         """Unmatched records whose window and grace have passed, in the pending store's
-        order, joined with None, at their own timestamps.
+        order, joined with None, at their own timestamps, with the headers of the
+        record that moved stream time on (as Kafka Streams forwards them).
 
         As Kafka Streams does: nothing is tried until stream time passes the lower
         bound by this side's window; the scan stops once it has met a still-open
@@ -432,7 +434,7 @@ class _StreamStreamJoin(ops.DslProcessor):
             emitted.append(entry)
             row = (key, ts, entry_side)
             for value in self.pending.get(row) or ():
-                self.emit(Record(key, self._joined(entry_side, value, None), ts))
+                self.emit(Record(key, self._joined(entry_side, value, None), ts, headers))
             self.pending.delete(row)
         for entry in emitted:
             index.remove(entry)
