@@ -78,6 +78,11 @@ def partition_for(key: bytes, partitions: int) -> int:
     return h % partitions
 
 
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """`partition_for` without its memo, for a caller that keeps the partition itself."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def crc32_partition(key: bytes, partitions: int) -> int:
     """librdkafka's `consistent_random` (and `consistent`) for a non-null key:
     `rd_crc32(key) % partition_cnt`, where rd_crc32 is zlib's CRC-32."""
@@ -85,6 +90,11 @@ def crc32_partition(key: bytes, partitions: int) -> int:
 
 
 BUILT_IN: dict[str, PartitionFn] = {"murmur2": partition_for, "crc32": crc32_partition}
+# Each built-in partitioner as it works without a memo of its own (crc32 keeps none).
+UNMEMOISED: dict[PartitionFn, PartitionFn] = {
+    partition_for: murmur2_partition,
+    crc32_partition: crc32_partition,
+}
 
 
 class Partitioner:

@@ -28,7 +28,7 @@ class RecordWriter:
         timestamp_ms: int | None = None,
         partition: int | None = None,
     ) -> None:
-        # A str key's remembered route (`Topic.remember_route`), else worked out.
+        # A str key's remembered route (`Topic.route`), else worked out.
         route = topic.routes.get(key) if key.__class__ is str and partition is None else None
         if route is not None and route[2] == topic.partitions:
             key_bytes, partition, _ = route
@@ -40,8 +40,7 @@ class RecordWriter:
                     f"cannot serialize key {key!r} for topic {topic.name!r}: {exc}"
                 ) from exc
             if partition is None:
-                partition = topic.partition_of(key_bytes)
-                topic.remember_route(key, key_bytes, partition)
+                partition = topic.route(key, key_bytes)
             elif not 0 <= partition < topic.partitions:
                 raise StreamkitError(
                     f"topic {topic.name!r} has {topic.partitions} partitions, "
