@@ -613,13 +613,16 @@ class _TimeWindowAggregate(_WindowAggregate):
         else:
             spans = [(start, start + size) for start in self.windows.starts_for(ts)]
         for start, end in spans:
-            # Windowed(...) without the NamedTuple constructor's Python frame.
-            window = _new_tuple(Windowed, (key, start, end))
+            # The store is given a plain tuple, equal to the Windowed key and of the same
+            # hash: the collector stops tracking a tuple of atomic values once it has
+            # seen it, never an instance of a tuple's subclass, and the windows changed
+            # since the commit, tens of thousands, made every collection longer.
+            row_key = (key, start, end)
             if now >= end + self._grace:
                 skipped += 1  # closed: see `accepts`
                 continue
-            held = get(window, None)
-            if held is not None and self.emitted(window):
+            held = get(row_key, None)
+            if held is not None and self.emitted(row_key):
                 skipped += 1  # emitted already (emit-final)
                 continue
             if held is None:
@@ -629,7 +632,9 @@ class _TimeWindowAggregate(_WindowAggregate):
                 old = held[0]
                 new = self.aggregator(key, value, old)
                 out_ts = held[1] if held[1] > ts else ts
-            put(window, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
+            put(row_key, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
+            # Windowed(...) without the NamedTuple constructor's Python frame.
+            window = _new_tuple(Windowed, row_key)
             if self._emit_value_parts is not None:
                 self._emit_value_parts(window, new, record.headers, out_ts)
             elif self._emit_value is not None:
