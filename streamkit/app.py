@@ -17,6 +17,7 @@ from .dsl.global_table import GlobalKTable
 from .dsl.graph import GraphBuilder
 from .dsl.kstream import KStream
 from .dsl.ktable import KTable
+from .dsl.old_values import SourceOldValues
 from .dsl.versioned import versioned_ktable
 from .errors import ConfigError, StateError
 from .metrics import Metrics
@@ -326,7 +327,10 @@ class App:
         node = self.graph.add(
             "KTABLE-SOURCE", lambda: TableSource(table), (source,), stores=(table,)
         )
-        return KTable(self, node, topic.key_serde, topic.value_serde, table.get)
+        # A store named by the app is Kafka's `Materialized.as(name)`: its table sends
+        # old values when first asked (dsl/old_values.py).
+        old_values = SourceOldValues(materialized=name is not None)
+        return KTable(self, node, topic.key_serde, topic.value_serde, table.get, old_values)
 
     def global_ktable(self, topic: Topic, *, name: str | None = None) -> GlobalKTable:
         """The latest value per key of a whole topic, copied into every worker.

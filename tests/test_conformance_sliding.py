@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conformance import string_init, string_topics, tostring_adder
+from conformance import records, string_init, string_topics, tostring_adder
 
 import streamkit as sk
 from streamkit.testing import TopologyTestDriver
+
+W = sk.Windowed
 
 CASES: dict[str, tuple[list[tuple[str, int]], dict[int, tuple[str, int]]]] = {
     "testAggregateSmallInput": (
@@ -73,3 +75,71 @@ def test_KStreamSlidingWindowAggregateTest(method: str) -> None:
         for r in driver.read_records(out):
             last[r.key[1]] = (r.value, r.timestamp)  # key: [key, start, end]
     assert last == expected
+
+
+# SlidingWindowedKStreamImplTest: SlidingWindows.ofTimeDifferenceAndGrace(100 ms, 1 s)
+# and processData; per method, the value of each window, in Kafka's store order.
+IMPL_INPUT = [("1", "1", 100), ("1", "2", 150), ("1", "3", 500), ("2", "10", 200)]
+IMPL_INPUT += [("2", "20", 150)]
+IMPL_WINDOWS = [("1", 0, 100, 100), ("1", 50, 150, 150), ("1", 101, 201, 150)]
+IMPL_WINDOWS += [("1", 400, 500, 500), ("2", 50, 150, 150), ("2", 100, 200, 200)]
+IMPL_WINDOWS += [("2", 151, 251, 200)]
+IMPL_VALUES: dict[str, list[Any]] = {
+    "count": [1, 2, 1, 1, 1, 2, 1],
+    "reduce": ["1", "1+2", "2", "3", "20", "10+20", "10"],
+    "aggregate": ["0+1", "0+1+2", "0+2", "0+3", "0+20", "0+10+20", "0+10"],
+}
+
+
+@pytest.mark.parametrize("how", IMPL_VALUES)
+@pytest.mark.parametrize("store", ["materialized", None])
+def test_SlidingWindowedKStreamImplTest(how: str, store: str | None) -> None:
+    """shouldCountSlidingWindows, shouldReduceSlidingWindows, shouldAggregateSlidingWindows
+    (the last result per window) and, with a store, shouldMaterializeCount /
+    shouldMaterializeReduced / shouldMaterializeAggregated (the store's rows)."""
+    app = sk.App(f"sliding-impl-{how}")
+    (topic,) = string_topics(app, "topic")
+    out = app.topic("out", key_type=Any, value_type=Any)
+    windowed = (
+        app.stream(topic)
+        .group_by_key()
+        .windowed_by(sk.SlidingWindows.of_time_difference_and_grace(0.1, 1))
+    )
+    if how == "count":
+        table = windowed.count(name=store)
+    elif how == "reduce":
+        table = windowed.reduce(lambda a, b: f"{a}+{b}", name=store)  # STRING_ADDER
+    else:
+        table = windowed.aggregate(string_init, tostring_adder, name=store)
+    table.to_stream().to(out)
+    expected = {
+        W(key, start, end): (value, ts)
+        for (key, start, end, ts), value in zip(IMPL_WINDOWS, IMPL_VALUES[how], strict=True)
+    }
+    with TopologyTestDriver(app) as driver:
+        for key, value, ts in IMPL_INPUT:
+            driver.pipe(topic, key, value, timestamp_ms=ts)
+        last = {W(*key): (value, ts) for key, value, ts in records(driver, out)}
+        assert last == expected
+        if store is not None:
+            assert driver.timestamped_store(store) == expected
+
+
+def test_SlidingWindowedKStreamImplTest_shouldDropWindowsOutsideOfRetention() -> None:
+    """Kafka's store keeps 1200 ms here; streamkit's the difference plus the grace
+    (1100 ms): the same windows remain."""
+    app = sk.App("sliding-retention")
+    (topic,) = string_topics(app, "topic")
+    (
+        app.stream(topic)
+        .group_by_key()
+        .windowed_by(sk.SlidingWindows.of_time_difference_and_grace(0.1, 1))
+        .aggregate(string_init, tostring_adder, name="aggregated")
+    )
+    with TopologyTestDriver(app) as driver:
+        for value, ts in [("2", 100), ("3", 500), ("4", 799), ("4", 1000), ("5", 2000)]:
+            driver.pipe(topic, "1", value, timestamp_ms=ts)
+        assert driver.timestamped_store("aggregated") == {
+            W("1", 900, 1000): ("0+4", 1000),
+            W("1", 1900, 2000): ("0+5", 2000),
+        }

@@ -272,3 +272,82 @@ def test_TimeWindowedKStreamImplTest(method: str, emit: str) -> None:
             (k2w1, v[4], 550),
             (k2w2, v[5], 1000),
         ]
+
+
+def _emit_app(emit: str) -> tuple[sk.App, sk.Topic, sk.Topic]:
+    """TimeWindows.ofSizeAndGrace(10 ms, 5 ms).advanceBy(5 ms), TOSTRING_ADDER; Kafka's
+    emit interval set to 0 (checked on every record, as streamkit does)."""
+    app = sk.App(f"window-emit-{emit}")
+    (topic,) = string_topics(app, "topic")
+    (out,) = windowed_topics(app, "out")
+    (
+        app.stream(topic)
+        .group_by_key()
+        .windowed_by(sk.TimeWindows(0.010, advance=0.005, grace=0.005))
+        .aggregate(string_init, tostring_adder, emit=emit, close_idle_after=None)
+        .to_stream()
+        .to(out)
+    )
+    return app, topic, out
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+def test_KStreamWindowAggregateTest_shouldNotEmitFinalIfNotProgressEnough(emit: str) -> None:
+    app, topic, out = _emit_app(emit)
+    final = emit == "final"
+    with TopologyTestDriver(app) as driver:
+        for key, value, ts in [("A", "1", 0), ("B", "2", 5), ("C", "3", 15)]:
+            driver.pipe(topic, key, value, timestamp_ms=ts)
+        first = [(W("A", 0, 10), "0+1", 0), (W("B", 0, 10), "0+2", 5)]
+        if not final:
+            first = [
+                first[0],
+                first[1],
+                (W("B", 5, 15), "0+2", 5),
+                (W("C", 10, 20), "0+3", 15),
+                (W("C", 15, 25), "0+3", 15),
+            ]
+        assert windowed(driver, out) == first
+        driver.pipe(topic, "D", "4", timestamp_ms=15)  # stream time does not move
+        expected = [] if final else [(W("D", 10, 20), "0+4", 15), (W("D", 15, 25), "0+4", 15)]
+        assert windowed(driver, out) == expected
+        driver.pipe(topic, "E", "5", timestamp_ms=19)  # not far enough to close [5, 15)
+        expected = [] if final else [(W("E", 10, 20), "0+5", 19), (W("E", 15, 25), "0+5", 19)]
+        assert windowed(driver, out) == expected
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+def test_KStreamWindowAggregateTest_shouldEmitWithInterval0(emit: str) -> None:
+    app, topic, out = _emit_app(emit)
+    with TopologyTestDriver(app) as driver:
+        for key, value, ts in [("A", "1", 0), ("A", "1", 5), ("B", "2", 10)]:
+            driver.pipe(topic, key, value, timestamp_ms=ts)
+        driver.pipe(topic, "C", "3", timestamp_ms=15)
+        driver.pipe(topic, "D", "4", timestamp_ms=20)
+        if emit == "final":
+            assert windowed(driver, out) == [
+                (W("A", 0, 10), "0+1+1", 5),
+                (W("A", 5, 15), "0+1", 5),
+                (W("B", 5, 15), "0+2", 10),
+            ]
+        else:
+            assert windowed(driver, out) == [
+                (W("A", 0, 10), "0+1", 0),
+                (W("A", 0, 10), "0+1+1", 5),
+                (W("A", 5, 15), "0+1", 5),
+                (W("B", 5, 15), "0+2", 10),
+                (W("B", 10, 20), "0+2", 10),
+                (W("C", 10, 20), "0+3", 15),
+                (W("C", 15, 25), "0+3", 15),
+                (W("D", 15, 25), "0+4", 20),
+                (W("D", 20, 30), "0+4", 20),
+            ]
+
+
+def test_KStreamWindowAggregateTest_shouldLogAndMeterWhenSkippingNullKey() -> None:
+    app, topic, out = _emit_app("update")
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(topic, None, "1", timestamp_ms=0)
+        assert windowed(driver, out) == []
+    node = "KSTREAM-AGGREGATE-0000000001"
+    assert app.metrics.value("dropped_records", node=node, reason="null key") == 1

@@ -24,6 +24,7 @@ from helpers import table_in_files, wait_for
 
 import streamkit as sk
 from streamkit.errors import TransactionAborted
+from streamkit.runtime.task import TaskState
 from streamkit.runtime.worker import Worker
 from streamkit.transport.base import TopicPartition
 from streamkit.transport.memory import MemoryTransactionalProducer
@@ -88,10 +89,12 @@ def all_committed(app: sk.App, url: str) -> bool:
     )
 
 
-def freeze_commits(worker: Worker, *, after_broker_commit: bool) -> asyncio.Event:
+def freeze_commits(worker: Worker, *, after_broker_commit: bool) -> tuple[asyncio.Event, set[str]]:
     """Hold every task's next commit, before its transaction commits or just after
-    (before SQLite hears of it): a process frozen at that instant."""
+    (before SQLite hears of it): a process frozen at that instant. Also the ids of
+    the tasks whose commit is being held so far."""
     gate = asyncio.Event()
+    holding: set[str] = set()
     assert worker.coordinator is not None
     for task in worker.coordinator.tasks.values():
         producer = task.producer
@@ -102,16 +105,19 @@ def freeze_commits(worker: Worker, *, after_broker_commit: bool) -> asyncio.Even
             offsets: Mapping[TopicPartition, int],
             group_id: str,
             commit: Callable[..., Awaitable[Mapping[TopicPartition, int]]] = commit,
+            task_id: str = str(task.id),
         ) -> Mapping[TopicPartition, int]:
             if not after_broker_commit:
+                holding.add(task_id)
                 await gate.wait()
             acked = await commit(offsets, group_id)
             if after_broker_commit:
+                holding.add(task_id)
                 await gate.wait()
             return acked
 
         producer.commit = held  # type: ignore[method-assign]
-    return gate
+    return gate, holding
 
 
 @dataclass
@@ -135,21 +141,23 @@ async def frozen_worker(
     worker = Worker(app)
     job = asyncio.create_task(worker.run())
     await wait_for(lambda: all_committed(app, url), what=f"first {committed} committed")
-    gate = freeze_commits(worker, after_broker_commit=after_broker_commit)
+    gate, holding = freeze_commits(worker, after_broker_commit=after_broker_commit)
     await send_clicks(app, committed, processed)
     broker = sk.MemoryBroker.for_url(url)
     await wait_for(lambda: len(broker.records("echoed")) >= processed, what="all processed")
+    assert worker.coordinator is not None
+    tasks = len(worker.coordinator.tasks)
+    await wait_for(lambda: len(holding) == tasks, what="every task's commit held")
     return Frozen(app, worker, job, gate)
 
 
-def clicks_taken(worker: Worker) -> int:
-    """Clicks a worker's tasks took from their queues (processed, or in hand)."""
+def records_in_hand(worker: Worker) -> int:
+    """Records a worker's tasks took from their queues (processed, or in hand), and
+    those fetched into the queues."""
     assert worker.coordinator is not None
-    return sum(
-        position
-        for task in worker.coordinator.tasks.values()
-        for tp, position, _ in task.progress()
-        if tp.topic == "clicks"
+    tasks = worker.coordinator.tasks.values()
+    return sum(p for t in tasks for _, p, _ in t.progress()) + sum(
+        t.buffered_records() for t in tasks
     )
 
 
@@ -190,13 +198,19 @@ async def test_a_task_taken_over_mid_transaction_gives_every_output_exactly_once
     uncommitted = sk.MemoryBroker.for_url(memory_url)
     if not after_broker_commit:
         assert len(committed_view(memory_url, "echoed")) == 100  # 100 wait in open txns
-    # Ten more reach a's tasks while their commits are held, so that every one of them
-    # has work to commit when it wakes (held after the broker's commit, a task has
-    # none of its own, and an expired member fetches nothing more: it would never
-    # learn of the fence).
-    await send_clicks(eos_app(memory_url, tmp_path / "sender"), 200, 210)
-    assert a.coordinator is not None
-    await wait_for(lambda: clicks_taken(a) == 210, what="clicks 200-209 taken by a's tasks")
+    # Ten more reach a's tasks while all their commits are held (frozen_worker waits
+    # for that), so that every one of them has work to commit when it wakes: held
+    # after the broker's commit, a task would have none of its own, and an expired
+    # member fetches nothing more, so it would never learn of the fence. The
+    # profiles again, unchanged and just after those ten in time (stream time must
+    # not pass the next clicks' windows): an expired member does not know whether
+    # records are on their way, so a task of it goes on only while each of its
+    # partitions has some queued (the clicks first: they are earlier).
+    before = records_in_hand(a)
+    sender = eos_app(memory_url, tmp_path / "sender")
+    await send_clicks(sender, 200, 210)
+    await sender.send_many("profiles", [(u, f"name-{u}", 1 + 209 * 100 + 50) for u in USERS])
+    await wait_for(lambda: records_in_hand(a) == before + 15, what="the 15 fetched by a")
 
     # Its session times out; b takes over, from a copy of a's files (a restart on
     # the same machine) or from nothing (another machine: a full restore).
@@ -212,12 +226,16 @@ async def test_a_task_taken_over_mid_transaction_gives_every_output_exactly_once
     await wait_for(lambda: all_committed(second, memory_url), what="b committed all 250")
     check_exactly_once(second, memory_url, 250)
 
-    # a wakes up: every task of it is fenced, closes, and writes nothing more.
+    # a wakes up: every task of it is fenced, closes, and writes nothing more; the
+    # worker itself goes on.
     written = {t: len(uncommitted.records(t)) for t in ("echoed", "counted", "joined")}
-    gate.set()
     assert a.coordinator is not None
-    await wait_for(lambda: not a.coordinator.tasks, what="a's tasks closed")  # type: ignore[union-attr]
-    assert not a_job.done()  # the worker itself goes on
+    fenced = list(a.coordinator.tasks.values())
+    gate.set()
+    await wait_for(
+        lambda: all(t.state is TaskState.CLOSED for t in fenced), what="a's tasks closed"
+    )
+    assert not a_job.done()
     assert {t: len(uncommitted.records(t)) for t in written} == written
     check_exactly_once(second, memory_url, 250)
     a.stop()

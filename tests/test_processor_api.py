@@ -213,9 +213,13 @@ def ticker_app(kind: sk.PunctuationType) -> tuple[sk.App, sk.Topic, sk.Topic, li
 
 
 def test_stream_time_punctuation_fires_as_record_timestamps_pass_each_interval() -> None:
+    """Kafka Streams aligns stream-time punctuations to 0: the first fires with the
+    first record, the next at each multiple of the interval that stream time reaches,
+    once however many it passed (TopologyTestDriverTest.shouldPunctuateOnStreamsTime)."""
     app, src, out, made = ticker_app(sk.STREAM_TIME)
     with TopologyTestDriver(app) as driver:
-        driver.pipe(src, "k", "a", timestamp_ms=1_000)  # stream time starts: due at 11 s
+        driver.pipe(src, "k", "a", timestamp_ms=1_000)  # the first data: fires, due next at 10 s
+        assert [(r.value, r.timestamp) for r in driver.read_records(out)] == [(1, 1_000)]
         driver.pipe(src, "k", "b", timestamp_ms=9_000)
         driver.advance_wall_clock(3600)  # wall-clock time does not move stream time
         assert driver.read_records(out) == []
@@ -224,13 +228,13 @@ def test_stream_time_punctuation_fires_as_record_timestamps_pass_each_interval()
         driver.pipe(src, "k", "d", timestamp_ms=5_000)  # late: stream time stays at 11 s
         driver.pipe(src, "k", "e", timestamp_ms=48_000)  # three intervals later: fires once
         assert [(r.value, r.timestamp) for r in driver.read_records(out)] == [(5, 48_000)]
-        driver.pipe(src, "k", "f", timestamp_ms=50_000)  # next due at 51 s
+        driver.pipe(src, "k", "f", timestamp_ms=49_000)  # next due at 50 s
         assert driver.read_records(out) == []
-        driver.pipe(src, "k", "stop", timestamp_ms=51_000)  # cancelled before it fires
+        driver.pipe(src, "k", "stop", timestamp_ms=49_500)  # cancelled before it fires
         driver.pipe(src, "k", "g", timestamp_ms=90_000)
         assert driver.read_records(out) == []
     # Inside a punctuation there is no record in hand.
-    assert made[0].during_punctuation == [(None, None), (None, None)]
+    assert made[0].during_punctuation == [(None, None)] * 3
 
 
 def test_wall_clock_punctuation_fires_when_the_driver_advances_the_clock() -> None:
@@ -409,3 +413,15 @@ async def test_context_commit_commits_before_the_commit_interval(
         assert committed(app, src)[p] in (None, 0)
         await app.send(src, key="k", value=0)  # the processor asks for a commit
         await wait_for(lambda: committed(app, src)[p] == 3, what="the requested commit")
+
+
+def test_TopologyTestDriverTest_shouldPunctuateOnStreamsTime() -> None:
+    """Kafka's case, its milliseconds as seconds (the Ticker's interval is 10 s)."""
+    app, src, out, _ = ticker_app(sk.STREAM_TIME)
+    steps = [(42, True), (42, False), (51, True), (52, False), (61, True), (65, False)]
+    steps += [(71, True), (72, False), (95, True), (101, True), (102, False)]
+    with TopologyTestDriver(app) as driver:
+        for ts, fires in steps:
+            driver.pipe(src, "k", "v", timestamp_ms=ts * 1000)
+            fired = [r.timestamp for r in driver.read_records(out)]
+            assert fired == ([ts * 1000] if fires else []), ts

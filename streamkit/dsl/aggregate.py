@@ -58,9 +58,12 @@ class StreamAggregate(DslProcessor):
             new = self.adder(key, value, old)
             if held[1] > ts:
                 ts = held[1]
-        # A plain (value, timestamp) pair: what a ValueAndTimestamp row is, built without
-        # the NamedTuple constructor's cost on the hot path.
-        self.table[key] = (new, ts)
+        if new is None:  # Kafka deletes the row: the next record starts afresh
+            self.table.delete(key)
+        else:
+            # A plain (value, timestamp) pair: what a ValueAndTimestamp row is, built
+            # without the NamedTuple constructor's cost on the hot path.
+            self.table[key] = (new, ts)
         self.emit(Record(key, Change(new, old), ts, record.headers))
 
 
@@ -78,9 +81,11 @@ class TableSource(DslProcessor):
     """A KTable read from a topic: upsert (or delete on a tombstone) and pass the change on.
 
     The store keeps each row's record timestamp, which table-table joins and
-    timestamped store reads need. An update that repeats the row's value with a
-    timestamp not older than the row's changes nothing and emits nothing, as Kafka
-    Streams' source tables drop idempotent updates.
+    timestamped store reads need. Every record is passed on, as Kafka Streams'
+    KTableSource does (KTableSourceTest.testKTable): an update repeating the row's
+    value (KIP-557's drop of these is disabled in Kafka, KAFKA-12508), and a
+    tombstone for a key without a row (`Change(None, None)`, which filters and
+    joins judge as Kafka's do).
     """
 
     def __init__(self, table: Table) -> None:
@@ -94,11 +99,8 @@ class TableSource(DslProcessor):
         held = self.table.get(key)
         old = None if held is None else held[0]
         if record.value is None:
-            if held is None:
-                return
-            self.table.delete(key)
-        elif held is not None and record.timestamp >= held[1] and record.value == old:
-            return  # an idempotent update: Kafka Streams (KIP-557) emits nothing
+            if held is not None:
+                self.table.delete(key)
         else:
             self.table[key] = (record.value, record.timestamp)  # a ValueAndTimestamp row
         self.emit(Record(key, Change(record.value, old), record.timestamp, record.headers))
@@ -110,7 +112,9 @@ class TableAggregate(DslProcessor):
     A row that changes within its group arrives as one Change with both values
     (KIP-904), so the group's aggregate moves in one step: no transient result
     without the row. The result's timestamp is the larger of the update's and
-    the previous aggregate's.
+    the previous aggregate's. As in Kafka Streams, an aggregate a subtractor
+    turns into None is deleted (and emitted as a deletion); the next row to join
+    the group starts again from the initializer.
     """
 
     def __init__(
@@ -132,17 +136,19 @@ class TableAggregate(DslProcessor):
             return
         held = self.table.get(key)
         ts = record.timestamp
-        if held is None:
-            old = None
-            aggregate = self.initializer()
-        else:
+        old = aggregate = None
+        if held is not None:
             old = aggregate = held[0]
             ts = max(ts, held[1])
-        if change.old is not None:
+        if change.old is not None and aggregate is not None:
             aggregate = self.subtractor(key, change.old, aggregate)
         if change.new is not None:
-            aggregate = self.adder(key, change.new, aggregate)
-        self.table[key] = (aggregate, ts)  # a ValueAndTimestamp row
+            start = self.initializer() if aggregate is None else aggregate
+            aggregate = self.adder(key, change.new, start)
+        if aggregate is None:
+            self.table.delete(key)
+        else:
+            self.table[key] = (aggregate, ts)  # a ValueAndTimestamp row
         self.emit(Record(key, Change(aggregate, old), ts, record.headers))
 
 

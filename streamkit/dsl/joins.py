@@ -32,11 +32,13 @@ from ..state.join_store import (
 from ..state.table import Table
 from ..state.timestamped import ValueAndTimestamp
 from ..topic import Topic
+from ..transport.base import Headers
 from . import operators as ops
 from .aggregate import Change
 from .graph import CopartitionGroup, NodeKind, NodeSpec
 from .kstream import KStream, internal_serde
 from .ktable import KTable, Lookup, ValueGetter, task_lookup, timestamped_table
+from .old_values import JoinedOldValues
 from .windows import notice_unchosen_grace
 
 if TYPE_CHECKING:
@@ -332,7 +334,7 @@ class _StreamStreamJoin(ops.DslProcessor):
             self.node.dropped(record, "null key" if key is None else "null value")
             return
         if self.pending is not None and ts == now:
-            self._emit_closed(side, now)
+            self._emit_closed(side, now, record.headers)
         self._buffer(side, key, ts, value)
         other = RIGHT - side
         lo, hi = max(0, ts - self.back[side]), max(0, ts + self.ahead[side])
@@ -405,9 +407,10 @@ class _StreamStreamJoin(ops.DslProcessor):
                 self._min_time = self._index[0][0]
         return self._index
 
-    def _emit_closed(self, side: int, now: int) -> None:
+    def _emit_closed(self, side: int, now: int, headers: Headers) -> None:
         """Unmatched records whose window and grace have passed, in the pending store's
-        order, joined with None, at their own timestamps.
+        order, joined with None, at their own timestamps, with the headers of the
+        record that moved stream time on (as Kafka Streams forwards them).
 
         As Kafka Streams does: nothing is tried until stream time passes the lower
         bound by this side's window; the scan stops once it has met a still-open
@@ -431,7 +434,7 @@ class _StreamStreamJoin(ops.DslProcessor):
             emitted.append(entry)
             row = (key, ts, entry_side)
             for value in self.pending.get(row) or ():
-                self.emit(Record(key, self._joined(entry_side, value, None), ts))
+                self.emit(Record(key, self._joined(entry_side, value, None), ts, headers))
             self.pending.delete(row)
         for entry in emitted:
             index.remove(entry)
@@ -631,6 +634,7 @@ def _stream_table(
     name: str | None,
 ) -> KStream:
     app = stream.app
+    table.old_values.materialize()
     stream = stream.keyed_for_grouping(f"{name}-left" if name else None)
     versioned = table.versioned
     as_of = None if versioned is None else versioned.as_of
@@ -691,6 +695,7 @@ class _TableJoinSide(ops.DslProcessor):
         self.other = other
         self.joiner = joiner
         self.how = how
+        self.needs_other = how == "inner" or (how == "left" and side == RIGHT)
 
     def process(self, record: Record) -> None:
         if record.key is None:
@@ -698,16 +703,22 @@ class _TableJoinSide(ops.DslProcessor):
             return
         change: Change = record.value
         row = self.other(record.key)
-        other, ts = (None, record.timestamp) if row is None else (row[0], row[1])
+        if row is None:
+            # Kafka's KTableKTable*Join: without the other row, an inner join (and a
+            # left join's right side) has nothing to say; the outer sides pass on
+            # what changed. With the other row, every update is passed on, even a
+            # deletion of a row that was not there (its old value may not be known).
+            if self.needs_other or (change.new is None and change.old is None):
+                return
+            other, ts = None, record.timestamp
+        else:
+            other, ts = row[0], max(row[1], record.timestamp)
         if self.side == LEFT:
             new = _combine(self.how, self.joiner, change.new, other)
             old = _combine(self.how, self.joiner, change.old, other)
         else:
             new = _combine(self.how, self.joiner, other, change.new)
             old = _combine(self.how, self.joiner, other, change.old)
-        if new is None and old is None:
-            return  # no row of the join changed
-        ts = max(ts, record.timestamp)
         self.emit(Record(record.key, Change(new, old), ts, record.headers))
 
 
@@ -715,6 +726,14 @@ def _table_table(
     left: KTable, right: KTable, joiner: Joiner, how: JoinHow, name: str | None
 ) -> KTable:
     app, graph = left.app, left.app.graph
+    # Kafka's KTableImpl.doJoin: both tables are read by the join; the outer side(s)
+    # send old values (a left row without a match is a result to take back later).
+    left.old_values.materialize()
+    right.old_values.materialize()
+    if how != "inner":
+        left.old_values.enable(True)
+    if how == "outer":
+        right.old_values.enable(True)
     this = graph.add(
         "KTABLE-JOINTHIS",
         lambda: _TableJoinSide(LEFT, right.lookup, joiner, how),
@@ -743,7 +762,8 @@ def _table_table(
         return ValueAndTimestamp(joined, max(stamps))
 
     _copartition(app, f"join {merge.name}", left.node, right.node)
-    return KTable(app, merge, left.key_serde, None, get)
+    old_values = JoinedOldValues(left.old_values, right.old_values)
+    return KTable(app, merge, left.key_serde, None, get, old_values)
 
 
 # Foreign-key table-table (KIP-213) ---------------------------------------------------
@@ -904,6 +924,11 @@ def _foreign_key_join(
     name: str | None,
 ) -> KTable:
     app, graph = left.app, left.app.graph
+    # Kafka's KTableImpl.doJoinOnForeignKey: both sides send old values (a row that
+    # moves to another foreign key unsubscribes from the old one).
+    for table in (left, right):
+        table.old_values.materialize()
+        table.old_values.enable(True)
     base = name or graph.name("KTABLE-FK-JOIN", None)
     fk_serde = internal_serde(None, right.key_serde)
     key_serde = internal_serde(None, left.key_serde)

@@ -335,43 +335,72 @@ class KStream:
 
 
 class BranchedKStream:
-    """`stream.split().branch(pred, name=...).default_branch()` -> {name: KStream}."""
+    """`stream.split().branch(pred, name=...).default_branch()` -> {name: KStream}.
+
+    A branch is named `prefix + name`, or by its position (1, 2, ...; the default
+    branch 0), as Kafka's BranchedKStream names them. `chain=fn` (Kafka's
+    Branched.withFunction / withConsumer) gives the branch to `fn`, and the map
+    holds what it returns instead: a function that returns None (one that ends in
+    `.to(...)`) leaves the branch out of the map.
+    """
 
     def __init__(self, stream: KStream, prefix: str) -> None:
         self._stream = stream
         self._prefix = prefix
         self._routes: list[tuple[ops.KeyValueFn | None, str]] = []
         self._branches: dict[str, KStream] = {}
+        self._names: set[str] = set()
         routes = self._routes
         self._node = stream.app.graph.add(
             "KSTREAM-BRANCH", lambda: ops.Branch(routes), (stream.node,)
         )
 
-    def branch(self, predicate: ops.KeyValueFn, *, name: str | None = None) -> BranchedKStream:
-        self._add(predicate, name)
+    def branch(
+        self,
+        predicate: ops.KeyValueFn,
+        *,
+        name: str | None = None,
+        chain: Callable[[KStream], KStream | None] | None = None,
+    ) -> BranchedKStream:
+        self._add(predicate, name, chain, len(self._routes) + 1)
         return self
 
-    def default_branch(self, *, name: str | None = None) -> dict[str, KStream]:
+    def default_branch(
+        self,
+        *,
+        name: str | None = None,
+        chain: Callable[[KStream], KStream | None] | None = None,
+    ) -> dict[str, KStream]:
         """Everything no predicate took; returns the branches by name."""
-        self._add(None, name)
+        self._add(None, name, chain, 0)
         return dict(self._branches)
 
     def no_default_branch(self) -> dict[str, KStream]:
         """Records no predicate took go nowhere (as in Kafka Streams); returns the branches."""
         return dict(self._branches)
 
-    def _add(self, predicate: ops.KeyValueFn | None, name: str | None) -> None:
-        label = f"{self._prefix}{name if name is not None else len(self._routes) + 1}"
-        if label in self._branches:
+    def _add(
+        self,
+        predicate: ops.KeyValueFn | None,
+        name: str | None,
+        chain: Callable[[KStream], KStream | None] | None,
+        position: int,
+    ) -> None:
+        label = f"{self._prefix}{name if name is not None else position}"
+        if label in self._names:
             raise ConfigError(f"split() has two branches named {label!r}")
+        self._names.add(label)
         stream = self._stream
         node = stream.app.graph.add(
             "KSTREAM-BRANCHCHILD", ops.PassThrough, (self._node,), name=None
         )
         self._routes.append((predicate, node.name))
-        self._branches[label] = KStream(
+        branch = KStream(
             stream.app, node, stream.key_serde, stream.value_serde, rekeyed=stream.rekeyed
         )
+        result = branch if chain is None else chain(branch)
+        if result is not None:
+            self._branches[label] = result
 
 
 class KGroupedStream:

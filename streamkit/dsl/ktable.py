@@ -19,6 +19,7 @@ from ..state.timestamped import TimestampedSerde, ValueAndTimestamp
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer, TableAggregate, TableRegroup
 from .kstream import KStream, internal_serde
+from .old_values import DerivedOldValues, OldValues
 
 if TYPE_CHECKING:
     from ..app import App
@@ -51,9 +52,12 @@ def task_lookup(lookup: Lookup) -> Lookup:
 
 
 class _TableFilter(ops.DslProcessor):
-    def __init__(self, predicate: ops.KeyValueFn, keep_if: bool) -> None:
+    def __init__(self, predicate: ops.KeyValueFn, keep_if: bool, old_values: bool) -> None:
         self.predicate = predicate
         self.keep_if = keep_if
+        # Without old values Kafka Streams' filter cannot know whether a key it drops
+        # passed before, so it passes the deletion on (module docstring of old_values).
+        self.skip_unchanged = old_values
 
     def _keep(self, key: Any, value: Any) -> Any:
         if value is None or bool(self.predicate(key, value)) is not self.keep_if:
@@ -63,7 +67,7 @@ class _TableFilter(ops.DslProcessor):
     def process(self, record: Record) -> None:
         change: Change = record.value
         new, old = self._keep(record.key, change.new), self._keep(record.key, change.old)
-        if new is None and old is None:
+        if new is None and old is None and self.skip_unchanged:
             return  # neither side passes: nothing changed downstream
         self.emit(record.with_value(Change(new, old)))
 
@@ -104,6 +108,7 @@ class KTable:
         key_serde: Serde[Any] | None,
         value_serde: Serde[Any] | None,
         lookup: Lookup,
+        old_values: OldValues | None = None,
     ) -> None:
         self.app = app
         self.node = node
@@ -117,6 +122,8 @@ class KTable:
         self.suppress_grace_ms: int | None = None
         # A versioned table's store: a stream joins it as of each record's timestamp.
         self.versioned: VersionedTable | None = None
+        # Whether its updates carry old values as Kafka Streams' would (old_values.py).
+        self.old_values = old_values or OldValues()
 
     @property
     def getter(self) -> ValueGetter:
@@ -139,9 +146,10 @@ class KTable:
         name: str | None,
         lookup: Lookup,
         value_serde: Serde[Any] | None,
+        old_values: OldValues,
     ) -> KTable:
         node = self.app.graph.add(prefix, processor, (self.node,), name=name)
-        return KTable(self.app, node, self.key_serde, value_serde, lookup)
+        return KTable(self.app, node, self.key_serde, value_serde, lookup, old_values)
 
     def filter(self, predicate: ops.KeyValueFn, *, name: str | None = None) -> KTable:
         """Keys whose value passes; a value that stops passing is a deletion downstream."""
@@ -151,8 +159,16 @@ class KTable:
             row = parent(key)
             return row if row is not None and predicate(key, row[0]) else None
 
+        # Kafka's KTableFilter asks its parent at once, without force: a table with a
+        # store of its own sends old values, and the filter drops what never passed.
+        old = DerivedOldValues(self.old_values, sent=self.old_values.enable(False))
         return self._derive(
-            "KTABLE-FILTER", lambda: _TableFilter(predicate, True), name, get, self.value_serde
+            "KTABLE-FILTER",
+            lambda: _TableFilter(predicate, True, old.sent and not old.versioned),
+            name,
+            get,
+            self.value_serde,
+            old,
         )
 
     def filter_not(self, predicate: ops.KeyValueFn, *, name: str | None = None) -> KTable:
@@ -165,7 +181,14 @@ class KTable:
             row = parent(key)
             return None if row is None else ValueAndTimestamp(fn(row[0]), row[1])
 
-        return self._derive("KTABLE-MAPVALUES", lambda: _TableMapValues(fn), name, get, None)
+        return self._derive(
+            "KTABLE-MAPVALUES",
+            lambda: _TableMapValues(fn),
+            name,
+            get,
+            None,
+            DerivedOldValues(self.old_values),
+        )
 
     def suppress(self, suppressed: Suppressed, *, name: str | None = None) -> KTable:
         """Hold updates back: until a time limit passes, or until their window closes
@@ -191,6 +214,7 @@ class KTable:
 
         A row for which it returns None (or a None key or value) joins no group."""
         graph = self.app.graph
+        self.old_values.enable(True)  # the groups subtract a row's old value
         regroup = graph.add("KTABLE-SELECT", lambda: TableRegroup(selector), (self.node,))
         base = name or graph.name("KTABLE-REPARTITION", None)
         stream = KStream(self.app, regroup, None, None, rekeyed=True)

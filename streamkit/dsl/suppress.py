@@ -38,6 +38,7 @@ from ..state.windowed import WindowKeySerde
 from ..topic import Topic
 from . import operators as ops
 from .aggregate import Change
+from .old_values import DerivedOldValues
 from .windows import Duration, duration_ms
 
 if TYPE_CHECKING:
@@ -269,6 +270,14 @@ def suppress(table: KTable, suppressed: Suppressed, name: str | None) -> KTable:
             return parent(key)
         return None if held[1] is None else ValueAndTimestamp(held[1], held[3])
 
-    result = KTable(app, node, table.key_serde, table.value_serde, lookup)
+    # Kafka's KTableSuppressProcessorSupplier asks its table for old values, with force.
+    result = KTable(
+        app,
+        node,
+        table.key_serde,
+        table.value_serde,
+        lookup,
+        DerivedOldValues(table.old_values, sent=table.old_values.enable(True)),
+    )
     result.suppress_grace_ms = table.suppress_grace_ms
     return result

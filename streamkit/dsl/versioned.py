@@ -17,6 +17,7 @@ from ..state.versioned import History, VersionedTable
 from ..topic import Topic
 from . import operators as ops
 from .aggregate import Change
+from .old_values import SourceOldValues
 
 if TYPE_CHECKING:
     from ..app import App
@@ -46,7 +47,10 @@ class VersionedTableSource(ops.DslProcessor):
             return  # an out-of-order version: the latest result does not change
         old = history[0][1] if history else None
         if value is None and old is None:
-            return  # deleting what is not there
+            # Deleting what is not there: no version to keep, but the record goes on,
+            # as every record of Kafka's KTableSource does.
+            self.emit(Record(key, Change(None, None), ts, record.headers))
+            return
         rest = history[1:] if history and history[0][0] == ts else history
         self._store(key, [(ts, value), *rest], observed)
         self.emit(Record(key, Change(value, old), ts, record.headers))
@@ -89,6 +93,8 @@ def versioned_ktable(
     node = app.graph.add(
         "KTABLE-SOURCE", lambda: VersionedTableSource(table), (source,), stores=(table,)
     )
-    ktable = KTable(app, node, topic.key_serde, topic.value_serde, table.latest)
+    # A versioned store is always materialized (Kafka: Materialized with a versioned store).
+    old_values = SourceOldValues(materialized=True, versioned=True)
+    ktable = KTable(app, node, topic.key_serde, topic.value_serde, table.latest, old_values)
     ktable.versioned = table
     return ktable

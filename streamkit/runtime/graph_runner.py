@@ -226,7 +226,6 @@ class GraphRunner:
         self._entry: dict[str, tuple[Callable[[Record], None], Callable[[Record], int] | None]] = {}
         self._stream_punctuations: list[Punctuation] = []
         self._wall_punctuations: list[Punctuation] = []
-        self._next_stream_ms: int | None = None
         self.current: Event | None = None
         self.commit_requested = False
 
@@ -270,10 +269,11 @@ class GraphRunner:
             p = Punctuation(context, interval_ms, kind, callback, self.wall_clock() + interval_ms)
             self._wall_punctuations.append(p)
         else:
-            start = None if self.clock.ms is None else self.clock.ms + interval_ms
-            p = Punctuation(context, interval_ms, kind, callback, start)
+            # Aligned to 0, as Kafka Streams' StreamTask.schedule does: due as soon as
+            # there is data, then at each multiple of the interval stream time reaches
+            # (TopologyTestDriverTest.shouldPunctuateOnStreamsTime).
+            p = Punctuation(context, interval_ms, kind, callback, 0)
             self._stream_punctuations.append(p)
-            self._next_stream_ms = self._earliest(self._stream_punctuations)
         return p
 
     @staticmethod
@@ -331,11 +331,7 @@ class GraphRunner:
 
     def _punctuate_stream(self, now_ms: int) -> None:
         for p in self._stream_punctuations:
-            if p.cancelled:
-                continue
-            if p.next_ms is None:
-                p.next_ms = now_ms + p.interval_ms
-            elif now_ms >= p.next_ms:
+            if not p.cancelled and p.next_ms is not None and now_ms >= p.next_ms:
                 self._fire(p, now_ms)
         self._stream_punctuations = [p for p in self._stream_punctuations if not p.cancelled]
 
