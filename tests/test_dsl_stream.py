@@ -70,6 +70,31 @@ def test_stateless_operators_transform_keys_and_values_keeping_timestamp_and_hea
     assert [list(r.headers) for r in flat][:2] == [[("h", b"1")], [("h", b"1")]]
 
 
+def test_chained_maps_hand_key_value_time_and_headers_to_fixed_and_chosen_sinks() -> None:
+    # A map whose child is a map or a fixed-topic sink hands it the record's parts
+    # (`process_parts`); a chooser still gets the record. Each output is as if every
+    # node had passed a Record on.
+    app = new_app()
+    src = app.topic("in", key_type=str, value_type=str)
+    fixed = app.topic("fixed", key_type=str, value_type=str)
+    chosen = {n: app.topic(n, key_type=str, value_type=str) for n in ("short", "long")}
+    twice = app.stream(src).map(lambda k, v: (k.upper(), v + "!")).map(lambda k, v: (v, k))
+    twice.to(fixed)
+    twice.map(lambda k, v: (k, v)).to(lambda k, v, r: "short" if len(k) < 4 else "long")
+
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(src, "a", "xy", timestamp_ms=1_000, headers=[("h", b"1")])
+        driver.pipe(src, "b", "pqrs", timestamp_ms=2_000)
+        out = driver.read_records(fixed)
+        assert [(r.key, r.value, r.timestamp) for r in out] == [
+            ("xy!", "A", 1_000),
+            ("pqrs!", "B", 2_000),
+        ]
+        assert [list(r.headers) for r in out] == [[("h", b"1")], []]
+        assert driver.read_output(chosen["short"]) == [("xy!", "A")]
+        assert driver.read_output(chosen["long"]) == [("pqrs!", "B")]
+
+
 def test_flat_map_values_peek_and_foreach_see_every_record_in_order() -> None:
     app = new_app()
     src = app.topic("lines", key_type=str, value_type=str)

@@ -534,7 +534,7 @@ class _StreamTableJoin(ops.DslProcessor):
     def init(self, context: ProcessorContext) -> None:
         super().init(context)
         self.lookup = task_lookup(self.lookup)
-        self._sink_write = ops.sink_write(self)
+        self._emit_parts = ops.parts_taker(self.emit)
 
     def process(self, record: Record) -> None:
         if record.value is None:
@@ -557,9 +557,9 @@ class _StreamTableJoin(ops.DslProcessor):
             found = None
         else:
             found = row[0]
-        if self._sink_write is not None:
-            self._sink_write(
-                record.key, self.joiner(record.value, found), record.timestamp, record.headers
+        if self._emit_parts is not None:
+            self._emit_parts(
+                record.key, self.joiner(record.value, found), record.headers, record.timestamp
             )
         else:
             self.emit(

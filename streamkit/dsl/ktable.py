@@ -10,7 +10,6 @@ Streams' KTableValueGetter does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..processor import Record
@@ -49,7 +48,7 @@ def task_lookup(lookup: Lookup) -> Lookup:
         return lookup
     shard = current_stores.get({}).get(table.name)
     # Not the task's: the table's own get says why, when a record asks.
-    return lookup if shard is None else partial(shard.get, missing=None)
+    return lookup if shard is None else shard.get
 
 
 class _TableFilter(ops.DslProcessor):

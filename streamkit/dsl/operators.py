@@ -72,18 +72,30 @@ class DslProcessor(Processor):
         self.node = cast("NodeContext", context)
         self.emit = self.node.downstream()
 
+    def process_parts(self, key: Any, value: Any, headers: Headers, timestamp: int) -> None:
+        """`process` for a parent that has the record's parts in hand: a node that takes
+        records apart anyway (a map, a fixed-topic sink) overrides it to take them
+        without a Record built for it (see `parts_taker`)."""
+        self.process(Record(key, value, timestamp, headers))
 
-SinkWrite = Callable[[Any, Any, int, Headers], None]
+
+# A record's parts as `process_parts` takes them: key, value, headers, timestamp.
+EmitParts = Callable[[Any, Any, Headers, int], None]
 
 
-def sink_write(node: DslProcessor) -> SinkWrite | None:
-    """For a node whose records all go to one sink of a fixed topic (`.map(...).to(t)`,
-    a join's `.to(t)`): that sink's `write`, so that the node hands it the new key and
-    value without a Record in between. None otherwise. Call it in `init`."""
-    sink = getattr(node.emit, "__self__", None)
-    if type(sink) is Sink and isinstance(sink.topic, Topic):
-        return sink.write
-    return None
+def parts_taker(target: Callable[[Record], None]) -> EmitParts | None:
+    """For `target`, a node's `emit` (or a `downstream()`) that is one DSL node's
+    `process`: that node's `process_parts`, when it takes parts without a Record (a
+    map, a fixed-topic sink), so that a parent with a new key and value in hand hands
+    them on as they are. None otherwise: the parent builds the Record."""
+    child = getattr(target, "__self__", None)
+    if not isinstance(child, DslProcessor) or target != child.process:
+        return None
+    if type(child).process_parts is DslProcessor.process_parts:
+        return None
+    if type(child) is Sink and not isinstance(child.topic, Topic):
+        return None  # a topic chooser is given the record
+    return child.process_parts
 
 
 class Filter(DslProcessor):
@@ -99,18 +111,26 @@ class Filter(DslProcessor):
 class Map(DslProcessor):
     def __init__(self, fn: KeyValueFn) -> None:
         self.fn = fn
-        self._sink_write: SinkWrite | None = None
+        self._emit_parts: EmitParts | None = None
 
     def init(self, context: ProcessorContext) -> None:
         super().init(context)
-        self._sink_write = sink_write(self)
+        self._emit_parts = parts_taker(self.emit)
 
     def process(self, record: Record) -> None:
+        # `process_parts`'s body again rather than a call to it: a frame less.
         key, value = self.fn(record.key, record.value)
-        if self._sink_write is not None:
-            self._sink_write(key, value, record.timestamp, record.headers)
+        if self._emit_parts is not None:
+            self._emit_parts(key, value, record.headers, record.timestamp)
         else:
             self.emit(Record(key, value, record.timestamp, record.headers))
+
+    def process_parts(self, key: Any, value: Any, headers: Headers, timestamp: int) -> None:
+        key, value = self.fn(key, value)
+        if self._emit_parts is not None:
+            self._emit_parts(key, value, headers, timestamp)
+        else:
+            self.emit(Record(key, value, timestamp, headers))
 
 
 class MapValues(DslProcessor):
@@ -201,8 +221,8 @@ class Sink(DslProcessor):
             target = self._resolve(chosen)
         self._write(target, record.key, record.value, record.headers, record.timestamp)
 
-    def write(self, key: Any, value: Any, timestamp: int, headers: Headers) -> None:
-        """`process` for a fixed topic, from a parent that has the record's parts in hand."""
+    def process_parts(self, key: Any, value: Any, headers: Headers, timestamp: int) -> None:
+        """For a fixed topic only (`parts_taker`)."""
         self._write(self.topic, key, value, headers, timestamp)
 
     def _resolve(self, chosen: Topic | str) -> Topic:

@@ -422,8 +422,12 @@ class _WindowAggregate(ops.DslProcessor):
         # table's lookup of the running task's stores at every read and write.
         shard = current_stores.get()[self.store.name]
         self._get, self._put = shard.get, shard.set
-        # Updates go out as windows' new values when the table is only streamed on.
+        # Updates go out as windows' new values when the table is only streamed on: as
+        # a record's parts when what takes them can (a map, a sink).
         self._emit_value = None if self.pending is not None else values_downstream(self)
+        self._emit_value_parts = (
+            None if self._emit_value is None else ops.parts_taker(self._emit_value)
+        )
         if self._idle_closing:
             context.schedule(self._idle_ms / 1000, WALL_CLOCK, self._close_idle)
         context.schedule(LATE_SUMMARY_S, WALL_CLOCK, self._summarise_late)
@@ -439,7 +443,12 @@ class _WindowAggregate(ops.DslProcessor):
         if record.timestamp < 0:
             self.node.dropped(record, "negative timestamp")
             return
-        now = self._stream_time(record)
+        if self._idle_closing:
+            now = self._stream_time(record)
+        else:  # `_stream_time` without emit-final's idle closing, inline
+            now = self._clock.ms
+            if now is None:
+                now = record.timestamp
         self.aggregate(record, now)
         if self.pending is not None:
             self._emit_closed(now)
@@ -604,13 +613,16 @@ class _TimeWindowAggregate(_WindowAggregate):
         else:
             spans = [(start, start + size) for start in self.windows.starts_for(ts)]
         for start, end in spans:
-            # Windowed(...) without the NamedTuple constructor's Python frame.
-            window = _new_tuple(Windowed, (key, start, end))
+            # The store is given a plain tuple, equal to the Windowed key and of the same
+            # hash: the collector stops tracking a tuple of atomic values once it has
+            # seen it, never an instance of a tuple's subclass, and the windows changed
+            # since the commit, tens of thousands, made every collection longer.
+            row_key = (key, start, end)
             if now >= end + self._grace:
                 skipped += 1  # closed: see `accepts`
                 continue
-            held = get(window, None)
-            if held is not None and self.emitted(window):
+            held = get(row_key, None)
+            if held is not None and self.emitted(row_key):
                 skipped += 1  # emitted already (emit-final)
                 continue
             if held is None:
@@ -620,8 +632,12 @@ class _TimeWindowAggregate(_WindowAggregate):
                 old = held[0]
                 new = self.aggregator(key, value, old)
                 out_ts = held[1] if held[1] > ts else ts
-            put(window, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
-            if self._emit_value is not None:
+            put(row_key, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
+            # Windowed(...) without the NamedTuple constructor's Python frame.
+            window = _new_tuple(Windowed, row_key)
+            if self._emit_value_parts is not None:
+                self._emit_value_parts(window, new, record.headers, out_ts)
+            elif self._emit_value is not None:
                 self._emit_value(Record(window, new, out_ts, record.headers))
             elif self.pending is None:
                 self.emit(Record(window, _new_tuple(Change, (new, old)), out_ts, record.headers))
