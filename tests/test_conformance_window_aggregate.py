@@ -274,6 +274,77 @@ def test_TimeWindowedKStreamImplTest(method: str, emit: str) -> None:
         ]
 
 
+# TimeWindowedKStreamImplTest.shouldMaterialize*: the store as Kafka's window store
+# shows it without a cache. Its retention is the size plus the grace (500 ms): a
+# window goes once its start is that far behind the latest start written (1000),
+# which Kafka's emit-final store counts inclusively.
+MATERIALIZED: dict[str, tuple[str, list[Any]]] = {
+    "shouldMaterializeCount": ("count-store", [2, 1, 2, 1]),
+    "shouldMaterializeReduced": ("reduced", ["1+2", "3", "10+20", "30"]),
+    "shouldMaterializeAggregated": ("aggregated", ["0+1+2", "0+3", "0+10+20", "0+30"]),
+}
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+@pytest.mark.parametrize("method", MATERIALIZED)
+def test_TimeWindowedKStreamImplTest_materialized(method: str, emit: str) -> None:
+    app = sk.App("time-windowed-store")
+    (topic,) = string_topics(app, "input")
+    windowed = (
+        app.stream(topic).group_by_key().windowed_by(sk.TimeWindows.of_size_with_no_grace(0.5))
+    )
+    store, values = MATERIALIZED[method]
+    # Only the count takes Kafka's emit strategy in these three methods.
+    options: dict[str, Any] = {"name": store, "close_idle_after": None}
+    options["emit"] = emit if method == "shouldMaterializeCount" else "update"
+    if method == "shouldMaterializeCount":
+        windowed.count(**options)
+    elif method == "shouldMaterializeReduced":
+        windowed.reduce(lambda a, b: f"{a}+{b}", **options)
+    else:
+        windowed.aggregate(string_init, tostring_adder, **options)
+    with TopologyTestDriver(app) as driver:
+        for key, value, ts in IMPL_INPUT:
+            driver.pipe(topic, key, value, timestamp_ms=ts)
+        rows = {W(*k): tuple(v) for k, v in driver.timestamped_store(store).items()}
+    k1w1, k2w1, k2w2 = W("1", 500, 1000), W("2", 500, 1000), W("2", 1000, 1500)
+    if options["emit"] == "final":
+        assert rows == {k1w1: (values[1], 500), k2w1: (values[2], 550), k2w2: (values[3], 1000)}
+    else:
+        assert rows == {k2w2: (values[3], 1000)}
+
+
+def test_a_window_aggregate_giving_None_deletes_the_window() -> None:
+    """Kafka's KStreamWindowAggregate stores ValueAndTimestamp.make(null): the window
+    is deleted, the deletion goes on, and the window's next record starts again from
+    the initializer (MockAggregator.TOSTRING_ADDER, here None for "X")."""
+    app = sk.App("window-none")
+    (topic,) = string_topics(app, "input")
+    (out,) = windowed_topics(app, "out")
+
+    def adder(key: Any, value: str, agg: str) -> str | None:
+        return None if value == "X" else tostring_adder(key, value, agg)
+
+    (
+        app.stream(topic)
+        .group_by_key()
+        .windowed_by(sk.TimeWindows.of_size_with_no_grace(0.1))
+        .aggregate(string_init, adder, name="agg", close_idle_after=None)
+        .to_stream()
+        .to(out)
+    )
+    with TopologyTestDriver(app) as driver:
+        for value, ts in (("A", 10), ("X", 20), ("B", 30)):
+            driver.pipe(topic, "k", value, timestamp_ms=ts)
+        window = W("k", 0, 100)
+        assert windowed(driver, out) == [
+            (window, "0+A", 10),
+            (window, None, 20),
+            (window, "0+B", 30),
+        ]
+        assert driver.store("agg") == {window: "0+B"}
+
+
 def _emit_app(emit: str) -> tuple[sk.App, sk.Topic, sk.Topic]:
     """TimeWindows.ofSizeAndGrace(10 ms, 5 ms).advanceBy(5 ms), TOSTRING_ADDER; Kafka's
     emit interval set to 0 (checked on every record, as streamkit does)."""

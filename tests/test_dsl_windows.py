@@ -105,7 +105,10 @@ def test_aggregation_options_are_checked() -> None:
 
 def test_tumbling_count_updates_each_window_and_fills_the_store() -> None:
     app, words, out = words_app()
-    counts = app.stream(words).group_by_key().windowed_by(TimeWindows(60)).count(name="c")
+    # Kept two windows' time past their start (Kafka's Materialized.withRetention):
+    # by default a window leaves the store once it closes.
+    windowed = app.stream(words).group_by_key().windowed_by(TimeWindows(60))
+    counts = windowed.count(name="c", retention=120)
     counts.to_stream().map(label).to(out)
     with TopologyTestDriver(app) as driver:
         for key, ts in [("a", 0), ("a", 59_999), ("b", 30_000), ("a", 60_000), ("a", 61_000)]:
@@ -137,8 +140,9 @@ def test_hopping_count_puts_a_record_in_every_window_it_falls_in() -> None:
         assert driver.read_output(out) == [("a", "0-10000:1"), ("a", "5000-15000:1")]
         driver.pipe(words, "a", "x", timestamp_ms=12_000)
         assert driver.read_output(out) == [("a", "5000-15000:2"), ("a", "10000-20000:1")]
+        # [0 s, 10 s) closed at 10 s: it leaves the store, as Kafka Streams' window
+        # store shows it (retention: size plus grace, from the latest window start).
         assert driver.store("c") == {
-            Windowed("a", 0, 10_000): 1,
             Windowed("a", 5_000, 15_000): 2,
             Windowed("a", 10_000, 20_000): 1,
         }
@@ -160,10 +164,7 @@ def test_reduce_and_aggregate_per_window_after_a_regrouping() -> None:
             ("s1", "0-10000:12"),
             ("s1", "10000-20000:1"),
         ]
-        assert driver.store("all") == {
-            Windowed("s1", 0, 10_000): [5, 7],
-            Windowed("s1", 10_000, 20_000): [1],
-        }
+        assert driver.store("all") == {Windowed("s1", 10_000, 20_000): [1]}  # [0, 10 s) closed
 
 
 def test_the_page_view_example_emits_each_window_once() -> None:
@@ -635,3 +636,21 @@ async def test_idle_windows_close_on_the_wall_clock_in_a_worker(
         # No more input: the windows close as wall-clock time passes.
         await wait_for(lambda: len(read(app, finals)) == 2, what="final results without input")
     assert sorted(read(app, finals)) == [("a", "1000-1100:1"), ("b", "1000-1100:1")]
+
+
+def test_a_window_store_keeps_closed_windows_for_the_retention_asked() -> None:
+    """Kafka's Materialized.withRetention: at least the size plus the grace (refused
+    otherwise); a window stays while its start is within the retention of the latest
+    window start."""
+    app, words, _ = words_app()
+    windowed = app.stream(words).group_by_key().windowed_by(TimeWindows(10, grace=5))
+    with pytest.raises(sk.ConfigError, match="at least the windows' size plus their grace"):
+        windowed.count(name="short", retention=14)
+    windowed.count(name="c", retention=30)
+    with TopologyTestDriver(app) as driver:
+        for ts in (1_000, 12_000, 25_000, 40_000):
+            driver.pipe(words, "a", "x", timestamp_ms=ts)
+        # Latest start 40 s: starts after 10 s stay.
+        assert sorted(w.start_ms for w in driver.store("c")) == [20_000, 40_000]
+        driver.pipe(words, "a", "x", timestamp_ms=50_000)
+        assert sorted(w.start_ms for w in driver.store("c")) == [40_000, 50_000]

@@ -26,7 +26,7 @@ windowed grouped stream; its aggregations are KTables keyed by
   session's carry its end.
 - The aggregation's store (`name=`; `driver.store(name)`) holds the aggregate per
   `Windowed` key, for the retention of its windows (at least their size, or gap,
-  plus the grace), as `ValueAndTimestamp(value, timestamp)` rows
+  plus the grace; `retention=` for longer), as `ValueAndTimestamp(value, timestamp)` rows
   (`driver.timestamped_store(name)`); the latest record time is also how a
   sliding window's record finds its neighbouring windows.
 
@@ -115,15 +115,39 @@ def windowed_stream(
 
 @dataclass(frozen=True)
 class _Emit:
-    """How results leave the aggregation, checked when it is declared."""
+    """How results leave the aggregation, and how long its store keeps windows,
+    checked when it is declared."""
 
     final: bool
     late_topic: Topic | None
     close_idle_ms: int | None
+    # Kafka's Materialized.withRetention: None for the windows' own (size + grace).
+    retention_ms: int | None = None
+
+    def store_retention_ms(self, windows: TimeWindows | SlidingWindows | SessionWindows) -> int:
+        """The store's retention: at least what the windows need, as Kafka refuses less
+        than size (a sliding window's two time differences, a session's gap) plus grace."""
+        if self.retention_ms is None:
+            return windows.retention_ms
+        if isinstance(windows, SessionWindows):
+            least = windows.gap_ms + windows.grace_ms
+        else:
+            least = windows.retention_ms
+        if self.retention_ms < least:
+            raise ConfigError(
+                f"retention ({self.retention_ms} ms) must be at least the windows' size plus "
+                f"their grace ({least} ms) for {windows!r}"
+            )
+        # A session store keeps closed sessions a gap longer, to refuse late merges.
+        return max(self.retention_ms, windows.retention_ms)
 
 
 def _emit_options(
-    app: App, emit: str, late_topic: Topic | None, close_idle_after: Duration | None
+    app: App,
+    emit: str,
+    late_topic: Topic | None,
+    close_idle_after: Duration | None,
+    retention: Duration | None = None,
 ) -> _Emit:
     if emit not in ("update", "final"):
         raise ConfigError(f"emit must be 'update' or 'final', got {emit!r}")
@@ -132,7 +156,8 @@ def _emit_options(
     idle_ms = None if close_idle_after is None else duration_ms(close_idle_after)
     if idle_ms is not None and idle_ms <= 0:
         raise ConfigError(f"close_idle_after must be > 0 seconds or None, got {close_idle_after!r}")
-    return _Emit(emit == "final", late_topic, idle_ms)
+    retention_ms = None if retention is None else duration_ms(retention)
+    return _Emit(emit == "final", late_topic, idle_ms, retention_ms)
 
 
 def _count(_key: Any, _value: Any, n: int) -> int:
@@ -154,9 +179,10 @@ class _WindowedKStream(abc.ABC):
         emit: Emit = "update",
         late_topic: Topic | None = None,
         close_idle_after: Duration | None = 1.0,
+        retention: Duration | None = None,
     ) -> KTable:
         """Records per key and window."""
-        options = _emit_options(self._app, emit, late_topic, close_idle_after)
+        options = _emit_options(self._app, emit, late_topic, close_idle_after, retention)
         return self._build(int, _count, _sum, name, serde_for(int), "KSTREAM-AGGREGATE", options)
 
     def reduce(
@@ -168,6 +194,7 @@ class _WindowedKStream(abc.ABC):
         emit: Emit = "update",
         late_topic: Topic | None = None,
         close_idle_after: Duration | None = 1.0,
+        retention: Duration | None = None,
     ) -> KTable:
         """`reducer(aggregate, value) -> aggregate`; a window's first value is its start."""
         initializer, adder = reducer_as_aggregator(reducer)
@@ -177,7 +204,7 @@ class _WindowedKStream(abc.ABC):
             return b if a is first else reducer(a, b)
 
         serde = internal_serde(value_type, self.grouped.stream.value_serde)
-        options = _emit_options(self._app, emit, late_topic, close_idle_after)
+        options = _emit_options(self._app, emit, late_topic, close_idle_after, retention)
         return self._build(initializer, adder, merge, name, serde, "KSTREAM-REDUCE", options)
 
     @property
@@ -232,9 +259,10 @@ class TimeWindowedKStream(_WindowedKStream):
         emit: Emit = "update",
         late_topic: Topic | None = None,
         close_idle_after: Duration | None = 1.0,
+        retention: Duration | None = None,
     ) -> KTable:
         """`aggregator(key, value, aggregate) -> aggregate`, each window from `initializer()`."""
-        options = _emit_options(self._app, emit, late_topic, close_idle_after)
+        options = _emit_options(self._app, emit, late_topic, close_idle_after, retention)
         serde = internal_serde(value_type, None)
         return self._build(initializer, aggregator, None, name, serde, "KSTREAM-AGGREGATE", options)
 
@@ -258,8 +286,16 @@ class TimeWindowedKStream(_WindowedKStream):
             windows.time_difference_ms if isinstance(windows, SlidingWindows) else windows.size_ms
         )
         stored = TimestampedSerde(value_serde)
-        changelog = _window_changelog(app, store_name, key_serde, stored, windows.retention_ms)
-        store = TimeWindowStore(store_name, changelog, size, windows.retention_ms)
+        retention_ms = options.store_retention_ms(windows)
+        changelog = _window_changelog(app, store_name, key_serde, stored, retention_ms)
+        store = TimeWindowStore(
+            store_name,
+            changelog,
+            size,
+            retention_ms,
+            advance_ms=None if isinstance(windows, SlidingWindows) else windows.advance_ms,
+            final=options.final,
+        )
         app.add_store(store)
         pending = _pending(app, store, key_serde, value_serde, options)
         setup = _Setup(
@@ -296,10 +332,11 @@ class SessionWindowedKStream(_WindowedKStream):
         emit: Emit = "update",
         late_topic: Topic | None = None,
         close_idle_after: Duration | None = 1.0,
+        retention: Duration | None = None,
     ) -> KTable:
         """`aggregator(key, value, aggregate)`; `merger(key, agg1, agg2) -> aggregate`
         combines two sessions a record bridges."""
-        options = _emit_options(self._app, emit, late_topic, close_idle_after)
+        options = _emit_options(self._app, emit, late_topic, close_idle_after, retention)
         serde = internal_serde(value_type, None)
         return self._build(
             initializer, aggregator, merger, name, serde, "KSTREAM-AGGREGATE", options
@@ -319,8 +356,9 @@ class SessionWindowedKStream(_WindowedKStream):
         store_name = self._store_name(name, prefix)
         notice_unchosen_grace(windows, f"aggregation {store_name!r}")
         key_serde = internal_serde(None, self.grouped.stream.key_serde)
-        changelog = _window_changelog(app, store_name, key_serde, value_serde, windows.retention_ms)
-        store = SessionStore(store_name, changelog, windows.retention_ms)
+        retention_ms = options.store_retention_ms(windows)
+        changelog = _window_changelog(app, store_name, key_serde, value_serde, retention_ms)
+        store = SessionStore(store_name, changelog, retention_ms)
         app.add_store(store)
         pending = _pending(app, store, key_serde, value_serde, options)
         setup = _Setup(
@@ -421,7 +459,7 @@ class _WindowAggregate(ops.DslProcessor):
         # The task's shard of the window store, reached once rather than through the
         # table's lookup of the running task's stores at every read and write.
         shard = current_stores.get()[self.store.name]
-        self._get, self._put = shard.get, shard.set
+        self._get, self._put, self._delete = shard.get, shard.set, shard.delete
         # Updates go out as windows' new values when the table is only streamed on: as
         # a record's parts when what takes them can (a map, a sink).
         self._emit_value = None if self.pending is not None else values_downstream(self)
@@ -632,9 +670,19 @@ class _TimeWindowAggregate(_WindowAggregate):
                 old = held[0]
                 new = self.aggregator(key, value, old)
                 out_ts = held[1] if held[1] > ts else ts
-            put(row_key, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
             # Windowed(...) without the NamedTuple constructor's Python frame.
             window = _new_tuple(Windowed, row_key)
+            if new is None:
+                # None deletes the window, as Kafka's KStreamWindowAggregate stores it
+                # (ValueAndTimestamp.make(null)): the key's next record there starts
+                # again from the initializer; the deletion goes on downstream.
+                self._delete(row_key)
+                if self.pending is not None:
+                    self.pending.delete(window)  # nothing to emit when it closes
+                    added += 1
+                    continue
+            else:
+                put(row_key, (new, out_ts))  # a ValueAndTimestamp row, built cheaply
             if self._emit_value_parts is not None:
                 self._emit_value_parts(window, new, record.headers, out_ts)
             elif self._emit_value is not None:

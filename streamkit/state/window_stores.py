@@ -66,20 +66,46 @@ class SessionKeySerde(WindowedKeySerde):
 
 
 class TimeWindowStore(WindowedTable):
-    """Windows of `size_ms` (a sliding window's time difference), kept `retention_ms`
-    of stream time after they end. Rows are `ValueAndTimestamp`: a window's result
-    carries its latest record's timestamp."""
+    """Windows of `size_ms` (a sliding window's time difference). Rows are
+    `ValueAndTimestamp`: a window's result carries its latest record's timestamp.
+
+    Tumbling and hopping windows (`advance_ms` given) are kept as Kafka Streams'
+    window stores show them: while their start is within `retention_ms` (size plus
+    grace) of the latest window start the store has seen, so a window goes once it
+    closes (TimeWindowedKStreamImplTest.shouldMaterializeCount). Kafka's store for
+    emit-final keeps the window at the boundary too (`final`). Sliding windows
+    are kept `retention_ms` of stream time after they end.
+    """
 
     timestamped = True
 
-    def __init__(self, name: str, changelog: Topic, size_ms: int, retention_ms: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        changelog: Topic,
+        size_ms: int,
+        retention_ms: int,
+        *,
+        advance_ms: int | None = None,
+        final: bool = False,
+    ) -> None:
         # Which windows a record falls in is the aggregation's business (hopping,
         # sliding), so the store's own advance is never used.
         super().__init__(name, changelog, size_ms / 1000, 1.0, retention_ms / 1000)
         # Exact, not through float seconds: they decide which windows a record is in.
         self.size_ms = size_ms
         self.retention_ms = retention_ms
+        self.advance_ms = advance_ms
+        self.final = final
         changelog.key_serde = WindowedKeySerde(self._inner_key_serde)
+
+    def expiry_cutoff(self, now_ms: int, stream_time_ms: int | None) -> int | None:
+        if self.advance_ms is None or stream_time_ms is None:
+            return super().expiry_cutoff(now_ms, stream_time_ms)
+        # The latest window start written: that of the newest record's last window.
+        observed = stream_time_ms - stream_time_ms % self.advance_ms
+        # Rows are timed by their end: start > observed - retention, or >= if final.
+        return observed - self.retention_ms + self.size_ms + (0 if self.final else 1)
 
 
 class SessionStore(Table):
