@@ -49,6 +49,25 @@ def string_topics(app: sk.App, *names: str, partitions: int = 1) -> list[sk.Topi
     return [app.topic(n, key_type=str, value_type=str, partitions=partitions) for n in names]
 
 
+# Kafka's colour data (KTableAggregateTest.testCountHelper, and KStreamImplTest's
+# toTable cases): (key, colour, timestamp) in, and a count of each colour's keys out.
+COLOURS: list[tuple[str, str, int]] = [
+    ("A", "green", 10),
+    ("B", "green", 9),
+    ("A", "blue", 12),
+    ("C", "yellow", 15),
+    ("D", "green", 11),
+]
+COLOUR_COUNTS: list[tuple[str, int, int]] = [
+    ("green", 1, 10),
+    ("green", 2, 10),
+    ("green", 1, 12),
+    ("blue", 1, 12),
+    ("yellow", 1, 15),
+    ("green", 2, 12),
+]
+
+
 # A step of Kafka's stream-table join tests: pushToStream / pushToTable /
 # pushNullValueToTable ("stream" / "table" / "nulls"), how many keys of 0..3, and the
 # value prefix; then the records out.

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conformance import records, string_init, string_topics, tostring_adder, tostring_remover
+from conformance import (
+    COLOUR_COUNTS,
+    COLOURS,
+    records,
+    string_init,
+    string_topics,
+    tostring_adder,
+    tostring_remover,
+)
 
 import streamkit as sk
 from streamkit.testing import TopologyTestDriver
@@ -115,21 +123,13 @@ def _count_helper(name: str | None, versioned: bool = False) -> None:
     counts = app.topic("counts", key_type=str, value_type=int)
     table = app.ktable(source, history_retention=300 if versioned else None)
     table.group_by(lambda k, v: (v, v), key_type=str).count(name=name).to_stream().to(counts)
-    inputs = [("A", "green", 10), ("B", "green", 9), ("A", "blue", 12)]
+    inputs = list(COLOURS)
     if versioned:
-        inputs.append(("A", "blue", 11))
-    inputs += [("C", "yellow", 15), ("D", "green", 11)]
+        inputs.insert(3, ("A", "blue", 11))
     with TopologyTestDriver(app) as driver:
         for key, value, ts in inputs:
             driver.pipe(source, key, value, timestamp_ms=ts)
-        assert records(driver, counts) == [
-            ("green", 1, 10),
-            ("green", 2, 10),
-            ("green", 1, 12),
-            ("blue", 1, 12),
-            ("yellow", 1, 15),
-            ("green", 2, 12),
-        ]
+        assert records(driver, counts) == COLOUR_COUNTS
 
 
 def test_KTableAggregateTest_testCount() -> None:

@@ -480,6 +480,103 @@ def test_ktable_filter_not_keeps_the_rows_the_predicate_rejects() -> None:
         assert driver.read_output(off) == [("a", None), ("b", False), ("a", False)]
 
 
+# KTable from a stream ----------------------------------------------------------------------
+
+
+def test_to_table_keeps_the_latest_value_per_key_in_a_store_with_its_own_changelog() -> None:
+    app = new_app("tt")
+    src = app.topic("in", key_type=str, value_type=int, partitions=2)
+    out = app.topic("out", key_type=str, value_type=int, partitions=2)
+    app.stream(src).to_table(name="latest").to_stream().to(out)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe_many(src, [("a", 1), ("b", 2), ("a", 3), ("b", None), ("z", None)])
+        driver.pipe(src, None, 5)  # no key, no row: dropped and counted
+        assert driver.store("latest") == {"a": 3}
+        assert driver.read_output(out) == [("a", 1), ("b", 2), ("a", 3), ("b", None), ("z", None)]
+        # Unlike app.ktable's, the stream's topic is no changelog: the store has its own.
+        changelog = repartition_topic(driver, "tt-latest-changelog")
+        assert [(r.key, r.value) for r in driver.read_records(changelog)] == [
+            ("a", (1, 0)),
+            ("b", (2, 0)),
+            ("a", (3, 0)),
+            ("b", None),
+        ]
+    node = next(n.name for n in app.graph.nodes if n.name.startswith("KSTREAM-TOTABLE"))
+    assert app.metrics.value("dropped_records", node=node, reason="null key") == 1
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_to_table_filter_passes_deletions_on_unless_the_table_is_named(named: bool) -> None:
+    """Kafka's toTable() without Materialized.as keeps no store, so its filter cannot
+    know a rejected key never passed (KStreamImplTest.shouldNotMaterializedKTableFromKStream)."""
+    app = new_app("tt")
+    src = app.topic("in", key_type=str, value_type=int)
+    rich = app.topic("rich", key_type=str, value_type=int)
+    table = app.stream(src).to_table(name="balances" if named else None)
+    table.filter(lambda k, balance: balance >= 100).to_stream().to(rich)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe_many(src, [("ann", 50), ("bob", 250), ("bob", 10)])
+        assert driver.read_output(rich) == [("ann", None)] * (not named) + [
+            ("bob", 250),
+            ("bob", None),
+        ]
+
+
+def test_to_table_suppressed_and_outer_joined_like_any_table() -> None:
+    app = new_app("tt")
+    left_in, right_in = (app.topic(n, key_type=str, value_type=str) for n in ("l", "r"))
+    quiet, joined = (app.topic(n, key_type=str, value_type=str) for n in ("quiet", "joined"))
+    left = app.stream(left_in).to_table()
+    right = app.stream(right_in).map_values(str.upper).to_table()
+    limit = sk.Suppressed.until_time_limit(10, sk.BufferConfig.unbounded())
+    left.suppress(limit).to_stream().to(quiet)
+    left.outer_join(right, lambda a, b: f"{a}+{b}").to_stream().to(joined)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(left_in, "k", "a", timestamp_ms=0)
+        driver.pipe(left_in, "k", "b", timestamp_ms=5)
+        driver.pipe(right_in, "k", "x", timestamp_ms=6)
+        driver.pipe(left_in, "k", None, timestamp_ms=7)
+        assert driver.read_output(quiet) == []  # held: stream time has not moved 10 s on
+        driver.pipe(left_in, "q", "c", timestamp_ms=10_000)  # moves the buffer's time
+        assert driver.read_output(quiet) == [("k", None)]  # the latest of k, once
+        assert driver.read_output(joined) == [
+            ("k", "a+None"),
+            ("k", "b+None"),
+            ("k", "b+X"),
+            ("k", "None+X"),
+            ("q", "c+None"),
+        ]
+
+
+async def test_to_table_is_restored_from_its_changelog_by_a_new_worker(
+    memory_url: str, tmp_path: Path
+) -> None:
+    def build(data_dir: Path) -> tuple[sk.App, sk.Topic, sk.Topic, sk.Topic, sk.Topic]:
+        app = sk.App("tt-restore", broker=memory_url, data_dir=data_dir, commit_interval_s=0.05)
+        prices = app.topic("prices", key_type=str, value_type=int, partitions=2)
+        changes = app.topic("price-changes", key_type=str, value_type=int, partitions=2)
+        orders = app.topic("orders", key_type=str, value_type=int, partitions=2)
+        priced = app.topic("priced", key_type=str, value_type=int, partitions=2)
+        table = app.stream(prices).map(lambda k, v: (k.lower(), v)).to_table(name="price")
+        table.to_stream().to(changes)
+        app.stream(orders).join(table, lambda qty, price: qty * price).to(priced)
+        return app, prices, changes, orders, priced
+
+    app, prices, changes, _, _ = build(tmp_path / "one")
+    await app.send(prices, key="TEA", value=3)
+    await app.send(prices, key="COFFEE", value=5)
+    async with running(app):
+        await wait_for(lambda: len(read(app, changes)) == 2, what="both prices in the table")
+    # A worker with no local state: the table comes back from its changelog only.
+    app2, _, changes2, orders2, priced2 = build(tmp_path / "two")
+    async with running(app2):
+        await app2.send(orders2, key="coffee", value=4)
+        await app2.send(orders2, key="tea", value=2)
+        await wait_for(lambda: len(read(app2, priced2)) == 2, what="two joined orders")
+    assert sorted(read(app2, priced2)) == [("coffee", 20), ("tea", 6)]
+    assert len(read(app2, changes2)) == 2  # the prices were not read again
+
+
 def people_app(url: str, data_dir: Path) -> tuple[sk.App, sk.Topic, sk.Topic]:
     app = sk.App("people", broker=url, data_dir=data_dir, commit_interval_s=0.05)
     people = app.topic("people", key_type=str, value_type=str, partitions=2)

@@ -244,6 +244,42 @@ class KStream:
         """This stream, repartitioned first if its key may have changed."""
         return self._repartitioned(name) if self.rekeyed else self
 
+    # To a table ----------------------------------------------------------------------
+
+    def to_table(
+        self, *, name: str | None = None, key_type: Any = None, value_type: Any = None
+    ) -> KTable:
+        """The latest value per key of this stream (Kafka's toTable, KIP-523); a None
+        value deletes the key, a None key is dropped (counted).
+
+        The table's store (`name`, Kafka's `Materialized.as`) has a changelog of its
+        own, as an aggregation's has: the stream's topic is no table's changelog. A
+        stream whose key may have changed goes through `{app_id}-{name}-repartition`
+        first, so that each key's updates meet in one task."""
+        from .aggregate import TableSource
+        from .ktable import KTable, timestamped_table
+        from .old_values import SourceOldValues
+
+        graph = self.app.graph
+        node_name = graph.name("KSTREAM-TOTABLE", None)
+        store = name or graph.name("KSTREAM-TOTABLE-STATE-STORE", None)
+        stream = self
+        if self.rekeyed:
+            stream = self._repartitioned(name or node_name, None, key_type, value_type)
+        key_serde = internal_serde(key_type, stream.key_serde)
+        value_serde = internal_serde(value_type, stream.value_serde)
+        table = timestamped_table(self.app, store, key_serde, value_serde)
+        node = graph.add(
+            "KSTREAM-TOTABLE",
+            lambda: TableSource(table),
+            (stream.node,),
+            name=node_name,
+            stores=(table,),
+        )
+        # Named, it is materialized as `app.ktable(topic, name=...)` is (old_values.py).
+        old_values = SourceOldValues(materialized=name is not None)
+        return KTable(self.app, node, key_serde, value_serde, table.get, old_values)
+
     # Grouping ----------------------------------------------------------------------
 
     def group_by_key(
