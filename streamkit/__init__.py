@@ -4,12 +4,11 @@ from .agent import Agent
 from .app import App
 from .dsl.aggregate import Change
 from .dsl.global_table import GlobalKTable
-from .dsl.joins import JoinWindows
 from .dsl.kstream import BranchedKStream, KGroupedStream, KStream
 from .dsl.ktable import KGroupedTable, KTable
 from .dsl.suppress import BufferConfig, Suppressed
 from .dsl.windowed import SessionWindowedKStream, TimeWindowedKStream
-from .dsl.windows import SessionWindows, SlidingWindows, TimeWindows, Windowed
+from .dsl.windows import JoinWindows, SessionWindows, SlidingWindows, TimeWindows, Windowed
 from .errors import (
     AgentError,
     BadInputError,

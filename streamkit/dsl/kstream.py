@@ -26,10 +26,9 @@ from .graph import NodeKind, NodeSpec
 if TYPE_CHECKING:
     from ..app import App
     from .global_table import GlobalKTable
-    from .joins import JoinWindows
     from .ktable import KTable
     from .windowed import SessionWindowedKStream, TimeWindowedKStream
-    from .windows import SessionWindows, SlidingWindows, TimeWindows
+    from .windows import JoinWindows, SessionWindows, SlidingWindows, TimeWindows
 
 _PYTHON = PythonSerde()
 Duration = float | timedelta

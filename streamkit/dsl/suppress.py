@@ -253,14 +253,14 @@ def suppress(table: KTable, suppressed: Suppressed, name: str | None) -> KTable:
     )
     buffer = SuppressBuffer(store, changelog)
     app.add_store(buffer)
-    from .joins import _stores_behind
+    from .join_parts import stores_behind
 
     node = app.graph.add(
         "KTABLE-SUPPRESS",
         lambda: _Suppress(buffer, wait_ms, suppressed.buffer, final),
         (table.node,),
         name=node_name,
-        stores=(buffer, *_stores_behind(table.node)),
+        stores=(buffer, *stores_behind(table.node)),
     )
     parent: Lookup = table.lookup
 

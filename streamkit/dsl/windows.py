@@ -200,3 +200,63 @@ class SessionWindows:
 
     def __repr__(self) -> str:
         return f"SessionWindows(inactivity_gap={self.gap_ms} ms, grace={self.grace_ms} ms)"
+
+
+class JoinWindows:
+    """How far apart in event time two records may be to join, and how long unmatched
+    records wait for a partner.
+
+    A left record at t joins right records in [t - before, t + after]. Each side
+    keeps its records for before + after + grace of its own time, and a record,
+    however late, joins what the other side still keeps. Left and outer joins emit
+    a record that found no partner once its window and grace have passed (stream
+    time past t + after + grace for a left record, t + before + grace for a right
+    one), or at once when its window has already ended.
+    """
+
+    __slots__ = ("after_ms", "before_ms", "grace_chosen", "grace_ms")
+
+    def __init__(self, *, before: Duration, after: Duration, grace: Duration | None = None) -> None:
+        self.before_ms = duration_ms(before)
+        self.after_ms = duration_ms(after)
+        self.grace_chosen = grace is not None
+        self.grace_ms = duration_ms(grace or 0)
+        if self.before_ms + self.after_ms < 0:
+            raise ConfigError(
+                f"JoinWindows: before + after must be >= 0 (the window's size), got "
+                f"before={self.before_ms} ms, after={self.after_ms} ms"
+            )
+        if self.grace_ms < 0:
+            raise ConfigError(f"JoinWindows: grace must be >= 0, got {self.grace_ms} ms")
+
+    @classmethod
+    def of(cls, difference: Duration, grace: Duration | None = None) -> JoinWindows:
+        """Records at most `difference` apart, either way (Kafka's ofTimeDifference...)."""
+        return cls(before=difference, after=difference, grace=grace)
+
+    @classmethod
+    def of_time_difference_with_no_grace(cls, difference: Duration) -> JoinWindows:
+        """Kafka's JoinWindows.ofTimeDifferenceWithNoGrace."""
+        return cls(before=difference, after=difference, grace=0)
+
+    @classmethod
+    def of_time_difference_and_grace(cls, difference: Duration, grace: Duration) -> JoinWindows:
+        """Kafka's JoinWindows.ofTimeDifferenceAndGrace."""
+        return cls(before=difference, after=difference, grace=grace)
+
+    def with_before(self, before: Duration) -> JoinWindows:
+        """The same windows, reaching `before` back from a left record (Kafka's before())."""
+        return JoinWindows(before=before, after=self.after_ms / 1000, grace=self._grace())
+
+    def with_after(self, after: Duration) -> JoinWindows:
+        """The same windows, reaching `after` ahead of a left record (Kafka's after())."""
+        return JoinWindows(before=self.before_ms / 1000, after=after, grace=self._grace())
+
+    def _grace(self) -> float | None:
+        return self.grace_ms / 1000 if self.grace_chosen else None
+
+    def __repr__(self) -> str:
+        return (
+            f"JoinWindows(before={self.before_ms} ms, after={self.after_ms} ms, "
+            f"grace={self.grace_ms} ms)"
+        )
