@@ -30,8 +30,7 @@ def test_KStreamImplTest_shouldNotMaterializedKTableFromKStream() -> None:
     source, out = string_topics(app, "input", "output")
     app.stream(source).to_table().to_stream().to(out)
     with TopologyTestDriver(app) as driver:
-        for key, value, ts in INPUTS:
-            driver.pipe(source, key, value, timestamp_ms=ts)
+        driver.pipe_many(source, INPUTS)
         # Every update goes on with its own timestamp, an out-of-order one too.
         assert records(driver, out) == INPUTS
 
@@ -61,8 +60,7 @@ def test_KStreamImplTest_shouldSupportKeyChangeKTableFromKStream() -> None:
         "to-table-rekey-KSTREAM-TOTABLE-0000000002-repartition"
     ]
     with TopologyTestDriver(app) as driver:
-        for key, value, ts in INPUTS:
-            driver.pipe(source, key, value, timestamp_ms=ts)
+        driver.pipe_many(source, INPUTS)
         assert sorted(records(driver, out), key=lambda r: (r[0], r[1])) == [
             (0, "01", 5),
             (0, "05", 10),
@@ -139,8 +137,7 @@ def test_KStreamImplTest_shouldSupportGroupByCountWithKStreamToKTable() -> None:
         .to(out)
     )
     with TopologyTestDriver(app) as driver:
-        for key, value, ts in COLOURS:
-            driver.pipe(source, key, value, timestamp_ms=ts)
+        driver.pipe_many(source, COLOURS)
         assert records(driver, out) == COLOUR_COUNTS
 
 
@@ -150,8 +147,7 @@ def test_KStreamImplTest_shouldSupportTriggerMaterializedWithKTableFromKStream()
     out = app.topic("output", key_type=str, value_type=int)
     app.stream(source).to_table().map_values(lambda v: ord(v[0]) - ord("a")).to_stream().to(out)
     with TopologyTestDriver(app) as driver:
-        for key, value, ts in COLOURS:
-            driver.pipe(source, key, value, timestamp_ms=ts)
+        driver.pipe_many(source, COLOURS)
         assert records(driver, out) == [
             ("A", 6, 10),
             ("B", 6, 9),
