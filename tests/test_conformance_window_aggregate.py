@@ -314,6 +314,11 @@ def test_TimeWindowedKStreamImplTest_materialized(method: str, emit: str) -> Non
         assert rows == {k2w2: (values[3], 1000)}
 
 
+def _none_for_x(key: Any, value: str, agg: str) -> str | None:
+    """MockAggregator.TOSTRING_ADDER, but None for the value "X"."""
+    return None if value == "X" else tostring_adder(key, value, agg)
+
+
 def test_a_window_aggregate_giving_None_deletes_the_window() -> None:
     """Kafka's KStreamWindowAggregate stores ValueAndTimestamp.make(null): the window
     is deleted, the deletion goes on, and the window's next record starts again from
@@ -322,14 +327,11 @@ def test_a_window_aggregate_giving_None_deletes_the_window() -> None:
     (topic,) = string_topics(app, "input")
     (out,) = windowed_topics(app, "out")
 
-    def adder(key: Any, value: str, agg: str) -> str | None:
-        return None if value == "X" else tostring_adder(key, value, agg)
-
     (
         app.stream(topic)
         .group_by_key()
         .windowed_by(sk.TimeWindows.of_size_with_no_grace(0.1))
-        .aggregate(string_init, adder, name="agg", close_idle_after=None)
+        .aggregate(string_init, _none_for_x, name="agg", close_idle_after=None)
         .to_stream()
         .to(out)
     )
@@ -343,6 +345,62 @@ def test_a_window_aggregate_giving_None_deletes_the_window() -> None:
             (window, "0+B", 30),
         ]
         assert driver.store("agg") == {window: "0+B"}
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+@pytest.mark.parametrize("kind", ["sliding", "session"])
+def test_a_sliding_or_session_aggregate_giving_None_deletes_the_window(
+    kind: str, emit: str
+) -> None:
+    """KStreamSlidingWindowAggregate puts ValueAndTimestamp.make(null) and
+    KStreamSessionWindowAggregate puts a null aggregate: either store then removes the
+    window, the deletion goes on (with emit-final, nothing is emitted for it), and a
+    later record finds no window there, so it starts from the initializer."""
+    app = sk.App(f"{kind}-none-{emit}")
+    (topic,) = string_topics(app, "input")
+    (out,) = windowed_topics(app, "out")
+    grouped = app.stream(topic).group_by_key()
+    options: dict[str, Any] = {"name": "agg", "emit": emit, "close_idle_after": None}
+    if kind == "sliding":
+        windows = grouped.windowed_by(sk.SlidingWindows.of_time_difference_with_no_grace(0.1))
+        table = windows.aggregate(string_init, _none_for_x, **options)
+    else:
+        sessions = grouped.windowed_by(sk.SessionWindows.of_inactivity_gap_with_no_grace(0.1))
+        table = sessions.aggregate(
+            string_init, _none_for_x, merger=lambda k, a, b: f"{a}|{b}", **options
+        )
+    table.to_stream().to(out)
+    with TopologyTestDriver(app) as driver:
+        for value, ts in (("A", 10), ("X", 20), ("B", 30)):
+            driver.pipe(topic, "k", value, timestamp_ms=ts)
+        if kind == "sliding":
+            # X has the window [0, 100] and its predecessor's right window [11, 111].
+            last, updates = (
+                W("k", 0, 100),
+                [
+                    (W("k", 0, 100), "0+A", 10),
+                    (W("k", 11, 111), None, 20),
+                    (W("k", 0, 100), None, 20),
+                    (W("k", 0, 100), "0+B", 30),
+                ],
+            )
+        else:
+            # X merges A's session [10, 10] into [10, 20], which it deletes.
+            last, updates = (
+                W("k", 30, 30),
+                [
+                    (W("k", 10, 10), "0+A", 10),
+                    (W("k", 10, 10), None, 10),
+                    (W("k", 10, 20), None, 20),
+                    (W("k", 30, 30), "0+B", 30),
+                ],
+            )
+        assert driver.store("agg") == {last: "0+B"}
+        if emit == "update":
+            assert windowed(driver, out) == updates
+        else:
+            driver.pipe(topic, "k", "C", timestamp_ms=1_000)  # closes them all
+            assert windowed(driver, out) == [(last, "0+B", 30)]
 
 
 def _emit_app(emit: str) -> tuple[sk.App, sk.Topic, sk.Topic]:

@@ -510,8 +510,13 @@ class _WindowAggregate(ops.DslProcessor):
         return not self.closed(window, now) and not (stored and self.emitted(window))
 
     def result(self, record: Record, window: Windowed, new: Any, old: Any, ts: int) -> None:
+        """A window's new aggregate; None: the window was deleted, which emit-final
+        forgets (nothing to emit when it closes) and emit-update passes on."""
         if self.pending is not None:
-            self._hold(window, new, ts)
+            if new is None:
+                self.pending.delete(window)
+            else:
+                self._hold(window, new, ts)
         else:
             self.emit(Record(window, _new_tuple(Change, (new, old)), ts, record.headers))
 
@@ -805,7 +810,12 @@ class _SlidingWindowAggregate(_WindowAggregate):
             start = old = held.value
             ts = max(record.timestamp, held.timestamp)
         new = self.aggregator(record.key, record.value, start)
-        self.store.set(window, ValueAndTimestamp(new, ts))
+        if new is None:
+            # Kafka's KStreamSlidingWindowAggregate stores ValueAndTimestamp.make(null):
+            # the window is deleted, and later records find no window there.
+            self.store.delete(window)
+        else:
+            self.store.set(window, ValueAndTimestamp(new, ts))
         self.result(record, window, new, old, ts)
 
     def _open_right(self, record: Record, right: ValueAndTimestamp) -> None:
@@ -845,5 +855,10 @@ class _SessionWindowAggregate(_WindowAggregate):
             for window, value in found:
                 self.store.delete(window)
                 self.retract(record, window, value)
-        self.store.set(merged, aggregate)
+        if aggregate is None:
+            # Kafka's session stores remove a session put with a null aggregate
+            # (KStreamSessionWindowAggregate); the deletion goes on downstream.
+            self.store.delete(merged)
+        else:
+            self.store.set(merged, aggregate)
         self.result(record, merged, aggregate, None, end)
