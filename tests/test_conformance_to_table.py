@@ -1,7 +1,8 @@
 """Kafka Streams conformance: `KStream.to_table()` (Kafka's KStream#toTable, KIP-523).
 
 Ported from org.apache.kafka.streams.kstream.internals.KStreamImplTest (the
-toTable cases). Kafka's `toTable(Materialized.as(name))` is `to_table(name=...)`;
+toTable cases), RelaxedNullKeyRequirementJoinTest.testRelaxedLeftStreamTableJoin and
+StreamsBuilderTest.shouldNotReuseRepartitionTopicAsChangelogs. Kafka's `toTable(Materialized.as(name))` is `to_table(name=...)`;
 `Materialized.with(keySerde, ...)` is `key_type=`.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance import COLOUR_COUNTS, COLOURS, records, string_topics, tostring_joiner
+from conformance import COLOUR_COUNTS, COLOURS, records, string_topics, text, tostring_joiner
 
 import streamkit as sk
 from streamkit.testing import TopologyTestDriver
@@ -155,3 +156,23 @@ def test_KStreamImplTest_shouldSupportTriggerMaterializedWithKTableFromKStream()
             ("C", 24, 15),
             ("D", 6, 11),
         ]
+
+
+def test_RelaxedNullKeyRequirementJoinTest_testRelaxedLeftStreamTableJoin() -> None:
+    app = sk.App("to-table-null-key")
+    left, right, out = string_topics(app, "left", "right", "out")
+
+    def joiner(value: str, other: str | None) -> str:  # the test's JOINER
+        return f"{value}|{text(other)}"
+
+    app.stream(left).left_join(app.stream(right).to_table(), joiner).to(out)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(left, None, "leftValue", timestamp_ms=1)
+        assert driver.read_output(out) == [(None, "leftValue|null")]
+
+
+def test_StreamsBuilderTest_shouldNotReuseRepartitionTopicAsChangelogs() -> None:
+    app = sk.App("appId")
+    (topic,) = string_topics(app, "topic")
+    app.stream(topic).repartition().to_table(name="store")
+    assert [t.name for t in app.topology().changelog_topics()] == ["appId-store-changelog"]
