@@ -2,7 +2,8 @@
 
 Ported from org.apache.kafka.streams.kstream.internals.KStreamImplTest (the
 toTable cases), RelaxedNullKeyRequirementJoinTest.testRelaxedLeftStreamTableJoin and
-StreamsBuilderTest.shouldNotReuseRepartitionTopicAsChangelogs. Kafka's `toTable(Materialized.as(name))` is `to_table(name=...)`;
+StreamsBuilderTest.shouldNotReuseRepartitionTopicAsChangelogs. Kafka's
+`toTable(Materialized.as(name))` is `to_table(name=...)`;
 `Materialized.with(keySerde, ...)` is `key_type=`.
 """
 
