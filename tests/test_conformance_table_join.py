@@ -1,8 +1,8 @@
 """Kafka Streams conformance: KTable-KTable joins on the key.
 
-Ported from org.apache.kafka.streams.kstream.internals.KTableKTableInnerJoinTest
-and KTableKTableLeftJoinTest (testJoin). Kafka's tests run one script of inputs;
-a result carries the larger of the two rows' timestamps, and a deletion that
+Ported from org.apache.kafka.streams.kstream.internals.KTableKTableInnerJoinTest,
+KTableKTableLeftJoinTest and KTableKTableOuterJoinTest (testJoin). Kafka's tests run
+one script of inputs; a result carries the larger of the two rows' timestamps, and a deletion that
 removes a result is a tombstone stamped the same way.
 """
 
@@ -37,7 +37,8 @@ def _run(how: str, expected: list[list[tuple[int, str | None, int]]]) -> None:
         app.topic(name, key_type=int, value_type=str) for name in ("topic1", "topic2", "output")
     )
     table1, table2 = app.ktable(topic1), app.ktable(topic2)
-    join: Callable[..., sk.KTable] = getattr(table1, {"inner": "join", "left": "left_join"}[how])
+    method = {"inner": "join", "left": "left_join", "outer": "outer_join"}[how]
+    join: Callable[..., sk.KTable] = getattr(table1, method)
     join(table2, tostring_joiner).to_stream().to(output)
     topics = {"topic1": topic1, "topic2": topic2}
     with TopologyTestDriver(app) as driver:
@@ -80,5 +81,26 @@ def test_KTableKTableLeftJoinTest_testJoin() -> None:
                 (3, "XXXX3+YY3", 15),
             ],
             [(0, None, 0), (1, None, 42), (2, None, 10), (3, None, 20)],
+        ],
+    )
+
+
+def test_KTableKTableOuterJoinTest_testJoin() -> None:
+    _run(
+        "outer",
+        [
+            [(0, "X0+null", 5), (1, "X1+null", 6)],
+            [(0, "X0+Y0", 5), (1, "X1+Y1", 10)],
+            [(0, "XX0+Y0", 7), (1, "XX1+Y1", 10), (2, "XX2+null", 7), (3, "XX3+null", 7)],
+            [(0, "XX0+YY0", 7), (1, "XX1+YY1", 7), (2, "XX2+YY2", 10), (3, "XX3+YY3", 15)],
+            [(0, "XXX0+YY0", 6), (1, "XXX1+YY1", 6), (2, "XXX2+YY2", 10), (3, "XXX3+YY3", 15)],
+            [(0, "XXX0+null", 6), (1, "XXX1+null", 7)],
+            [
+                (0, "XXXX0+null", 13),
+                (1, "XXXX1+null", 13),
+                (2, "XXXX2+YY2", 13),
+                (3, "XXXX3+YY3", 15),
+            ],
+            [(0, None, 0), (1, None, 42), (2, "null+YY2", 10), (3, "null+YY3", 20)],
         ],
     )
