@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conformance import records, tostring_joiner
+from conformance import records, string_init, tostring_adder, tostring_joiner, tostring_remover
 
 import streamkit as sk
 from streamkit.testing import TopologyTestDriver
@@ -103,4 +103,130 @@ def test_KTableKTableOuterJoinTest_testJoin() -> None:
             ],
             [(0, None, 0), (1, None, 42), (2, "null+YY2", 10), (3, "null+YY3", 20)],
         ],
+    )
+
+
+# testSendingOldValue(s): Kafka checks each result's Change(new, old) with a mock
+# processor. Here the old values are observed where the DSL consumes them: a
+# group_by on the join's own key, aggregated with Kafka's TOSTRING_ADDER and
+# TOSTRING_REMOVER, subtracts each old value and adds each new one: one update per
+# Change, as the key stays the same (Kafka's KTableRepartitionMap since KIP-904).
+Change = tuple[int, str | None, str | None, int]  # key, new, old, timestamp
+
+
+def _old_values_seen(changes: list[list[Change]]) -> list[list[tuple[int, str, int]]]:
+    """The aggregate's updates that Kafka's Changes give, step by step; an update
+    keeps the later of the record's and the aggregate's timestamps (KTableAggregate)."""
+    aggregates: dict[int, tuple[str, int]] = {}
+    steps = []
+    for step in changes:
+        out = []
+        for key, new, old, ts in step:
+            aggregate, last = aggregates.get(key, ("0", ts))
+            aggregate += "" if old is None else f"-{old}"
+            aggregates[key] = (aggregate + ("" if new is None else f"+{new}"), max(ts, last))
+            out.append((key, *aggregates[key]))
+        steps.append(out)
+    return steps
+
+
+def _run_old_values(how: str, changes: list[list[Change]]) -> None:
+    app = sk.App(f"ktable-{how}-join-old-values")
+    topic1, topic2 = (app.topic(n, key_type=int, value_type=str) for n in ("topic1", "topic2"))
+    output = app.topic("output", key_type=int, value_type=str)
+    method = {"inner": "join", "left": "left_join", "outer": "outer_join"}[how]
+    joined = getattr(app.ktable(topic1), method)(app.ktable(topic2), tostring_joiner)
+    grouped = joined.group_by(lambda k, v: (k, v), key_type=int, value_type=str)
+    grouped.aggregate(string_init, tostring_adder, tostring_remover, value_type=str).to_stream().to(
+        output
+    )
+    topics = {"topic1": topic1, "topic2": topic2}
+    with TopologyTestDriver(app) as driver:
+        for number, ((topic, inputs), outputs) in enumerate(
+            zip(SCRIPT, _old_values_seen(changes), strict=True)
+        ):
+            for key, value, ts in inputs:
+                driver.pipe(topics[topic], key, value, timestamp_ms=ts)
+            assert records(driver, output) == outputs, f"step {number}"
+
+
+def test_KTableKTableInnerJoinTest_testSendingOldValues() -> None:
+    _run_old_values(
+        "inner",
+        [
+            [],
+            [(0, "X0+Y0", None, 5), (1, "X1+Y1", None, 10)],
+            [(0, "XX0+Y0", "X0+Y0", 7), (1, "XX1+Y1", "X1+Y1", 10)],
+            [
+                (0, "XX0+YY0", "XX0+Y0", 7),
+                (1, "XX1+YY1", "XX1+Y1", 7),
+                (2, "XX2+YY2", None, 10),
+                (3, "XX3+YY3", None, 15),
+            ],
+            [
+                (k, f"XXX{k}+YY{k}", f"XX{k}+YY{k}", ts)
+                for k, ts in zip(KEYS, (6, 6, 10, 15), strict=True)
+            ],
+            [(0, None, "XXX0+YY0", 6), (1, None, "XXX1+YY1", 7)],
+            [(2, "XXXX2+YY2", "XXX2+YY2", 13), (3, "XXXX3+YY3", "XXX3+YY3", 15)],
+            [(2, None, "XXXX2+YY2", 10), (3, None, "XXXX3+YY3", 20)],
+        ],
+    )
+
+
+def _left_and_outer_changes(last: list[Change]) -> list[list[Change]]:
+    """Left and outer joins' Changes differ only at the last step."""
+    return [
+        [(0, "X0+null", None, 5), (1, "X1+null", None, 6)],
+        [(0, "X0+Y0", "X0+null", 5), (1, "X1+Y1", "X1+null", 10)],
+        [
+            (0, "XX0+Y0", "X0+Y0", 7),
+            (1, "XX1+Y1", "X1+Y1", 10),
+            (2, "XX2+null", None, 7),
+            (3, "XX3+null", None, 7),
+        ],
+        [
+            (k, f"XX{k}+YY{k}", f"XX{k}+{o}", ts)
+            for k, o, ts in zip(KEYS, ("Y0", "Y1", "null", "null"), (7, 7, 10, 15), strict=True)
+        ],
+        [
+            (k, f"XXX{k}+YY{k}", f"XX{k}+YY{k}", ts)
+            for k, ts in zip(KEYS, (6, 6, 10, 15), strict=True)
+        ],
+        [(0, "XXX0+null", "XXX0+YY0", 6), (1, "XXX1+null", "XXX1+YY1", 7)],
+        [
+            (0, "XXXX0+null", "XXX0+null", 13),
+            (1, "XXXX1+null", "XXX1+null", 13),
+            (2, "XXXX2+YY2", "XXX2+YY2", 13),
+            (3, "XXXX3+YY3", "XXX3+YY3", 15),
+        ],
+        last,
+    ]
+
+
+def test_KTableKTableLeftJoinTest_testSendingOldValue() -> None:
+    _run_old_values(
+        "left",
+        _left_and_outer_changes(
+            [
+                (0, None, "XXXX0+null", 0),
+                (1, None, "XXXX1+null", 42),
+                (2, None, "XXXX2+YY2", 10),
+                (3, None, "XXXX3+YY3", 20),
+            ]
+        ),
+    )
+
+
+def test_KTableKTableOuterJoinTest_testSendingOldValue() -> None:
+    _run_old_values(
+        "outer",
+        _left_and_outer_changes(
+            [
+                (0, None, "XXXX0+null", 0),
+                (1, None, "XXXX1+null", 42),
+                (2, "null+YY2", "XXXX2+YY2", 10),
+                (3, "null+YY3", "XXXX3+YY3", 20),
+            ]
+        ),
     )
