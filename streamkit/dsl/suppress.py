@@ -36,6 +36,7 @@ from ..state.table import Table
 from ..state.timestamped import ValueAndTimestamp
 from ..state.windowed import WindowKeySerde
 from ..topic import Topic
+from ..transport.base import Headers
 from . import operators as ops
 from .aggregate import Change
 from .old_values import DerivedOldValues
@@ -116,8 +117,8 @@ class Suppressed:
 
 
 class SuppressBuffer(Table):
-    """`key -> [buffer time, prior value, new value, record timestamp]`; keys route as
-    their table's (a window key by its grouped key)."""
+    """`key -> [buffer time, prior value, new value, record timestamp, headers]`; keys
+    route as their table's (a window key by its grouped key)."""
 
     def __init__(self, name: str, changelog: Topic) -> None:
         super().__init__(name, changelog)
@@ -167,9 +168,9 @@ class _Suppress(ops.DslProcessor):
         if held is None:
             since = key.end_ms if self.final else ts
             index.add((since, self.buffer.key_bytes(key), key))
-            row = [since, change.old, change.new, ts]
+            row = [since, change.old, change.new, ts, record.headers]
         else:
-            row = [held[0], held[1], change.new, ts]
+            row = [held[0], held[1], change.new, ts, record.headers]
         self.buffer[key] = row
         self._track(key, change.new)
         self._enforce()
@@ -219,10 +220,16 @@ class _Suppress(ops.DslProcessor):
         if row is None:
             return
         self.buffer.delete(key)
-        _since, prior, new, ts = row
+        _since, prior, new, ts = row[:4]
         if new is None and self.final:
             return  # a retraction of a result final mode never emitted
-        self.emit(Record(key, Change(new, prior), ts))
+        self.emit(Record(key, Change(new, prior), ts, _headers(row)))
+
+
+def _headers(row: list[Any]) -> Headers:
+    """A held entry's headers: those of the record that last updated it (none in a row
+    buffered before rows kept headers)."""
+    return row[4] if len(row) > 4 else ()
 
 
 def suppress(table: KTable, suppressed: Suppressed, name: str | None) -> KTable:
