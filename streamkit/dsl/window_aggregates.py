@@ -22,6 +22,7 @@ from ..state.window_stores import (
     Windowed,
 )
 from ..topic import Topic
+from ..transport.base import Headers
 from . import operators as ops
 from .aggregate import Aggregator, Change, Initializer
 from .ktable import values_downstream
@@ -158,7 +159,7 @@ class WindowAggregate(ops.DslProcessor):
                 now = record.timestamp
         self.aggregate(record, now)
         if self.pending is not None:
-            self._emit_closed(now)
+            self._emit_closed(now, record.headers)
 
     @abc.abstractmethod
     def aggregate(self, record: Record, now: int) -> None:
@@ -261,7 +262,7 @@ class WindowAggregate(ops.DslProcessor):
             return  # nothing seen and nothing pending
         moved = base + idle
         self._idle_time = moved if self._idle_time is None else max(self._idle_time, moved)
-        self._emit_closed(self._idle_time if now is None else max(now, self._idle_time))
+        self._emit_closed(self._idle_time if now is None else max(now, self._idle_time), ())
 
     def _index(self) -> list[tuple[int, int, Windowed]]:
         if self._heap is None:
@@ -285,8 +286,10 @@ class WindowAggregate(ops.DslProcessor):
             ts = max(ts, held.timestamp)
         self.pending.set(window, ValueAndTimestamp(value, ts))
 
-    def _emit_closed(self, now: int) -> None:
-        """Emit the pending windows closed at `now`, in closing order."""
+    def _emit_closed(self, now: int, headers: Headers) -> None:
+        """Emit the pending windows closed at `now`, in closing order, with the headers
+        of the record that closed them (Kafka's emit-final forwards the record in
+        hand's; none when idle time closed them)."""
         assert self.pending is not None
         heap = self._index()
         while heap and heap[0][0] <= now:
@@ -295,7 +298,7 @@ class WindowAggregate(ops.DslProcessor):
             if held is None:
                 continue  # merged into another session since
             self.pending.delete(window)
-            self.emit(Record(window, Change(held.value, None), held.timestamp))
+            self.emit(Record(window, Change(held.value, None), held.timestamp, headers))
 
 
 class TimeWindowAggregate(WindowAggregate):
