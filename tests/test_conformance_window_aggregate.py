@@ -480,3 +480,30 @@ def test_KStreamWindowAggregateTest_shouldLogAndMeterWhenSkippingNullKey() -> No
         assert windowed(driver, out) == []
     node = "KSTREAM-AGGREGATE-0000000001"
     assert app.metrics.value("dropped_records", node=node, reason="null key") == 1
+
+
+@pytest.mark.parametrize(
+    "windows",
+    [
+        sk.TimeWindows.of_size_with_no_grace(0.010),
+        sk.SlidingWindows.of_time_difference_with_no_grace(0.010),
+        sk.SessionWindows.of_inactivity_gap_with_no_grace(0.010),
+    ],
+    ids=["time", "sliding", "session"],
+)
+def test_emit_final_results_carry_the_headers_of_the_record_that_closed_them(windows: Any) -> None:
+    """Kafka's emit-final windowed aggregations (AbstractKStreamTimeWindowAggregateProcessor,
+    KStreamSessionWindowAggregate) forward a closed window with the headers of the
+    record in hand, as KStreamKStreamOuterJoinTest.testShouldForwardCurrentHeaders
+    asserts for the outer join's late results."""
+    app = sk.App("final-headers")
+    (source,) = string_topics(app, "input")
+    out = app.topic("output", key_type=str, value_type=int)
+    grouped = app.stream(source).group_by_key().windowed_by(windows)
+    counts = grouped.count(emit="final", close_idle_after=None)
+    counts.to_stream().map(lambda w, v: (w.key, v)).to(out)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(source, "A", "a", timestamp_ms=0, headers=(("h", b"\x01"),))
+        driver.pipe(source, "B", "b", timestamp_ms=100, headers=(("h", b"\x02"),))
+        got = [(r.key, r.value, tuple(r.headers)) for r in driver.read_records(out)]
+    assert got == [("A", 1, (("h", b"\x02"),))]
