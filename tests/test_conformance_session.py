@@ -1,8 +1,9 @@
 """Kafka Streams conformance: session windows.
 
 Ported from org.apache.kafka.streams.kstream.internals.
-KStreamSessionWindowAggregateProcessorTest (the cases without a record cache, or
-that check the store) and SuppressScenarioTest.shouldSupportFinalResultsForSessionWindows.
+KStreamSessionWindowAggregateProcessorTest (the cases without a record cache, those
+that check the store, and the emit-final ones, which use no cache) and
+SuppressScenarioTest.shouldSupportFinalResultsForSessionWindows.
 A record that falls in existing sessions retracts them (None, at their end) before
 the merged session's result. (SuppressScenarioTest.shouldSupportFinalResultsForSessionWindows
 is with the other final-results cases in test_conformance_suppress.py.)
@@ -22,7 +23,9 @@ GAP_MS = 5 * 60 * 1000
 W = sk.Windowed
 
 
-def _sessions(gap_ms: int = GAP_MS) -> tuple[sk.App, sk.Topic, sk.Topic]:
+def _sessions(
+    gap_ms: int = GAP_MS, grace_ms: int = 0, emit: str = "update"
+) -> tuple[sk.App, sk.Topic, sk.Topic]:
     """The processor test's aggregator: a count, with sessions merged by adding."""
     app = sk.App("sessions")
     topic = app.topic("topic", key_type=str, value_type=str)
@@ -30,12 +33,13 @@ def _sessions(gap_ms: int = GAP_MS) -> tuple[sk.App, sk.Topic, sk.Topic]:
     (
         app.stream(topic)
         .group_by_key()
-        .windowed_by(sk.SessionWindows(gap_ms / 1000))
+        .windowed_by(sk.SessionWindows.of_inactivity_gap_and_grace(gap_ms / 1000, grace_ms / 1000))
         .aggregate(
             lambda: 0,
             lambda _k, _v, agg: agg + 1,
             merger=lambda _k, a, b: a + b,
             name="session-store",
+            emit=emit,
             close_idle_after=None,
         )
         .to_stream()
@@ -111,6 +115,77 @@ def test_KStreamSessionWindowAggregateProcessorTest_forward(method: str) -> None
         assert _results(driver, out) == expected
     late = app.metrics.value("dropped_records", node="KSTREAM-AGGREGATE-0000000001", reason="late")
     assert late == (1 if "Late" in method else 0)
+
+
+def test_KStreamSessionWindowAggregateProcessorTest_skipping_late_record_with_nonzero_grace() -> (
+    None
+):
+    """shouldLogAndMeterWhenSkippingLateRecordWithNonzeroGrace: ofInactivityGapAndGrace
+    (10 ms, 1 ms): at stream time 11, OnTime2 at 0 is within the grace of its session's
+    end; at 12, Late1 at 0 is dropped (expired at 1)."""
+    app, topic, out = _sessions(10, grace_ms=1)
+    inputs = [("dummy", 0), ("OnTime1", 0), ("dummy", 11), ("OnTime2", 0), ("dummy", 12)]
+    with TopologyTestDriver(app) as driver:
+        for key, ts in [*inputs, ("Late1", 0)]:
+            driver.pipe(topic, key, "1", timestamp_ms=ts)
+        assert _results(driver, out) == [
+            (W("dummy", 0, 0), 1, 0),
+            (W("OnTime1", 0, 0), 1, 0),
+            (W("dummy", 11, 11), 1, 11),
+            (W("OnTime2", 0, 0), 1, 0),
+            (W("dummy", 11, 11), None, 11),
+            (W("dummy", 11, 12), 2, 12),
+        ]
+    late = app.metrics.value("dropped_records", node="KSTREAM-AGGREGATE-0000000001", reason="late")
+    assert late == 1
+
+
+# Emit-final (EmitStrategy ON_WINDOW_CLOSE) cases: no record cache, so Kafka's
+# expectations hold as they are: each closed session once, in the order they close.
+G = GAP_MS
+FINAL_CASES: dict[str, tuple[list[tuple[str, int]], list[tuple[Any, Any, int]]]] = {
+    "shouldHaveMultipleSessionsForSameIdWhenTimestampApartBySessionGap": (
+        [("mel", 0), ("mel", G + 1), ("mel", G + 1), *[("mel", 2 * G + 2)] * 3],
+        [(W("mel", 0, 0), 1, 0), (W("mel", G + 1, G + 1), 2, G + 1)],
+    ),
+    "shouldHandleMultipleSessionsAndMerging": (
+        [
+            *[("a", 0), ("b", 0), ("c", 0), ("d", 0), ("d", G // 2), ("a", G + 1), ("b", G + 1)],
+            *[("a", G + 1 + G // 2), ("c", G + 1 + G // 2)],
+        ],
+        [
+            (W("a", 0, 0), 1, 0),
+            (W("b", 0, 0), 1, 0),
+            (W("c", 0, 0), 1, 0),
+            (W("d", 0, G // 2), 2, G // 2),
+        ],
+    ),
+    "shouldImmediatelyForwardRemovedSessionsWhenMerging": ([("a", 0), ("a", 5)], []),
+}
+
+
+@pytest.mark.parametrize("method", FINAL_CASES)
+def test_KStreamSessionWindowAggregateProcessorTest_emit_final(method: str) -> None:
+    inputs, expected = FINAL_CASES[method]
+    app, topic, out = _sessions(emit="final")
+    with TopologyTestDriver(app) as driver:
+        for key, ts in inputs:
+            driver.pipe(topic, key, "1", timestamp_ms=ts)
+        assert _results(driver, out) == expected
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+def test_KStreamSessionWindowAggregateProcessorTest_shouldGetAggregatedValuesFromValueGetter(
+    emit: str,
+) -> None:
+    """Kafka reads the sessions through the aggregation's value getter; here, its store."""
+    app, topic, _ = _sessions(emit=emit)
+    with TopologyTestDriver(app) as driver:
+        for ts in (0, G + 1, G + 1):
+            driver.pipe(topic, "a", "1", timestamp_ms=ts)
+        store = driver.store("session-store")
+    assert store[W("a", 0, 0)] == 1
+    assert store[W("a", G + 1, G + 1)] == 2
 
 
 # SessionWindowedKStreamImplTest: ofInactivityGapWithNoGrace(500 ms), processData's
