@@ -143,3 +143,98 @@ def test_SlidingWindowedKStreamImplTest_shouldDropWindowsOutsideOfRetention() ->
             W("1", 900, 1000): ("0+4", 1000),
             W("1", 1900, 2000): ("0+5", 2000),
         }
+
+
+# KStreamSlidingWindowAggregateTest's early-record and no-grace cases: (time difference
+# and grace in ms, the values and timestamps piped for key A, then every result per
+# window start as a set of (value, timestamp), as Kafka gathers them: with updates,
+# and with emit-final, EmitStrategy onWindowClose).
+Gathered = dict[int, set[tuple[str, int]]]
+SMALL_EARLY = [("1", 0), ("2", 5), ("3", 6), ("4", 3), ("5", 13), ("6", 10)]
+EARLY_UPDATES: Gathered = {
+    0: {("0+1", 0), ("0+1+2", 5), ("0+1+2+3", 6), ("0+1+2+3+4", 6)}
+    | {("0+1+2+3+4+5", 13), ("0+1+2+3+4+5+6", 13)},
+    1: {("0+2", 5), ("0+2+3", 6), ("0+2+3+4", 6), ("0+2+3+4+5", 13), ("0+2+3+4+5+6", 13)},
+    4: {("0+2+3", 6), ("0+2+3+5", 13), ("0+2+3+5+6", 13)},
+    6: {("0+3", 6), ("0+3+5", 13), ("0+3+5+6", 13)},
+    7: {("0+5", 13), ("0+5+6", 13)},
+    11: {("0+5", 13)},
+}
+EARLY_FINAL: Gathered = {
+    0: {("0+1+2+3+4+5+6", 13)},
+    1: {("0+2+3+4+5+6", 13)},
+    4: {("0+2+3+5+6", 13)},
+    6: {("0+3+5+6", 13)},
+    7: {("0+5+6", 13)},
+    11: {("0+5", 13)},
+}
+EARLY_CASES: dict[str, tuple[int, int, list[tuple[str, int]], Gathered, Gathered]] = {
+    "testEarlyRecordsSmallInput": (
+        50,
+        0,
+        [*SMALL_EARLY, ("7", 70)],
+        {**EARLY_UPDATES, 20: {("0+7", 70)}},
+        EARLY_FINAL,
+    ),
+    "testEarlyNoGracePeriodSmallInput": (
+        50,
+        0,
+        [*SMALL_EARLY, ("6", 70)],
+        {**EARLY_UPDATES, 20: {("0+6", 70)}},
+        EARLY_FINAL,
+    ),
+    "testEarlyRecordsRepeatedInput": (
+        5,
+        0,
+        [("1", 0), ("2", 2), ("3", 4), ("4", 0), ("5", 2), ("6", 2), ("7", 0), ("8", 7)],
+        {
+            0: {("0+1", 0), ("0+1+2", 2), ("0+1+2+3", 4), ("0+1+2+3+4", 4)}
+            | {("0+1+2+3+4+5", 4), ("0+1+2+3+4+5+6", 4), ("0+1+2+3+4+5+6+7", 4)},
+            1: {("0+2", 2), ("0+2+3", 4), ("0+2+3+5", 4), ("0+2+3+5+6", 4)},
+            2: {("0+2+3+5+6+8", 7)},
+            3: {("0+3", 4), ("0+3+8", 7)},
+            5: {("0+8", 7)},
+        },
+        {0: {("0+1+2+3+4+5+6+7", 4)}, 1: {("0+2+3+5+6", 4)}},
+    ),
+    "testNoGracePeriodSmallInput": (
+        50,
+        0,
+        [("1", 100), ("2", 105), ("3", 106), ("4", 103), ("5", 113), ("6", 110)],
+        {
+            50: {("0+1", 100)},
+            55: {("0+1+2", 105)},
+            56: {("0+1+2+3", 106), ("0+1+2+3+4", 106)},
+            63: {("0+1+2+3+4+5", 113), ("0+1+2+3+4+5+6", 113)},
+            101: {("0+2", 105), ("0+2+3", 106), ("0+2+3+4", 106)}
+            | {("0+2+3+4+5", 113), ("0+2+3+4+5+6", 113)},
+            104: {("0+2+3", 106), ("0+2+3+5", 113), ("0+2+3+5+6", 113)},
+            106: {("0+3", 106), ("0+3+5", 113), ("0+3+5+6", 113)},
+            107: {("0+5", 113), ("0+5+6", 113)},
+            111: {("0+5", 113)},
+        },
+        {50: {("0+1", 100)}, 55: {("0+1+2", 105)}, 56: {("0+1+2+3+4", 106)}},
+    ),
+}
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+@pytest.mark.parametrize("method", EARLY_CASES)
+def test_KStreamSlidingWindowAggregateTest_early_and_no_grace(method: str, emit: str) -> None:
+    difference, grace, inputs, updates, finals = EARLY_CASES[method]
+    app = sk.App("sliding-early")
+    (topic,) = string_topics(app, "topic")
+    out = app.topic("out", key_type=Any, value_type=str)
+    windows = sk.SlidingWindows.of_time_difference_and_grace(difference / 1000, grace / 1000)
+    grouped = app.stream(topic).group_by_key().windowed_by(windows)
+    table = grouped.aggregate(
+        string_init, tostring_adder, name="topic-Canonized", emit=emit, close_idle_after=None
+    )
+    table.to_stream().to(out)
+    with TopologyTestDriver(app) as driver:
+        for value, ts in inputs:
+            driver.pipe(topic, "A", value, timestamp_ms=ts)
+        gathered: Gathered = {}
+        for r in driver.read_records(out):
+            gathered.setdefault(r.key[1], set()).add((r.value, r.timestamp))
+    assert gathered == (updates if emit == "update" else finals)
