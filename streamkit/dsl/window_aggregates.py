@@ -388,19 +388,21 @@ class SlidingWindowAggregate(WindowAggregate):
     def __init__(self, setup: WindowSetup, windows: SlidingWindows) -> None:
         super().__init__(setup)
         self.d = windows.time_difference_ms
-        self._skipped = 0
+        # The record's windows that were closed, and those that took it.
+        self._skipped = self._taken = 0
 
     def aggregate(self, record: Record, now: int) -> None:
         if now >= self.setup.closes_at(record.timestamp + self.d):
             self.late(record)  # even the latest window holding it has closed
             return
-        self._skipped = 0
+        self._skipped = self._taken = 0
         if record.timestamp < self.d:
             self._early(record, now)
         else:
             self._in_order(record, now)
         if self._skipped:
-            self.partly_late(record)
+            # Every window that would take it closed: late, as Kafka counts it.
+            (self.partly_late if self._taken else self.late)(record)
 
     def _in_order(self, record: Record, now: int) -> None:
         key, t, d = record.key, record.timestamp, self.d
@@ -475,6 +477,7 @@ class SlidingWindowAggregate(WindowAggregate):
         if not self.accepts(window, now, held is not None):
             self._skipped += 1
             return
+        self._taken += 1
         if held is None:
             start = self.initializer() if base is None else base
             old, ts = None, record.timestamp
