@@ -238,3 +238,31 @@ def test_KStreamSlidingWindowAggregateTest_early_and_no_grace(method: str, emit:
         for r in driver.read_records(out):
             gathered.setdefault(r.key[1], set()).add((r.value, r.timestamp))
     assert gathered == (updates if emit == "update" else finals)
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+def test_KStreamSlidingWindowAggregateTest_shouldLogAndMeterWhenSkippingExpiredWindowByGrace(
+    emit: str,
+) -> None:
+    """ofTimeDifferenceAndGrace(10 ms, 90 ms): at stream time 200 every window of the
+    records at 100..105 and 15 has expired (at 110 or before); the seven are dropped:
+    counted as late, and written to the late topic."""
+    app = sk.App("sliding-expired")
+    topic, late_topic = string_topics(app, "topic", "late")
+    out = app.topic("output", key_type=Any, value_type=str)
+    windows = sk.SlidingWindows.of_time_difference_and_grace(0.010, 0.090)
+    grouped = app.stream(topic).group_by_key().windowed_by(windows)
+    options: dict[str, Any] = {"emit": emit, "late_topic": late_topic, "close_idle_after": None}
+    grouped.aggregate(string_init, tostring_adder, **options).to_stream().to(out)
+    inputs = [("100", 200), *[(str(i), 100 + i) for i in range(6)], ("6", 15)]
+    with TopologyTestDriver(app) as driver:
+        for value, ts in [*inputs, ("101", 300), ("102", 400)]:
+            driver.pipe(topic, "k", value, timestamp_ms=ts)
+        got = [(W(*key), value, ts) for key, value, ts in records(driver, out)]
+        assert records(driver, late_topic) == [("k", v, ts) for v, ts in inputs[1:]]
+    expected = [(W("k", 190, 200), "0+100", 200), (W("k", 290, 300), "0+101", 300)]
+    if emit == "update":
+        expected.append((W("k", 390, 400), "0+102", 400))
+    assert got == expected
+    late = app.metrics.value("dropped_records", node="KSTREAM-AGGREGATE-0000000001", reason="late")
+    assert late == 7
