@@ -171,3 +171,16 @@ def test_KTableAggregateTest_testRemoveOldBeforeAddNew() -> None:
             ("1", "2", 12),
         ]
         assert driver.timestamped_store("someStore") == {"1": ("2", 12)}
+
+
+def test_KTableAggregateTest_testShouldNotSendTransientStateIfNotUpgrading() -> None:
+    """Also testNoEqualsAndSameObject: a row that keeps its group (here its own key) is
+    one update of the count, never a transient 0 between the removal and the add."""
+    app = sk.App("ktable-count-no-transient")
+    (source,) = string_topics(app, "input-topic")
+    out = app.topic("output-topic", key_type=str, value_type=int)
+    app.ktable(source).group_by(lambda k, v: (k, v), key_type=str).count().to_stream().to(out)
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(source, "1", "", timestamp_ms=8)
+        driver.pipe(source, "1", "", timestamp_ms=9)
+        assert records(driver, out) == [("1", 1, 8), ("1", 1, 9)]
