@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance import records, tostring_joiner
+from conformance import records, string_topics, tostring_joiner
 
 import streamkit as sk
 from streamkit.testing import TopologyTestDriver
@@ -242,3 +242,37 @@ def test_KTableSourceTest_testValueGetter() -> None:
         driver.pipe(topic1, "A", None, timestamp_ms=50)
         driver.pipe(topic1, "B", None, timestamp_ms=3)
         assert driver.timestamped_store("store") == {"C": ("01", 15)}
+
+
+def test_KTableMapValuesTest_testQueryableValueGetter() -> None:
+    """Kafka reads two mapValues tables (value * 1, value * -1) through their value
+    getters after each step; here a probe table left-joined with each looks them up:
+    a result carries the larger timestamp, so a probe at 0 shows the row's."""
+    app = sk.App("ktable-mapvalues-getter")
+    topic1, probe_topic = string_topics(app, "topic1", "probe")
+    out2, out3 = (app.topic(n, key_type=str, value_type=int) for n in ("out2", "out3"))
+    table1 = app.ktable(topic1)
+    table2 = table1.map_values(int)
+    table3 = table1.map_values(lambda v: -int(v))
+    probe = app.ktable(probe_topic)
+    probe.left_join(table2, lambda _p, v: v).to_stream().to(out2)
+    probe.left_join(table3, lambda _p, v: v).to_stream().to(out3)
+    steps = [
+        (
+            [("A", "01", 50), ("B", "01", 10), ("C", "01", 30)],
+            {"A": (1, 50), "B": (1, 10), "C": (1, 30)},
+        ),
+        ([("A", "02", 25), ("B", "02", 20)], {"A": (2, 25), "B": (2, 20), "C": (1, 30)}),
+        ([("A", "03", 35)], {"A": (3, 35), "B": (2, 20), "C": (1, 30)}),
+        ([("A", None, 1)], {"A": (None, 0), "B": (2, 20), "C": (1, 30)}),
+    ]
+    with TopologyTestDriver(app) as driver:
+        for number, (inputs, getter) in enumerate(steps):
+            for key, value, ts in inputs:
+                driver.pipe(topic1, key, value, timestamp_ms=ts)
+            records(driver, out2), records(driver, out3)  # the joins' own updates
+            for key in getter:
+                driver.pipe(probe_topic, key, "probe", timestamp_ms=0)
+            negated = {k: (None if v is None else -v, ts) for k, (v, ts) in getter.items()}
+            assert records(driver, out2) == [(k, *row) for k, row in getter.items()], number
+            assert records(driver, out3) == [(k, *row) for k, row in negated.items()], number
