@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conformance import records
 
 import streamkit as sk
@@ -77,33 +78,33 @@ def test_KTableSuppressProcessorTest_intermediateSuppressionShouldBufferAndEmitL
         assert records(driver, out) == [("hey", 1, 0)]
 
 
-def test_KTableSuppressProcessorTest_finalResultsSuppressionShouldBufferAndEmitAtGraceExpiry() -> (
-    None
-):
-    app, source, out = _windowed(
-        sk.TimeWindows.of_size_and_grace(0.001, 0.001), sk.Suppressed.until_window_closes()
-    )
-    with TopologyTestDriver(app) as driver:
-        driver.pipe(source, "hey", "7", timestamp_ms=99)
-        assert records(driver, out) == []
-        # Stream time 100: "hey"'s window ended, but its grace has 1 ms to go.
-        driver.pipe(source, "dummyKey1", "7", timestamp_ms=100)
-        assert records(driver, out) == []
-        driver.pipe(source, "dummyKey2", "7", timestamp_ms=101)
-        assert records(driver, out) == [("[hey@99/100]", "7", 99)]
+# Final results: (size and grace in ms, then (key, timestamp) piped, with the records
+# out after each).
+FINAL_CASES: dict[str, tuple[int, int, list[tuple[str, int, list[Any]]]]] = {
+    # Stream time 100: "hey"'s window ended, but its grace has 1 ms to go.
+    "finalResultsSuppressionShouldBufferAndEmitAtGraceExpiration": (
+        1,
+        1,
+        [("hey", 99, []), ("dummyKey1", 100, []), ("dummyKey2", 101, [("[hey@99/100]", "7", 99)])],
+    ),
+    # The record is in the past, but its window's end is not: held even with no grace.
+    "finalResultsWithZeroGraceShouldStillBufferUntilTheWindowEnd": (
+        100,
+        0,
+        [("hey", 5, []), ("dummyKey", 100, [("[hey@0/100]", "7", 5)])],
+    ),
+}
 
 
-def test_KTableSuppressProcessorTest_finalResultsWithZeroGraceShouldStillBufferUntilWindowEnd() -> (
-    None
-):
-    app, source, out = _windowed(
-        sk.TimeWindows.of_size_and_grace(0.100, 0), sk.Suppressed.until_window_closes()
-    )
+@pytest.mark.parametrize("method", FINAL_CASES)
+def test_KTableSuppressProcessorTest_final_results(method: str) -> None:
+    size, grace, steps = FINAL_CASES[method]
+    windows = sk.TimeWindows.of_size_and_grace(size / 1000, grace / 1000)
+    app, source, out = _windowed(windows, sk.Suppressed.until_window_closes())
     with TopologyTestDriver(app) as driver:
-        driver.pipe(source, "hey", "7", timestamp_ms=5)
-        assert records(driver, out) == []
-        driver.pipe(source, "dummyKey", "7", timestamp_ms=100)
-        assert records(driver, out) == [("[hey@0/100]", "7", 5)]
+        for key, ts, expected in steps:
+            driver.pipe(source, key, "7", timestamp_ms=ts)
+            assert records(driver, out) == expected
 
 
 def test_KTableSuppressProcessorTest_finalResultsShouldDropTombstonesForTimeWindows() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from conformance import records, string_init, tostring_adder, tostring_joiner, tostring_remover
 
 import streamkit as sk
@@ -130,6 +131,17 @@ def _run_old_values(how: str, changes: list[list[Change]]) -> None:
             assert records(driver, output) == outputs, f"step {number}"
 
 
+def _each_key(new: str, olds: tuple[str | None, ...], timestamps: tuple[int, ...]) -> list[Change]:
+    """A Change for each of the four keys: `new` formatted with the key."""
+    return [
+        (k, new.format(k=k), old, ts) for k, old, ts in zip(KEYS, olds, timestamps, strict=True)
+    ]
+
+
+# The step every join shares: all four keys XXX over XX, at 6 or the right row's time.
+XXX_OVER_XX = _each_key("XXX{k}+YY{k}", tuple(f"XX{k}+YY{k}" for k in KEYS), (6, 6, 10, 15))
+
+
 def test_KTableKTableInnerJoinTest_testSendingOldValues() -> None:
     _run_old_values(
         "inner",
@@ -137,16 +149,8 @@ def test_KTableKTableInnerJoinTest_testSendingOldValues() -> None:
             [],
             [(0, "X0+Y0", None, 5), (1, "X1+Y1", None, 10)],
             [(0, "XX0+Y0", "X0+Y0", 7), (1, "XX1+Y1", "X1+Y1", 10)],
-            [
-                (0, "XX0+YY0", "XX0+Y0", 7),
-                (1, "XX1+YY1", "XX1+Y1", 7),
-                (2, "XX2+YY2", None, 10),
-                (3, "XX3+YY3", None, 15),
-            ],
-            [
-                (k, f"XXX{k}+YY{k}", f"XX{k}+YY{k}", ts)
-                for k, ts in zip(KEYS, (6, 6, 10, 15), strict=True)
-            ],
+            _each_key("XX{k}+YY{k}", ("XX0+Y0", "XX1+Y1", None, None), (7, 7, 10, 15)),
+            XXX_OVER_XX,
             [(0, None, "XXX0+YY0", 6), (1, None, "XXX1+YY1", 7)],
             [(2, "XXXX2+YY2", "XXX2+YY2", 13), (3, "XXXX3+YY3", "XXX3+YY3", 15)],
             [(2, None, "XXXX2+YY2", 10), (3, None, "XXXX3+YY3", 20)],
@@ -165,14 +169,8 @@ def _left_and_outer_changes(last: list[Change]) -> list[list[Change]]:
             (2, "XX2+null", None, 7),
             (3, "XX3+null", None, 7),
         ],
-        [
-            (k, f"XX{k}+YY{k}", f"XX{k}+{o}", ts)
-            for k, o, ts in zip(KEYS, ("Y0", "Y1", "null", "null"), (7, 7, 10, 15), strict=True)
-        ],
-        [
-            (k, f"XXX{k}+YY{k}", f"XX{k}+YY{k}", ts)
-            for k, ts in zip(KEYS, (6, 6, 10, 15), strict=True)
-        ],
+        _each_key("XX{k}+YY{k}", ("XX0+Y0", "XX1+Y1", "XX2+null", "XX3+null"), (7, 7, 10, 15)),
+        XXX_OVER_XX,
         [(0, "XXX0+null", "XXX0+YY0", 6), (1, "XXX1+null", "XXX1+YY1", 7)],
         [
             (0, "XXXX0+null", "XXX0+null", 13),
@@ -184,29 +182,14 @@ def _left_and_outer_changes(last: list[Change]) -> list[list[Change]]:
     ]
 
 
-def test_KTableKTableLeftJoinTest_testSendingOldValue() -> None:
-    _run_old_values(
-        "left",
-        _left_and_outer_changes(
-            [
-                (0, None, "XXXX0+null", 0),
-                (1, None, "XXXX1+null", 42),
-                (2, None, "XXXX2+YY2", 10),
-                (3, None, "XXXX3+YY3", 20),
-            ]
-        ),
-    )
-
-
-def test_KTableKTableOuterJoinTest_testSendingOldValue() -> None:
-    _run_old_values(
-        "outer",
-        _left_and_outer_changes(
-            [
-                (0, None, "XXXX0+null", 0),
-                (1, None, "XXXX1+null", 42),
-                (2, "null+YY2", "XXXX2+YY2", 10),
-                (3, "null+YY3", "XXXX3+YY3", 20),
-            ]
-        ),
-    )
+@pytest.mark.parametrize(
+    "how", ["left", "outer"], ids=["KTableKTableLeftJoinTest", "KTableKTableOuterJoinTest"]
+)
+def test_KTableKTableLeftOrOuterJoinTest_testSendingOldValue(how: str) -> None:
+    """<class>.testSendingOldValue: at the end the left rows are deleted; an outer join
+    keeps the right rows of keys 2 and 3 (null+YY2, null+YY3), a left join drops them."""
+    kept = ("null+YY2", "null+YY3") if how == "outer" else (None, None)
+    olds = ("XXXX0+null", "XXXX1+null", "XXXX2+YY2", "XXXX3+YY3")
+    news = (None, None, *kept)
+    last = list(zip(KEYS, news, olds, (0, 42, 10, 20), strict=True))
+    _run_old_values(how, _left_and_outer_changes(last))
