@@ -266,3 +266,60 @@ def test_KStreamSlidingWindowAggregateTest_shouldLogAndMeterWhenSkippingExpiredW
     assert got == expected
     late = app.metrics.value("dropped_records", node="KSTREAM-AGGREGATE-0000000001", reason="late")
     assert late == 7
+
+
+LARGE_INPUT = [("A", "1", 10), ("A", "2", 20), ("A", "3", 22), ("A", "4", 15)]
+LARGE_INPUT += [("B", "1", 12), ("B", "2", 13), ("B", "3", 18), ("B", "4", 19), ("B", "5", 25)]
+LARGE_INPUT += [("B", "6", 14), ("C", "1", 11), ("C", "2", 15), ("C", "3", 16), ("C", "4", 21)]
+LARGE_INPUT += [("C", "5", 23), ("D", "4", 11), ("D", "2", 12), ("D", "3", 29), ("D", "5", 16)]
+# Each window's results (start, value, timestamp) in the order they came, key by key.
+# fmt: off
+LARGE_UPDATES: dict[str, list[tuple[int, str, int]]] = {
+    "A": [(0, "0+1", 10), (5, "0+1+4", 15), (10, "0+1+2", 20), (10, "0+1+2+4", 20),
+         (11, "0+2", 20), (11, "0+2+4", 20), (12, "0+2+3", 22), (12, "0+2+3+4", 22),
+         (16, "0+2+3", 22), (21, "0+3", 22)],
+    "B": [(2, "0+1", 12), (3, "0+1+2", 13), (4, "0+1+2+6", 14), (8, "0+1+2+3", 18),
+         (8, "0+1+2+3+6", 18), (9, "0+1+2+3+4", 19), (9, "0+1+2+3+4+6", 19), (13, "0+2", 13),
+         (13, "0+2+3", 18), (13, "0+2+3+4", 19), (13, "0+2+3+4+6", 19), (14, "0+3", 18),
+         (14, "0+3+4", 19), (14, "0+3+4+6", 19), (15, "0+3+4+5", 25), (19, "0+4", 19),
+         (19, "0+4+5", 25), (20, "0+5", 25)],
+    "C": [(1, "0+1", 11), (5, "0+1+2", 15), (6, "0+1+2+3", 16), (11, "0+1+2+3+4", 21),
+         (12, "0+2", 15), (12, "0+2+3", 16), (12, "0+2+3+4", 21), (13, "0+2+3+4+5", 23),
+         (16, "0+3", 16), (16, "0+3+4", 21), (16, "0+3+4+5", 23), (17, "0+4", 21),
+         (17, "0+4+5", 23), (22, "0+5", 23)],
+    "D": [(1, "0+4", 11), (2, "0+4+2", 12), (6, "0+4+2+5", 16), (12, "0+2", 12),
+         (12, "0+2+5", 16), (13, "0+5", 16), (19, "0+3", 29)],
+}
+# fmt: on
+LARGE_FINAL: dict[str, list[tuple[int, str, int]]] = {
+    "A": [(0, "0+1", 10), (5, "0+1+4", 15)],
+    "B": [(2, "0+1", 12), (3, "0+1+2", 13), (8, "0+1+2+3+6", 18)],
+    "C": [(5, "0+2", 15), (6, "0+2+3", 16)],
+}
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+def test_KStreamSlidingWindowAggregateTest_testAggregateLargeInput(emit: str) -> None:
+    """ofTimeDifferenceAndGrace(10 ms, 50 ms), or 10 ms of grace with emit-final (which
+    then skips B@14, C@11, D@11, D@12 and D@16 for some or all of their windows).
+    Kafka sorts the results by key and window start, keeping their order otherwise."""
+    app = sk.App("sliding-large")
+    (topic,) = string_topics(app, "topic1")
+    out = app.topic("out", key_type=Any, value_type=str)
+    grace = 0.010 if emit == "final" else 0.050
+    windows = sk.SlidingWindows.of_time_difference_and_grace(0.010, grace)
+    grouped = app.stream(topic).group_by_key().windowed_by(windows)
+    grouped.aggregate(string_init, tostring_adder, emit=emit, close_idle_after=None).to_stream().to(
+        out
+    )
+    with TopologyTestDriver(app) as driver:
+        for key, value, ts in LARGE_INPUT:
+            driver.pipe(topic, key, value, timestamp_ms=ts)
+        got = [(W(*key), value, ts) for key, value, ts in records(driver, out)]
+    got.sort(key=lambda r: (r[0].key, r[0].start_ms))
+    expected = LARGE_FINAL if emit == "final" else LARGE_UPDATES
+    assert got == [
+        (W(key, start, start + 10), value, ts)
+        for key, rows in expected.items()
+        for start, value, ts in rows
+    ]
