@@ -145,7 +145,7 @@ def test_SlidingWindowedKStreamImplTest_shouldDropWindowsOutsideOfRetention() ->
         }
 
 
-# KStreamSlidingWindowAggregateTest's early-record and no-grace cases: (time difference
+# KStreamSlidingWindowAggregateTest's small, early-record and no-grace cases: (time difference
 # and grace in ms, the values and timestamps piped for key A, then every result per
 # window start as a set of (value, timestamp), as Kafka gathers them: with updates,
 # and with emit-final, EmitStrategy onWindowClose).
@@ -197,6 +197,52 @@ EARLY_CASES: dict[str, tuple[int, int, list[tuple[str, int]], Gathered, Gathered
         },
         {0: {("0+1+2+3+4+5+6+7", 4)}, 1: {("0+2+3+5+6", 4)}},
     ),
+    # Kafka's current testAggregateSmallInput / testReduceSmallInput (grace 5 ms).
+    "testAggregateSmallInput": (
+        10,
+        5,
+        [("1", 10), ("2", 10), ("3", 14), ("4", 15), ("5", 20), ("6", 22), ("7", 30)],
+        {
+            0: {("0+1", 10), ("0+1+2", 10)},
+            4: {("0+1+2+3", 14)},
+            5: {("0+1+2+3+4", 15)},
+            10: {("0+1+2+3+4+5", 20)},
+            11: {("0+3", 14), ("0+3+4", 15), ("0+3+4+5", 20)},
+            12: {("0+3+4+5+6", 22)},
+            15: {("0+4", 15), ("0+4+5", 20), ("0+4+5+6", 22)},
+            16: {("0+5", 20), ("0+5+6", 22)},
+            20: {("0+5+6+7", 30)},
+            21: {("0+6", 22), ("0+6+7", 30)},
+            23: {("0+7", 30)},
+        },
+        {
+            0: {("0+1+2", 10)},
+            4: {("0+1+2+3", 14)},
+            5: {("0+1+2+3+4", 15)},
+            10: {("0+1+2+3+4+5", 20)},
+            11: {("0+3+4+5", 20)},
+            12: {("0+3+4+5+6", 22)},
+        },
+    ),
+    "testReduceSmallInput": (
+        10,
+        5,
+        [("1", 10), ("2", 14), ("3", 15), ("4", 22), ("5", 26), ("6", 30)],
+        {
+            0: {("1", 10)},
+            4: {("1+2", 14)},
+            5: {("1+2+3", 15)},
+            11: {("2", 14), ("2+3", 15)},
+            12: {("2+3+4", 22)},
+            15: {("3", 15), ("3+4", 22)},
+            16: {("4", 22), ("4+5", 26)},
+            20: {("4+5+6", 30)},
+            23: {("5", 26), ("5+6", 30)},
+            27: {("6", 30)},
+        },
+        {0: {("1", 10)}, 4: {("1+2", 14)}, 5: {("1+2+3", 15)}, 11: {("2+3", 15)}}
+        | {12: {("2+3+4", 22)}},
+    ),
     "testNoGracePeriodSmallInput": (
         50,
         0,
@@ -220,16 +266,18 @@ EARLY_CASES: dict[str, tuple[int, int, list[tuple[str, int]], Gathered, Gathered
 
 @pytest.mark.parametrize("emit", ["update", "final"])
 @pytest.mark.parametrize("method", EARLY_CASES)
-def test_KStreamSlidingWindowAggregateTest_early_and_no_grace(method: str, emit: str) -> None:
+def test_KStreamSlidingWindowAggregateTest_gathered(method: str, emit: str) -> None:
     difference, grace, inputs, updates, finals = EARLY_CASES[method]
     app = sk.App("sliding-early")
     (topic,) = string_topics(app, "topic")
     out = app.topic("out", key_type=Any, value_type=str)
     windows = sk.SlidingWindows.of_time_difference_and_grace(difference / 1000, grace / 1000)
     grouped = app.stream(topic).group_by_key().windowed_by(windows)
-    table = grouped.aggregate(
-        string_init, tostring_adder, name="topic-Canonized", emit=emit, close_idle_after=None
-    )
+    options: dict[str, Any] = {"name": "topic-Canonized", "emit": emit, "close_idle_after": None}
+    if "Reduce" in method:
+        table = grouped.reduce(lambda a, b: f"{a}+{b}", **options)  # MockReducer.STRING_ADDER
+    else:
+        table = grouped.aggregate(string_init, tostring_adder, **options)
     table.to_stream().to(out)
     with TopologyTestDriver(app) as driver:
         for value, ts in inputs:
