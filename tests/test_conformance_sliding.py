@@ -160,14 +160,12 @@ EARLY_UPDATES: Gathered = {
     7: {("0+5", 13), ("0+5+6", 13)},
     11: {("0+5", 13)},
 }
+# fmt: off
 EARLY_FINAL: Gathered = {
-    0: {("0+1+2+3+4+5+6", 13)},
-    1: {("0+2+3+4+5+6", 13)},
-    4: {("0+2+3+5+6", 13)},
-    6: {("0+3+5+6", 13)},
-    7: {("0+5+6", 13)},
-    11: {("0+5", 13)},
+    0: {("0+1+2+3+4+5+6", 13)}, 1: {("0+2+3+4+5+6", 13)}, 4: {("0+2+3+5+6", 13)},
+    6: {("0+3+5+6", 13)}, 7: {("0+5+6", 13)}, 11: {("0+5", 13)},
 }
+# fmt: on
 EARLY_CASES: dict[str, tuple[int, int, list[tuple[str, int]], Gathered, Gathered]] = {
     "testEarlyRecordsSmallInput": (
         50,
@@ -215,14 +213,8 @@ EARLY_CASES: dict[str, tuple[int, int, list[tuple[str, int]], Gathered, Gathered
             21: {("0+6", 22), ("0+6+7", 30)},
             23: {("0+7", 30)},
         },
-        {
-            0: {("0+1+2", 10)},
-            4: {("0+1+2+3", 14)},
-            5: {("0+1+2+3+4", 15)},
-            10: {("0+1+2+3+4+5", 20)},
-            11: {("0+3+4+5", 20)},
-            12: {("0+3+4+5+6", 22)},
-        },
+        {0: {("0+1+2", 10)}, 4: {("0+1+2+3", 14)}, 5: {("0+1+2+3+4", 15)}}
+        | {10: {("0+1+2+3+4+5", 20)}, 11: {("0+3+4+5", 20)}, 12: {("0+3+4+5+6", 22)}},
     ),
     "testReduceSmallInput": (
         10,
@@ -424,3 +416,71 @@ def test_KStreamSlidingWindowAggregateTest_testJoin() -> None:
                 want = [(W(k, start, start + 10), value, ts) for k, start, value, ts in rows]
                 got = [(W(*key), value, ts) for key, value, ts in records(driver, out)]
                 assert got == want, (number, out.name)
+
+
+# KStreamSlidingWindowAggregateTest's large early and no-grace inputs (key E): (time
+# difference, grace with updates, grace with emit-final, the values and timestamps,
+# then (start, value, timestamp) per result, sorted by window start as Kafka sorts them).
+# fmt: off
+E_EARLY = [("1", 0), ("3", 5), ("4", 6), ("2", 3), ("6", 13), ("5", 10), ("7", 4), ("8", 2)]
+E_EARLY.append(("9", 15))
+Rows = list[tuple[int, str, int]]
+LARGE_E_CASES: dict[str, tuple[int, int, int, list[tuple[str, int]], Rows, Rows]] = {
+    "testEarlyRecordsLargeInput": (10, 50, 1,
+        E_EARLY,
+        [(0, "0+1", 0), (0, "0+1+3", 5), (0, "0+1+3+4", 6), (0, "0+1+3+4+2", 6),
+         (0, "0+1+3+4+2+5", 10), (0, "0+1+3+4+2+5+7", 10), (0, "0+1+3+4+2+5+7+8", 10),
+         (1, "0+3", 5), (1, "0+3+4", 6), (1, "0+3+4+2", 6), (1, "0+3+4+2+5", 10),
+         (1, "0+3+4+2+5+7", 10), (1, "0+3+4+2+5+7+8", 10), (3, "0+3+4+2+6", 13),
+         (3, "0+3+4+2+6+5", 13), (3, "0+3+4+2+6+5+7", 13), (4, "0+3+4", 6), (4, "0+3+4+6", 13),
+         (4, "0+3+4+6+5", 13), (4, "0+3+4+6+5+7", 13), (5, "0+3+4+6+5", 13),
+         (5, "0+3+4+6+5+9", 15), (6, "0+4", 6), (6, "0+4+6", 13), (6, "0+4+6+5", 13),
+         (6, "0+4+6+5+9", 15), (7, "0+6", 13), (7, "0+6+5", 13), (7, "0+6+5+9", 15),
+         (11, "0+6", 13), (11, "0+6+9", 15), (14, "0+9", 15)],
+        [(0, "0+1+3+4+2", 6), (1, "0+3+4+2", 6), (3, "0+3+4+2+6+5+7", 13)]),
+    "testEarlyNoGracePeriodLargeInput": (10, 0, 0,
+        E_EARLY,
+        [(0, "0+1", 0), (0, "0+1+3", 5), (0, "0+1+3+4", 6), (0, "0+1+3+4+2", 6), (1, "0+3", 5),
+         (1, "0+3+4", 6), (1, "0+3+4+2", 6), (3, "0+3+4+2+6", 13), (3, "0+3+4+2+6+5", 13),
+         (3, "0+3+4+2+6+5+7", 13), (4, "0+3+4", 6), (4, "0+3+4+6", 13), (4, "0+3+4+6+5", 13),
+         (4, "0+3+4+6+5+7", 13), (5, "0+3+4+6+5", 13), (5, "0+3+4+6+5+9", 15), (6, "0+4", 6),
+         (6, "0+4+6", 13), (6, "0+4+6+5", 13), (6, "0+4+6+5+9", 15), (7, "0+6", 13),
+         (7, "0+6+5", 13), (7, "0+6+5+9", 15), (11, "0+6", 13), (11, "0+6+9", 15),
+         (14, "0+9", 15)],
+        [(0, "0+1+3+4+2", 6), (1, "0+3+4+2", 6), (3, "0+3+4+2+6+5+7", 13),
+         (4, "0+3+4+6+5+7", 13)]),
+    "testNoGracePeriodLargeInput": (10, 0, 0,
+        [(value, ts + 100) for value, ts in E_EARLY],
+        [(90, "0+1", 100), (95, "0+1+3", 105), (96, "0+1+3+4", 106), (96, "0+1+3+4+2", 106),
+         (101, "0+3", 105), (101, "0+3+4", 106), (101, "0+3+4+2", 106), (103, "0+3+4+2+6", 113),
+         (103, "0+3+4+2+6+5", 113), (103, "0+3+4+2+6+5+7", 113), (104, "0+3+4", 106),
+         (104, "0+3+4+6", 113), (104, "0+3+4+6+5", 113), (104, "0+3+4+6+5+7", 113),
+         (105, "0+3+4+6+5", 113), (105, "0+3+4+6+5+9", 115), (106, "0+4", 106),
+         (106, "0+4+6", 113), (106, "0+4+6+5", 113), (106, "0+4+6+5+9", 115), (107, "0+6", 113),
+         (107, "0+6+5", 113), (107, "0+6+5+9", 115), (111, "0+6", 113), (111, "0+6+9", 115),
+         (114, "0+9", 115)],
+        [(90, "0+1", 100), (95, "0+1+3", 105), (96, "0+1+3+4+2", 106), (101, "0+3+4+2", 106),
+         (103, "0+3+4+2+6+5+7", 113), (104, "0+3+4+6+5+7", 113)]),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("emit", ["update", "final"])
+@pytest.mark.parametrize("method", LARGE_E_CASES)
+def test_KStreamSlidingWindowAggregateTest_large_inputs(method: str, emit: str) -> None:
+    difference, grace_update, grace_final, inputs, updates, finals = LARGE_E_CASES[method]
+    grace = grace_update if emit == "update" else grace_final
+    app = sk.App("sliding-large-e")
+    (topic,) = string_topics(app, "topic")
+    out = app.topic("out", key_type=Any, value_type=str)
+    windows = sk.SlidingWindows.of_time_difference_and_grace(difference / 1000, grace / 1000)
+    grouped = app.stream(topic).group_by_key().windowed_by(windows)
+    grouped.aggregate(string_init, tostring_adder, emit=emit, close_idle_after=None).to_stream().to(
+        out
+    )
+    with TopologyTestDriver(app) as driver:
+        for value, ts in inputs:
+            driver.pipe(topic, "E", value, timestamp_ms=ts)
+        got = [(key[1], value, ts) for key, value, ts in records(driver, out)]
+    got.sort(key=lambda r: r[0])
+    assert got == (updates if emit == "update" else finals)
