@@ -292,3 +292,33 @@ def test_TopologyTestDriverTest_shouldPunctuateIfWallClockTimeAdvances() -> None
         records(driver, result)  # the stream-time punctuation of the first record
         driver.advance_wall_clock(60)
         assert records(driver, result) == [("a", 21, 60000)]
+
+
+class Noting(sk.Processor):
+    """Kafka's MockProcessor of TopologyTestDriverTest: notes what it was handed."""
+
+    def __init__(self, seen: list[tuple[Any, ...]]) -> None:
+        self.seen = seen
+
+    def process(self, record: sk.Record) -> None:
+        c = self.context
+        self.seen.append((record.key, record.value, tuple(record.headers), record.timestamp))
+        self.seen.append((c.topic, c.partition, c.offset))
+
+
+def test_TopologyTestDriverTest_shouldSendRecordViaCorrectSourceTopic() -> None:
+    """Also shouldSetRecordMetadata: each source's processor gets its own topic's
+    records, with their headers, timestamp, topic and offset."""
+    app = sk.App("ttd-sources")
+    source1, source2 = string_topics(app, "source-topic-1", "source-topic-2")
+    seen1: list[tuple[Any, ...]] = []
+    seen2: list[tuple[Any, ...]] = []
+    app.stream(source1).process(lambda: Noting(seen1), name="processor-1")
+    app.stream(source2).process(lambda: Noting(seen2), name="processor-2")
+    with TopologyTestDriver(app) as driver:
+        driver.pipe(source1, "key1", "value1", timestamp_ms=42, headers=HEADERS)
+        assert seen1 == [("key1", "value1", HEADERS, 42), ("source-topic-1", 0, 0)]
+        assert seen2 == []
+        driver.pipe(source2, "key2", "value2", timestamp_ms=43)
+        assert seen1 == [("key1", "value1", HEADERS, 42), ("source-topic-1", 0, 0)]
+        assert seen2 == [("key2", "value2", (), 43), ("source-topic-2", 0, 0)]
