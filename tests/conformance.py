@@ -92,3 +92,52 @@ def run_join_steps(
             else:
                 driver.pipe(table, key, None, timestamp_ms=0)
         assert records(driver, out) == expected, f"step {number}"
+
+
+# KStreamGlobalKTableJoinTest and KStreamGlobalKTableLeftJoinTest: the stream's value
+# optionally carries the global table's key after a comma.
+GLOBAL_JOIN_KEYS = (0, 1, 2, 3)
+
+
+def global_join_key(_key: int | None, value: str) -> str | None:
+    """Their key selector: the table key after the comma, None without one."""
+    tokens = value.split(",")
+    return tokens[1] if len(tokens) > 1 else None
+
+
+class GlobalJoinDriver:
+    """Their setUp and push helpers. Stream records are stamped 0, 1, 2, ... as
+    Kafka's test input topic advances by 1 ms a record."""
+
+    def __init__(self, how: str) -> None:
+        self.app = sk.App(f"global-{how}")
+        self.stream = self.app.topic("streamTopic", key_type=int, value_type=str)
+        self.table = self.app.topic("globalTableTopic", key_type=str, value_type=str)
+        self.out = self.app.topic("out", key_type=int, value_type=str)
+        join = getattr(self.app.stream(self.stream), how)
+        join(self.app.global_ktable(self.table), tostring_joiner, key_selector=global_join_key).to(
+            self.out
+        )
+        self.stream_ts = 0
+
+    def run(self, script: Callable[[GlobalJoinDriver], None]) -> None:
+        with TopologyTestDriver(self.app) as self.driver:
+            script(self)
+
+    def push_to_stream(
+        self, count: int, prefix: str, include_foreign_key: bool = True, null_key: bool = False
+    ) -> None:
+        """`null_key`: the first record without a key (KIP-962's relaxed joins)."""
+        for i, key in enumerate(GLOBAL_JOIN_KEYS[:count]):
+            value = f"{prefix}{key}" + (f",FKey{key}" if include_foreign_key else "")
+            key_in = None if null_key and i == 0 else key
+            self.driver.pipe(self.stream, key_in, value, timestamp_ms=self.stream_ts)
+            self.stream_ts += 1
+
+    def push_to_global_table(self, count: int, prefix: str | None) -> None:
+        for key in GLOBAL_JOIN_KEYS[:count]:
+            value = None if prefix is None else f"{prefix}{key}"
+            self.driver.pipe(self.table, f"FKey{key}", value)
+
+    def results(self) -> list[tuple[Any, str, int]]:
+        return records(self.driver, self.out)

@@ -8,53 +8,11 @@ key selector that finds none gives None, and such a record is dropped.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from conformance import tostring_joiner
+from conformance import GLOBAL_JOIN_KEYS, GlobalJoinDriver
 
-import streamkit as sk
-from streamkit.testing import TopologyTestDriver
-
-KEYS = (0, 1, 2, 3)
-
-
-def _foreign_key(_key: int, value: str) -> str | None:
-    tokens = value.split(",")
-    return tokens[1] if len(tokens) > 1 else None
-
-
-class _Driver:
-    """The test class's setUp and its push helpers."""
-
-    def __init__(self, driver: TopologyTestDriver, stream: sk.Topic, table: sk.Topic) -> None:
-        self.driver, self.stream, self.table = driver, stream, table
-
-    def push_to_stream(self, count: int, prefix: str, include_foreign_key: bool) -> None:
-        for key in KEYS[:count]:
-            value = f"{prefix}{key}" + (f",FKey{key}" if include_foreign_key else "")
-            self.driver.pipe(self.stream, key, value)
-
-    def push_to_global_table(self, count: int, prefix: str | None) -> None:
-        for key in KEYS[:count]:
-            self.driver.pipe(self.table, f"FKey{key}", None if prefix is None else f"{prefix}{key}")
-
-    def results(self) -> list[str]:
-        return [f"{k}:{v}" for k, v in self.driver.read_output("out")]
-
-
-Action = Callable[[_Driver], None]
-
-
-def _with_driver(test: Any) -> None:
-    app = sk.App("global-left-join")
-    stream = app.topic("streamTopic", key_type=int, value_type=str)
-    table = app.topic("globalTableTopic", key_type=str, value_type=str)
-    out = app.topic("out", key_type=int, value_type=str)
-    app.stream(stream).left_join(
-        app.global_ktable(table), tostring_joiner, key_selector=_foreign_key
-    ).to(out)
-    with TopologyTestDriver(app) as driver:
-        test(_Driver(driver, stream, table))
+KEYS = GLOBAL_JOIN_KEYS
+Action = Callable[[GlobalJoinDriver], None]
 
 
 def _stream(count: int, prefix: str, include_foreign_key: bool = True) -> Action:
@@ -68,12 +26,12 @@ def _table(count: int, prefix: str | None) -> Action:
 def _steps(*steps: tuple[Action, list[str]]) -> None:
     """Kafka's push-then-checkAndClearProcessResult sequence."""
 
-    def run(d: _Driver) -> None:
+    def run(d: GlobalJoinDriver) -> None:
         for number, (action, expected) in enumerate(steps):
             action(d)
-            assert d.results() == expected, f"step {number}"
+            assert [f"{k}:{v}" for k, v, _ in d.results()] == expected, f"step {number}"
 
-    _with_driver(run)
+    GlobalJoinDriver("left_join").run(run)
 
 
 X_TWO_NO_TABLE = ["0:X0,FKey0+null", "1:X1,FKey1+null"]
